@@ -44,6 +44,18 @@ int mesh_err_wrapf(struct mesh_err *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* Truncation keeps the outermost context, which is what a user reads first. */
+    size_t plen = strlen(prefix);
+    if (plen + 2 < sizeof err->msg) {
+        memcpy(err->msg, prefix, plen);
+        memcpy(err->msg + plen, ": ", 2);
+        size_t room = sizeof err->msg - plen - 3;
+        size_t olen = strnlen(old, room);
+        memcpy(err->msg + plen + 2, old, olen);
+        err->msg[plen + 2 + olen] = '\0';
+    } else {
+        memcpy(err->msg, prefix, sizeof err->msg - 1);
+        err->msg[sizeof err->msg - 1] = '\0';
+    }
     return err->code;
 }

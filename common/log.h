@@ -1,0 +1,40 @@
+/* Logging for the edges of the program (meshd/ and ctl/); library folders return errors instead.
+ * A logger is a value owned by whoever logs (the node object): no global state. Lines go to the
+ * logger's stream as "2026-11-26T06:39:32.123Z info  node-a: message". */
+#ifndef FOGMESH_COMMON_LOG_H
+#define FOGMESH_COMMON_LOG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+struct logger {
+    FILE *out;
+    enum log_level level;
+    char name[65]; /* shown on every line */
+};
+
+void log_init(struct logger *lg, FILE *out, enum log_level level, const char *name);
+
+/* "debug", "info", "warn" or "error"; returns 0 or MESH_EINVAL. */
+int log_level_parse(const char *s, enum log_level *ret_level);
+const char *log_level_name(enum log_level level);
+
+void log_msg(const struct logger *lg, enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define log_debug(lg, ...) log_msg((lg), LOG_DEBUG, __VA_ARGS__)
+#define log_info(lg, ...)  log_msg((lg), LOG_INFO, __VA_ARGS__)
+#define log_warn(lg, ...)  log_msg((lg), LOG_WARN, __VA_ARGS__)
+#define log_error(lg, ...) log_msg((lg), LOG_ERROR, __VA_ARGS__)
+
+/* Rate limiter for messages about one peer or cause ("logged once per peer per minute"): returns
+ * 1 when a message may be logged now (and records now), 0 when it must be suppressed. */
+struct log_ratelimit {
+    uint64_t last_ms;
+    uint32_t suppressed;
+};
+int log_ratelimit_ok(struct log_ratelimit *rl, uint64_t now_ms, uint64_t interval_ms);
+
+#endif

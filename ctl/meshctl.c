@@ -1,0 +1,281 @@
+/* meshctl: the command line for a fogmesh node. Talks to the local meshd over its API socket.
+ * Exit codes: 0 on success, 1 when meshd reports an error or cannot be reached, 2 on usage
+ * errors. Errors go to stderr in one line that says what to do. */
+#include <getopt.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "client.h"
+#include "meshkey.h"
+#include "version.h"
+
+#define DEFAULT_SOCKET "/var/lib/fogmesh/api.sock"
+
+enum output { OUT_TABLE, OUT_JSON };
+
+struct ctl {
+    struct client client;
+    enum output out;
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: meshctl [--socket PATH] [-o table|json] COMMAND [ARGS]\n"
+          "\n"
+          "Commands:\n"
+          "  status        this node and the mesh at a glance\n"
+          "  version       meshctl's and meshd's versions\n"
+          "  keygen        print a new random mesh key (base64) for meshd --key-file\n"
+          "\n"
+          "Options:\n"
+          "  --socket PATH    meshd's API socket (default: $MESH_SOCKET, else " DEFAULT_SOCKET ")\n"
+          "  -o, --output F   table (default) or json\n"
+          "  -h, --help       this text\n",
+          f);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "meshctl: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see meshctl --help)\n");
+    va_end(ap);
+    return 2;
+}
+
+static void print_json(const json_t *v)
+{
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (s)
+        puts(s);
+    free(s);
+}
+
+/* Performs a call and turns every failure into a one-line message and exit code 1. On success
+ * *ret_body holds the JSON reply. */
+static int call(struct ctl *ctl, const char *method, const char *path, const json_t *body,
+                json_t **ret_body)
+{
+    struct mesh_err err = {0};
+    long status = 0;
+    json_t *reply = NULL;
+    if (client_call(&ctl->client, method, path, body, &status, &reply, &err) < 0) {
+        fprintf(stderr, "meshctl: %s\n", err.msg);
+        return 1;
+    }
+    if (status < 200 || status > 299) {
+        const char *msg = json_string_value(json_object_get(reply, "error"));
+        fprintf(stderr, "meshctl: meshd answered %ld: %s\n", status, msg ? msg : "(no message)");
+        json_decref(reply);
+        return 1;
+    }
+    if (!reply) {
+        fprintf(stderr, "meshctl: meshd sent a reply that is not JSON\n");
+        return 1;
+    }
+    *ret_body = reply;
+    return 0;
+}
+
+static const char *jstr(const json_t *obj, const char *path)
+{
+    /* path is "a.b": walk objects. */
+    char key[64];
+    const json_t *v = obj;
+    while (v && *path) {
+        size_t n = strcspn(path, ".");
+        if (n >= sizeof key)
+            return "";
+        memcpy(key, path, n);
+        key[n] = '\0';
+        v = json_object_get(v, key);
+        path += n + (path[n] == '.');
+    }
+    return json_is_string(v) ? json_string_value(v) : "";
+}
+
+static void format_duration(json_int_t ms, char *buf, size_t len)
+{
+    long long s = ms / 1000;
+    if (s < 60)
+        snprintf(buf, len, "%llds", s);
+    else if (s < 3600)
+        snprintf(buf, len, "%lldm%02llds", s / 60, s % 60);
+    else if (s < 86400)
+        snprintf(buf, len, "%lldh%02lldm", s / 3600, (s / 60) % 60);
+    else
+        snprintf(buf, len, "%lldd%02lldh", s / 86400, (s / 3600) % 24);
+}
+
+static int cmd_status(struct ctl *ctl, int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1)
+        return usage_error("status takes no arguments, got '%s'", argv[1]);
+    json_t *st = NULL;
+    int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/status", NULL, &st);
+    if (rc)
+        return rc;
+    if (ctl->out == OUT_JSON) {
+        print_json(st);
+    } else {
+        char up[32];
+        format_duration(json_integer_value(json_object_get(st, "uptime_ms")), up, sizeof up);
+        printf("Node:     %s\n", jstr(st, "node.name"));
+        printf("ID:       %s\n", jstr(st, "node.id"));
+        printf("Address:  %s\n", jstr(st, "node.addr"));
+        printf("Arch:     %s\n", jstr(st, "node.arch"));
+        printf("Version:  %s\n", jstr(st, "version"));
+        printf("Uptime:   %s\n", up);
+    }
+    json_decref(st);
+    return 0;
+}
+
+static int cmd_version(struct ctl *ctl, int argc, char **argv)
+{
+    if (argc > 1)
+        return usage_error("version takes no arguments, got '%s'", argv[1]);
+    json_t *st = NULL;
+    struct mesh_err err = {0};
+    long status = 0;
+    /* The daemon's version is a bonus: meshctl's own is printed even when meshd is down. */
+    const char *daemon = NULL;
+    if (client_call(&ctl->client, "GET", FOGMESH_API_PREFIX "/status", NULL, &status, &st, &err) ==
+            0 &&
+        status == 200)
+        daemon = jstr(st, "version");
+    if (ctl->out == OUT_JSON) {
+        json_t *v = json_pack("{s:s}", "meshctl", FOGMESH_VERSION);
+        json_object_set_new(v, "meshd", daemon ? json_string(daemon) : json_null());
+        print_json(v);
+        json_decref(v);
+    } else {
+        printf("meshctl %s\n", FOGMESH_VERSION);
+        printf("meshd   %s\n", daemon ? daemon : "(not reachable)");
+    }
+    json_decref(st);
+    return 0;
+}
+
+static int cmd_keygen(struct ctl *ctl, int argc, char **argv)
+{
+    (void)ctl;
+    if (argc > 1)
+        return usage_error("keygen takes no arguments, got '%s'", argv[1]);
+    uint8_t key[MESH_KEY_LEN];
+    char b64[MESH_KEY_B64_LEN + 1];
+    mesh_key_generate(key);
+    mesh_key_encode(key, b64);
+    puts(b64);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(b64, sizeof b64);
+    return 0;
+}
+
+static const struct command {
+    const char *name;
+    int (*fn)(struct ctl *, int, char **);
+} commands[] = {
+    {"status", cmd_status},
+    {"version", cmd_version},
+    {"keygen", cmd_keygen},
+};
+
+int main(int argc, char **argv)
+{
+    struct ctl ctl = {.out = OUT_TABLE};
+    static const struct option opts[] = {
+        {"socket", required_argument, NULL, 's'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *env = getenv("MESH_SOCKET");
+    ctl.client.socket_path = env && *env ? env : DEFAULT_SOCKET;
+
+    /* '+': stop at the first non-option, the command; its own flags follow it. */
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            ctl.client.socket_path = optarg;
+            break;
+        case 'o':
+            if (strcmp(optarg, "json") == 0)
+                ctl.out = OUT_JSON;
+            else if (strcmp(optarg, "table") == 0)
+                ctl.out = OUT_TABLE;
+            else
+                return usage_error("-o %s: expected table or json", optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "meshctl: libsodium failed to initialise\n");
+        return 1;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    /* Output and socket options may also follow the command (`meshctl members -o json`). */
+    int cargc = 0;
+    char **cargv = argv + optind;
+    for (int i = optind; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        int is_out = 0, is_sock = 0;
+        if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0)
+            is_out = 1;
+        else if (strcmp(a, "--socket") == 0)
+            is_sock = 1;
+        else if (strncmp(a, "--output=", 9) == 0)
+            is_out = 1, val = a + 9;
+        else if (strncmp(a, "--socket=", 9) == 0)
+            is_sock = 1, val = a + 9;
+        if (!is_out && !is_sock) {
+            cargv[cargc++] = argv[i];
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc)
+                return usage_error("%s needs a value", a);
+            val = argv[++i];
+        }
+        if (is_sock)
+            ctl.client.socket_path = val;
+        else if (strcmp(val, "json") == 0)
+            ctl.out = OUT_JSON;
+        else if (strcmp(val, "table") == 0)
+            ctl.out = OUT_TABLE;
+        else
+            return usage_error("-o %s: expected table or json", val);
+    }
+    int rc = -1;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(cargv[0], commands[i].name) == 0) {
+            rc = commands[i].fn(&ctl, cargc, cargv);
+            break;
+        }
+    }
+    if (rc < 0)
+        rc = usage_error("unknown command '%s'", argv[optind]);
+    curl_global_cleanup();
+    return rc;
+}

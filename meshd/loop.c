@@ -1,0 +1,97 @@
+#include "loop.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+
+uint64_t mesh_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void uv_pass(struct mesh_loop *l)
+{
+    uv_run(&l->uv, UV_RUN_NOWAIT);
+    /* Re-arm from the timeout libuv would have blocked for: -1 means no timer is pending (the
+     * fd watch alone wakes us), 0 means work is queued and we must come back at once. */
+    int timeout = uv_backend_timeout(&l->uv);
+    event_del(l->uv_timer);
+    if (timeout >= 0) {
+        struct timeval tv = {.tv_sec = timeout / 1000, .tv_usec = (timeout % 1000) * 1000};
+        event_add(l->uv_timer, &tv);
+    }
+}
+
+static void on_uv_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    /* Nothing to do here: the uv_run pass after every libevent iteration does the work. */
+}
+
+int mesh_loop_init(struct mesh_loop *l)
+{
+    memset(l, 0, sizeof *l);
+    l->base = event_base_new();
+    if (!l->base)
+        goto fail;
+    if (uv_loop_init(&l->uv) != 0)
+        goto fail;
+    l->uv_ready = true;
+    l->uv_io = event_new(l->base, uv_backend_fd(&l->uv), EV_READ | EV_PERSIST, on_uv_event, l);
+    l->uv_timer = evtimer_new(l->base, on_uv_event, l);
+    if (!l->uv_io || !l->uv_timer || event_add(l->uv_io, NULL) != 0)
+        goto fail;
+    return 0;
+fail:
+    mesh_loop_close(l);
+    return MESH_ENOMEM;
+}
+
+int mesh_loop_run(struct mesh_loop *l)
+{
+    l->stopping = false;
+    uv_pass(l);
+    while (!l->stopping) {
+        if (event_base_loop(l->base, EVLOOP_ONCE) < 0)
+            return MESH_EIO;
+        uv_pass(l);
+    }
+    return 0;
+}
+
+void mesh_loop_stop(struct mesh_loop *l)
+{
+    l->stopping = true;
+    if (l->base)
+        event_base_loopbreak(l->base);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void mesh_loop_close(struct mesh_loop *l)
+{
+    if (l->uv_timer)
+        event_free(l->uv_timer);
+    if (l->uv_io)
+        event_free(l->uv_io);
+    l->uv_timer = l->uv_io = NULL;
+    if (l->uv_ready) {
+        uv_walk(&l->uv, close_walk_cb, NULL);
+        uv_run(&l->uv, UV_RUN_DEFAULT);
+        uv_loop_close(&l->uv);
+        l->uv_ready = false;
+    }
+    if (l->base)
+        event_base_free(l->base);
+    l->base = NULL;
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every test of fogmesh: builds a normal and a sanitizer (ASan + UBSan) tree, checks the
+# format, runs the unit tests and the integration tests against both builds, runs each fuzz
+# harness for a bounded time, and ends with one line "N passed, N failed".
+#
+#   scripts/test.sh            everything
+#   FUZZ_SECONDS=0 scripts/test.sh   skip fuzzing
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RESULTS=$ROOT/build-results
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+PY=/usr/bin/python3   # Debian's python3, which has python3-pytest
+rm -rf "$RESULTS" && mkdir -p "$RESULTS"
+
+./scripts/install-deps.sh || exit 1
+
+step() { printf '\n==== %s\n' "$*"; }
+
+build() { # dir, meson args...
+  local dir=$1; shift
+  if [ ! -d "$dir" ]; then meson setup "$dir" "$@" >/dev/null || return 1; fi
+  ninja -C "$dir" >"$RESULTS/$(basename "$dir")-build.log" 2>&1 || {
+    cat "$RESULTS/$(basename "$dir")-build.log"; return 1; }
+  if grep -q 'warning:' "$RESULTS/$(basename "$dir")-build.log"; then
+    grep 'warning:' "$RESULTS/$(basename "$dir")-build.log"; return 1
+  fi
+}
+
+step "build (normal, -Wall -Wextra, warnings are errors here)"
+build build --werror || { echo "0 passed, 1 failed"; exit 1; }
+step "build (ASan + UBSan)"
+build build-asan -Db_sanitize=address,undefined -Db_lundef=false --werror || {
+  echo "0 passed, 1 failed"; exit 1; }
+
+# Each check writes a JUnit XML file into $RESULTS; summarize.py counts them all.
+step "format (clang-format)"
+"$ROOT/scripts/check-format.sh" --junit "$RESULTS/format.xml"
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+for b in build build-asan; do
+  step "unit tests ($b)"
+  meson test -C "$b" --suite unit --print-errorlogs --no-rebuild \
+    --logbase "unit" 2>&1 | grep -E "^(Ok|Fail|Timeout):|FAIL"
+  cp "$b/meson-logs/unit.junit.xml" "$RESULTS/unit-$b.xml" 2>/dev/null
+  step "integration tests ($b)"
+  FOGMESH_BUILD=$ROOT/$b $PY -m pytest -q -p no:cacheprovider tests/integration \
+    --junitxml="$RESULTS/integration-$b.xml" -o junit_suite_name="integration-$b" 2>&1 | tail -25
+done
+
+if [ "$FUZZ_SECONDS" != 0 ]; then
+  step "fuzzing (${FUZZ_SECONDS}s per harness)"
+  "$ROOT/scripts/fuzz.sh" "$FUZZ_SECONDS" --junit "$RESULTS/fuzz.xml"
+fi
+
+step "summary"
+$PY "$ROOT/scripts/summarize.py" "$RESULTS"

@@ -1,0 +1,117 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+#define ARGV(...) ((char *[]){"meshd", __VA_ARGS__, NULL})
+#define ARGC(...) ((int)(sizeof((char *[]){"meshd", __VA_ARGS__}) / sizeof(char *)))
+#define PARSE(cfg, err, ...)                                                     \
+    ({                                                                           \
+        enum config_action act_;                                                 \
+        config_parse(ARGC(__VA_ARGS__), ARGV(__VA_ARGS__), (cfg), &act_, (err)); \
+    })
+
+static void flags(void **state)
+{
+    (void)state;
+    struct meshd_config c;
+    struct mesh_err err = {0};
+    int rc = PARSE(&c, &err, "--name", "n1", "--data-dir", "/tmp/x", "--bind", "127.0.0.2:9000",
+                   "--join", "127.0.0.1:7946", "--join=127.0.0.3", "--label", "zone=a", "--label",
+                   "rack=r1", "--log-level", "debug", "--engine", "unix:///run/podman/podman.sock");
+    assert_int_equal(rc, 0);
+    assert_string_equal(c.name, "n1");
+    assert_string_equal(c.api_socket, "/tmp/x/api.sock");
+    assert_int_equal(c.bind.port, 9000);
+    assert_true(mesh_addr_equal(&c.advertise, &c.bind));
+    assert_int_equal(c.njoin, 2);
+    assert_int_equal(c.join[1].port, MESH_DEFAULT_PORT);
+    assert_int_equal(c.nlabels, 2);
+    assert_string_equal(c.labels[1].value, "r1");
+    assert_int_equal(c.log_level, LOG_DEBUG);
+}
+
+static void bad_values(void **state)
+{
+    (void)state;
+    struct meshd_config c;
+    struct mesh_err err = {0};
+    assert_int_equal(PARSE(&c, &err, "--bogus"), MESH_EINVAL);
+    assert_non_null(strstr(err.msg, "unknown flag '--bogus'"));
+    assert_int_equal(PARSE(&c, &err, "--bind", "1.2.3.4:99999"), MESH_EINVAL);
+    assert_non_null(strstr(err.msg, "--bind"));
+    assert_int_equal(PARSE(&c, &err, "--name", "-bad"), MESH_EINVAL);
+    assert_int_equal(PARSE(&c, &err, "--label", "novalue"), MESH_EINVAL);
+    assert_int_equal(PARSE(&c, &err, "--log-level", "loud"), MESH_EINVAL);
+    assert_int_equal(PARSE(&c, &err, "--join", "0.0.0.0:1"), MESH_EINVAL);
+    assert_int_equal(PARSE(&c, &err, "--engine", "tcp://x"), MESH_EINVAL);
+    assert_int_equal(PARSE(&c, &err, "--name"), MESH_EINVAL);
+    assert_non_null(strstr(err.msg, "needs a value"));
+    assert_int_equal(PARSE(&c, &err, "stray"), MESH_EINVAL);
+}
+
+static void file_and_precedence(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/fogmesh-test-cfgXXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    dprintf(fd, "# a node\nname = from-file\nbind 127.0.0.5:7000\njoin = 127.0.0.1\n"
+                "join = 127.0.0.2\nlabel = zone=file\nlabel = os=linux\n\n");
+    close(fd);
+    struct meshd_config c;
+    struct mesh_err err = {0};
+    assert_int_equal(
+        PARSE(&c, &err, "--config", path, "--name", "from-flag", "--label", "zone=flag"), 0);
+    assert_string_equal(c.name, "from-flag"); /* flags win */
+    assert_int_equal(c.bind.port, 7000);      /* the file fills the rest */
+    assert_int_equal(c.njoin, 2);
+    assert_int_equal(c.nlabels, 2);
+    assert_string_equal(c.labels[0].value, "flag");
+    assert_string_equal(c.labels[1].value, "linux");
+
+    /* --join on the command line replaces the file's list. */
+    assert_int_equal(PARSE(&c, &err, "--config", path, "--join", "127.0.0.9"), 0);
+    assert_int_equal(c.njoin, 1);
+
+    fd = open(path, O_WRONLY | O_TRUNC);
+    dprintf(fd, "name = ok\nport = 1\n");
+    close(fd);
+    assert_int_equal(PARSE(&c, &err, "--config", path), MESH_EINVAL);
+    assert_non_null(strstr(err.msg, ":2: unknown key 'port'"));
+    unlink(path);
+
+    assert_int_equal(PARSE(&c, &err, "--config", "/nonexistent/x.conf"), -ENOENT);
+}
+
+static void help_and_version(void **state)
+{
+    (void)state;
+    struct meshd_config c;
+    struct mesh_err err = {0};
+    enum config_action act;
+    assert_int_equal(config_parse(2, ARGV("--help"), &c, &act, &err), 0);
+    assert_int_equal(act, CONFIG_HELP);
+    assert_int_equal(config_parse(2, ARGV("--version"), &c, &act, &err), 0);
+    assert_int_equal(act, CONFIG_VERSION);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(flags),
+        cmocka_unit_test(bad_values),
+        cmocka_unit_test(file_and_precedence),
+        cmocka_unit_test(help_and_version),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
