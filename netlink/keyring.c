@@ -1,0 +1,299 @@
+#include "keyring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* crypto_kdf contexts (8 bytes) and subkey ids: one subkey per use of a mesh key. */
+static const char KDF_CTX[crypto_kdf_CONTEXTBYTES] = {'f', 'o', 'g', 'm', 'e', 's', 'h', '1'};
+enum { SUBKEY_GOSSIP = 1, SUBKEY_LINK_PSK = 2 };
+
+static void derive(struct keyring_entry *e, const uint8_t key[static MESH_KEY_LEN])
+{
+    uint8_t h[32];
+    memcpy(e->key, key, MESH_KEY_LEN);
+    crypto_kdf_derive_from_key(e->gossip, sizeof e->gossip, SUBKEY_GOSSIP, KDF_CTX, key);
+    crypto_kdf_derive_from_key(e->link_psk, sizeof e->link_psk, SUBKEY_LINK_PSK, KDF_CTX, key);
+    crypto_generichash(h, sizeof h, e->gossip, sizeof e->gossip, NULL, 0);
+    memcpy(e->hint, h, sizeof e->hint);
+}
+
+void keyring_init(struct keyring *kr, const uint8_t key[static MESH_KEY_LEN])
+{
+    memset(kr, 0, sizeof *kr);
+    derive(&kr->e[0], key);
+    kr->n = 1;
+    kr->primary = 0;
+}
+
+int keyring_find(const struct keyring *kr, const uint8_t key[static MESH_KEY_LEN])
+{
+    int found = -1;
+    for (size_t i = 0; i < kr->n; i++)
+        if (sodium_memcmp(kr->e[i].key, key, MESH_KEY_LEN) == 0)
+            found = (int)i;
+    return found;
+}
+
+int keyring_install(struct keyring *kr, const uint8_t key[static MESH_KEY_LEN])
+{
+    if (keyring_find(kr, key) >= 0)
+        return MESH_EEXISTS;
+    if (kr->n == KEYRING_MAX)
+        return MESH_EFULL;
+    derive(&kr->e[kr->n++], key);
+    return 0;
+}
+
+int keyring_use(struct keyring *kr, const uint8_t key[static MESH_KEY_LEN])
+{
+    int i = keyring_find(kr, key);
+    if (i < 0)
+        return MESH_ENOTFOUND;
+    kr->primary = (size_t)i;
+    return 0;
+}
+
+int keyring_remove(struct keyring *kr, const uint8_t key[static MESH_KEY_LEN])
+{
+    int i = keyring_find(kr, key);
+    if (i < 0)
+        return MESH_ENOTFOUND;
+    if ((size_t)i == kr->primary)
+        return MESH_ESTATE;
+    memmove(&kr->e[i], &kr->e[i + 1], (kr->n - (size_t)i - 1) * sizeof kr->e[0]);
+    kr->n--;
+    sodium_memzero(&kr->e[kr->n], sizeof kr->e[0]);
+    if (kr->primary > (size_t)i)
+        kr->primary--;
+    return 0;
+}
+
+void keyring_wipe(struct keyring *kr)
+{
+    sodium_memzero(kr, sizeof *kr);
+}
+
+int keyring_save(const struct keyring *kr, const char *dir, struct mesh_err *err)
+{
+    char path[4096], tmp[4096];
+    char text[KEYRING_MAX * (MESH_KEY_B64_LEN + 1) + 128];
+    size_t off = 0;
+    int rc = 0;
+
+    snprintf(path, sizeof path, "%s/%s", dir, KEYRING_FILENAME);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, KEYRING_FILENAME);
+    off += (size_t)snprintf(text, sizeof text, "# fogmesh key ring: primary key first\n");
+    for (size_t k = 0; k < kr->n; k++) {
+        size_t i = (kr->primary + k) % kr->n;
+        mesh_key_encode(kr->e[i].key, text + off);
+        off += MESH_KEY_B64_LEN;
+        text[off++] = '\n';
+    }
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = mesh_errf(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    if (write(fd, text, off) != (ssize_t)off || fsync(fd) != 0) {
+        rc = mesh_errf(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        goto out;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        rc = mesh_errf(err, -errno, "cannot replace %s: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+out:
+    sodium_memzero(text, sizeof text);
+    return rc;
+}
+
+int keyring_load(struct keyring *kr, const char *dir, struct mesh_err *err)
+{
+    char path[4096], line[256];
+    struct keyring ring;
+    int rc = 0, lineno = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, KEYRING_FILENAME);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        if (errno == ENOENT)
+            return MESH_ENOTFOUND;
+        return mesh_errf(err, -errno, "cannot read %s: %s", path, strerror(errno));
+    }
+    memset(&ring, 0, sizeof ring);
+    while (fgets(line, sizeof line, f)) {
+        uint8_t key[MESH_KEY_LEN];
+        lineno++;
+        if (line[0] == '#' || line[0] == '\n')
+            continue;
+        rc = mesh_key_decode(line, key, err);
+        if (rc < 0) {
+            mesh_err_wrapf(err, "%s:%d", path, lineno);
+            break;
+        }
+        if (ring.n == 0)
+            keyring_init(&ring, key);
+        else if ((rc = keyring_install(&ring, key)) < 0 && rc != MESH_EEXISTS) {
+            mesh_errf(err, rc, "%s: more than %d keys", path, KEYRING_MAX);
+            break;
+        }
+        rc = 0;
+        sodium_memzero(key, sizeof key);
+    }
+    fclose(f);
+    sodium_memzero(line, sizeof line);
+    if (rc == 0 && ring.n == 0)
+        rc = mesh_errf(err, MESH_EINVAL, "%s holds no key", path);
+    if (rc == 0)
+        *kr = ring;
+    keyring_wipe(&ring);
+    return rc;
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int seal_packet(const struct keyring *kr, const struct seal_inner *inner, const uint8_t *payload,
+                size_t len, uint8_t *out, size_t outcap)
+{
+    uint8_t plain[SEAL_MAX_PACKET];
+    const struct keyring_entry *k = &kr->e[kr->primary];
+    size_t plen = SEAL_INNER_LEN + len;
+    size_t total = SEAL_HEADER_LEN + plen + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+
+    if (len > SEAL_MAX_PAYLOAD || total > outcap)
+        return MESH_ETOOBIG;
+    memcpy(plain, inner->sender, NODE_ID_LEN);
+    put_be64(plain + NODE_ID_LEN, inner->epoch);
+    put_be64(plain + NODE_ID_LEN + 8, inner->seq);
+    memcpy(plain + SEAL_INNER_LEN, payload, len);
+
+    out[0] = SEAL_VERSION;
+    memcpy(out + 1, k->hint, 4);
+    randombytes_buf(out + 5, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    unsigned long long clen = 0;
+    /* The clear header is associated data: a flipped version or hint fails the tag. */
+    crypto_aead_xchacha20poly1305_ietf_encrypt(out + SEAL_HEADER_LEN, &clen, plain, plen, out,
+                                               SEAL_HEADER_LEN, NULL, out + 5, k->gossip);
+    sodium_memzero(plain, plen);
+    return (int)(SEAL_HEADER_LEN + clen);
+}
+
+int seal_open(const struct keyring *kr, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+              struct seal_inner *ret_inner, const uint8_t **ret_payload)
+{
+    if (len < SEAL_HEADER_LEN + crypto_aead_xchacha20poly1305_ietf_ABYTES + SEAL_INNER_LEN ||
+        len > SEAL_MAX_PACKET || pkt[0] != SEAL_VERSION)
+        return MESH_EMALFORMED;
+    if (outcap < len)
+        return MESH_ETOOBIG;
+    for (size_t i = 0; i < kr->n; i++) {
+        const struct keyring_entry *k = &kr->e[i];
+        if (memcmp(pkt + 1, k->hint, 4) != 0)
+            continue;
+        unsigned long long plen = 0;
+        if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &plen, NULL, pkt + SEAL_HEADER_LEN,
+                                                       len - SEAL_HEADER_LEN, pkt, SEAL_HEADER_LEN,
+                                                       pkt + 5, k->gossip) != 0)
+            continue; /* a hint collision, or a forged packet: try the others */
+        memcpy(ret_inner->sender, out, NODE_ID_LEN);
+        ret_inner->epoch = get_be64(out + NODE_ID_LEN);
+        ret_inner->seq = get_be64(out + NODE_ID_LEN + 8);
+        *ret_payload = out + SEAL_INNER_LEN;
+        return (int)(plen - SEAL_INNER_LEN);
+    }
+    return MESH_EAUTH;
+}
+
+int replay_init(struct replay_table *t, size_t cap)
+{
+    t->e = calloc(cap, sizeof *t->e);
+    t->cap = t->e ? cap : 0;
+    t->clock = 0;
+    return t->e ? 0 : MESH_ENOMEM;
+}
+
+void replay_free(struct replay_table *t)
+{
+    free(t->e);
+    t->e = NULL;
+    t->cap = 0;
+}
+
+static struct replay_entry *replay_slot(struct replay_table *t, const uint8_t *sender)
+{
+    struct replay_entry *free_slot = NULL, *lru = NULL;
+    for (size_t i = 0; i < t->cap; i++) {
+        struct replay_entry *e = &t->e[i];
+        if (e->used == 0) {
+            if (!free_slot)
+                free_slot = e;
+            continue;
+        }
+        if (memcmp(e->sender, sender, NODE_ID_LEN) == 0)
+            return e;
+        if (!lru || e->used < lru->used)
+            lru = e;
+    }
+    struct replay_entry *e = free_slot ? free_slot : lru;
+    memset(e, 0, sizeof *e);
+    memcpy(e->sender, sender, NODE_ID_LEN);
+    return e;
+}
+
+int replay_check(struct replay_table *t, const struct seal_inner *in)
+{
+    if (!t->cap)
+        return 0;
+    struct replay_entry *e = replay_slot(t, in->sender);
+    bool fresh = e->used == 0;
+    e->used = ++t->clock;
+    if (fresh || in->epoch > e->epoch) {
+        memset(e->bits, 0, sizeof e->bits);
+        e->epoch = in->epoch;
+        e->top = in->seq;
+        e->bits[(in->seq / 64) % (REPLAY_WINDOW / 64)] |= 1ull << (in->seq % 64);
+        return 0;
+    }
+    if (in->epoch < e->epoch)
+        return MESH_EREPLAY;
+    /* RFC 6479: a ring of 64-bit words; moving the top clears the words it passes. The
+     * word shared with the top limits the usable window to REPLAY_WINDOW - 64. */
+    const uint64_t nwords = REPLAY_WINDOW / 64;
+    if (in->seq > e->top) {
+        uint64_t old_word = e->top / 64, new_word = in->seq / 64;
+        if (new_word - old_word >= nwords)
+            memset(e->bits, 0, sizeof e->bits);
+        else
+            for (uint64_t w = old_word + 1; w <= new_word; w++)
+                e->bits[w % nwords] = 0;
+        e->top = in->seq;
+    } else if (e->top - in->seq >= REPLAY_WINDOW - 64) {
+        return MESH_EREPLAY;
+    }
+    uint64_t *word = &e->bits[(in->seq / 64) % nwords];
+    uint64_t bit = 1ull << (in->seq % 64);
+    if (*word & bit)
+        return MESH_EREPLAY;
+    *word |= bit;
+    return 0;
+}
