@@ -1,0 +1,66 @@
+/* A deterministic simulated network for the SWIM state machine (after canonical/raft's
+ * raft_fixture): N nodes in one process, simulated time in milliseconds, a priority queue of
+ * in-flight packets and push-pull streams with random latency, random UDP loss, partitions
+ * (nodes in different groups cannot talk), killing and restarting nodes. One seeded PRNG drives
+ * everything (latency, loss and every node's io->random), so the same seed gives the same run. */
+#ifndef FOGMESH_TESTS_SIM_H
+#define FOGMESH_TESTS_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "swim.h"
+
+struct sim;
+
+struct sim_net_stats {
+    uint64_t sent, delivered, lost, cut, to_down;
+    uint64_t pp_started, pp_ok, pp_failed;
+};
+
+/* Called for every member change on every node (after the node's own bookkeeping). */
+typedef void (*sim_change_fn)(void *ctx, size_t node, const struct swim_member *m,
+                              enum swim_member_state old);
+
+/* base: the swim configuration every node gets (name, id, addr and meta are set per node). */
+struct sim *sim_new(uint64_t seed, const struct swim_config *base);
+void sim_free(struct sim *sim);
+
+/* Adds and starts a node. name NULL → "n<i>", id NULL → derived from the index. Returns its
+ * index. The node is alone until it joins. */
+size_t sim_add_node(struct sim *sim, const char *name, const uint8_t *id);
+size_t sim_count(const struct sim *sim);
+struct swim *sim_swim(struct sim *sim, size_t i); /* NULL while killed */
+const struct mesh_addr *sim_addr(const struct sim *sim, size_t i);
+const char *sim_name(const struct sim *sim, size_t i);
+
+/* Joins node i through the given seed nodes (at most SWIM_MAX_SEEDS). */
+int sim_join(struct sim *sim, size_t i, const size_t *seeds, size_t nseeds);
+/* The outcome io->join_done reported: false while none yet. */
+bool sim_join_result(const struct sim *sim, size_t i, int *ret_rc, const char **ret_msg);
+bool sim_leave_result(const struct sim *sim, size_t i, int *ret_rc);
+
+void sim_kill(struct sim *sim, size_t i);    /* frees the node's swim: packets to it vanish */
+void sim_restart(struct sim *sim, size_t i); /* same name, id, address; fresh state */
+
+void sim_set_latency(struct sim *sim, uint32_t min_ms, uint32_t max_ms);
+void sim_set_loss(struct sim *sim, unsigned percent); /* per UDP packet, every link */
+void sim_set_group(struct sim *sim, size_t i, int group);
+void sim_heal(struct sim *sim); /* everyone back in group 0 */
+void sim_on_change(struct sim *sim, sim_change_fn fn, void *ctx);
+
+uint64_t sim_now(const struct sim *sim);
+/* Processes every event up to now + ms, then sets the clock to now + ms. */
+void sim_run_for(struct sim *sim, uint64_t ms);
+/* Runs in steps of step_ms until pred returns true or max_ms have passed. Returns whether pred
+ * held; *ret_elapsed (may be NULL) gets the simulated time taken. */
+bool sim_run_until(struct sim *sim, bool (*pred)(struct sim *, void *), void *ctx, uint64_t max_ms,
+                   uint64_t step_ms, uint64_t *ret_elapsed);
+const struct sim_net_stats *sim_net_stats(const struct sim *sim);
+
+/* Sends a raw UDP payload to node i as if from `from` (for tests that forge packets). */
+void sim_inject(struct sim *sim, size_t i, const struct mesh_addr *from, const uint8_t *buf,
+                size_t len);
+
+#endif
