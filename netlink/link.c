@@ -629,7 +629,7 @@ void link_output_peek(struct link *l, const uint8_t **ptr, size_t *len)
 {
     l->out_signaled = false;
     (void)fill(l);
-    *ptr = l->out + l->out_off;
+    *ptr = l->out ? l->out + l->out_off : l->in; /* never NULL arithmetic; *len is 0 then */
     *len = out_pending(l);
 }
 
