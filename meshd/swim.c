@@ -89,7 +89,7 @@ struct swim {
     uint32_t seq;
     unsigned awareness; /* Lifeguard local health score */
     struct probe probe;
-    uint64_t next_probe, next_gossip, next_pushpull, next_reap;
+    uint64_t next_probe, next_gossip, next_pushpull, next_reap, next_reconnect;
 
     struct bcast **bq; /* sorted: fewest transmits first, then newest first */
     size_t bq_n;
@@ -103,6 +103,7 @@ struct swim {
     uint64_t next_req;
     uint64_t join_req; /* push-pull request ids in flight, 0 = none */
     uint64_t pp_req;
+    uint64_t rc_req; /* reconnect */
     bool joining;
     struct mesh_addr seeds[SWIM_MAX_SEEDS];
     size_t nseeds, seed_idx;
@@ -480,7 +481,7 @@ static void send_seq(struct swim *s, const struct mesh_addr *to, uint8_t type, u
 
 /* ---- random member selection (memberlist kRandomNodes) ---- */
 
-enum pick { PICK_ALIVE, PICK_GOSSIP };
+enum pick { PICK_ALIVE, PICK_GOSSIP, PICK_DEAD };
 
 /* Up to k distinct random members other than ourselves and `exclude`, into s->scratch. */
 static size_t pick_random(struct swim *s, size_t k, enum pick how, const struct member *exclude,
@@ -494,6 +495,8 @@ static size_t pick_random(struct swim *s, size_t k, enum pick how, const struct 
         bool ok;
         if (how == PICK_ALIVE)
             ok = m->pub.state == SWIM_ALIVE;
+        else if (how == PICK_DEAD)
+            ok = m->pub.state == SWIM_DEAD;
         else /* gossip also goes to the recently dead, so they learn it and refute (memberlist) */
             ok = is_live(m) || (m->pub.state == SWIM_DEAD &&
                                 now - m->pub.state_change <= s->cfg.gossip_to_dead_ms);
@@ -1145,13 +1148,15 @@ int swim_pushpull_merge(struct swim *s, uint64_t req, const uint8_t *buf, size_t
     int rc;
     if (req != 0 && req == s->join_req)
         join = true;
-    else if (req != 0 && req == s->pp_req)
+    else if (req != 0 && (req == s->pp_req || req == s->rc_req))
         join = false;
     else
         return mesh_errf(err, MESH_ENOTFOUND, "push-pull: no request %llu in flight",
                          (unsigned long long)req);
-    if (!join)
+    if (req == s->pp_req)
         s->pp_req = 0;
+    if (req == s->rc_req)
+        s->rc_req = 0;
     rc = pp_parse(s, buf, len, &h, err);
     if (rc == 0 && h.type != SWIM_PKT_PP_RESP) {
         s->stats.malformed++;
@@ -1191,9 +1196,12 @@ int swim_pushpull_failed(struct swim *s, uint64_t req, uint64_t now)
         join_failed_one(s, MESH_EIO);
         return 0;
     }
-    if (req != 0 && req == s->pp_req) {
+    if (req != 0 && (req == s->pp_req || req == s->rc_req)) {
         s->stats.pushpull_failed++;
-        s->pp_req = 0;
+        if (req == s->pp_req)
+            s->pp_req = 0;
+        else
+            s->rc_req = 0;
         return 0;
     }
     return MESH_ENOTFOUND;
@@ -1336,6 +1344,13 @@ int swim_tick(struct swim *s, uint64_t now)
         if (s->pp_req == 0 && pick_random(s, 1, PICK_ALIVE, NULL, now) == 1)
             pushpull_start(s, &s->scratch[0]->pub.addr, false, &s->pp_req);
     }
+    if (!s->leaving && s->cfg.reconnect_interval_ms && now >= s->next_reconnect) {
+        s->next_reconnect = now + s->cfg.reconnect_interval_ms;
+        if (s->rc_req == 0 && pick_random(s, 1, PICK_DEAD, NULL, now) == 1) {
+            s->stats.reconnects++;
+            pushpull_start(s, &s->scratch[0]->pub.addr, false, &s->rc_req);
+        }
+    }
     if (now >= s->next_reap) {
         s->next_reap = now + REAP_CHECK_MS;
         reap(s, now);
@@ -1366,6 +1381,8 @@ uint64_t swim_next_deadline(const struct swim *s)
             d = s->next_probe;
         if (have_peers(s))
             d = min_u64(d, s->next_pushpull);
+        if (s->cfg.reconnect_interval_ms && s->counts[SWIM_DEAD] > 0)
+            d = min_u64(d, s->next_reconnect);
     }
     for (size_t i = 0; i < s->cfg.max_relays; i++)
         if (s->relays[i].used)
@@ -1397,6 +1414,7 @@ void swim_config_init(struct swim_config *cfg)
     cfg->gossip_to_dead_ms = 30000;
     cfg->retransmit_mult = 4;
     cfg->pushpull_interval_ms = 30000;
+    cfg->reconnect_interval_ms = 30000;
     cfg->max_members = 4096;
     cfg->max_broadcasts = 1024;
     cfg->max_relays = 64;
@@ -1485,6 +1503,8 @@ int swim_new(const struct swim_config *cfg, const struct swim_io *io, uint64_t n
     s->next_gossip = now + rnd(s) % cfg->gossip_interval_ms;
     s->next_pushpull = now + cfg->pushpull_interval_ms + rnd(s) % cfg->pushpull_interval_ms;
     s->next_reap = now + REAP_CHECK_MS;
+    if (cfg->reconnect_interval_ms)
+        s->next_reconnect = now + rnd(s) % cfg->reconnect_interval_ms;
     s->susp_min = SWIM_NO_DEADLINE;
     /* Announce ourselves: piggybacked on our first packets. */
     bcast_member(s, s->self, SWIM_MSG_ALIVE, NULL);

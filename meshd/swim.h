@@ -104,11 +104,14 @@ struct swim_config {
     uint32_t gossip_to_dead_ms;    /* 30000: keep telling the dead they are dead */
     uint32_t retransmit_mult;      /* 4 */
     uint32_t pushpull_interval_ms; /* 30000, scaled up beyond 32 members */
-    uint32_t max_members;          /* 4096 (including ourselves) */
-    uint32_t max_broadcasts;       /* 1024 queued state messages */
-    uint32_t max_relays;           /* 64 ping-req relays in flight */
-    uint32_t max_packet;           /* 1336 = 1400 - 64 sealing overhead; at least 768 */
-    uint32_t leave_timeout_ms;     /* 5000 */
+    /* Serf's reconnect: every interval, push-pull with one random dead member, so that two
+     * sides of a healed partition find each other without an operator's join. 0 disables. */
+    uint32_t reconnect_interval_ms; /* 30000 */
+    uint32_t max_members;           /* 4096 (including ourselves) */
+    uint32_t max_broadcasts;        /* 1024 queued state messages */
+    uint32_t max_relays;            /* 64 ping-req relays in flight */
+    uint32_t max_packet;            /* 1336 = 1400 - 64 sealing overhead; at least 768 */
+    uint32_t leave_timeout_ms;      /* 5000 */
     /* Reaping: how long dead and left members stay in the table (as tombstones that refute
      * stale gossip and report "dead"/"left"). Serf's reconnect_timeout and tombstone_timeout
      * are both 24 h; the same here. */
@@ -131,6 +134,7 @@ struct swim_stats {
     uint64_t refutes;    /* times we refuted our own suspicion/death */
     uint64_t deaths;     /* members we marked dead */
     uint64_t pushpull_ok, pushpull_failed, pushpull_refused;
+    uint64_t reconnects; /* push-pulls started with a dead member */
 };
 
 struct swim_counts {

@@ -149,6 +149,10 @@ static int io_send(void *ud, const struct mesh_addr *to, const uint8_t *buf, siz
     struct sim *sim = nd->sim;
     size_t dst;
     sim->st.sent++;
+    if (len > sim->base.max_packet) {
+        fprintf(stderr, "sim: node %zu sent %zu bytes, over max_packet\n", nd->idx, len);
+        abort();
+    }
     if (!addr_to_idx(sim, to, &dst))
         return 0;
     if (sim->loss && sim_rand64(sim) % 100 < sim->loss) {

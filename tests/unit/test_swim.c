@@ -180,6 +180,9 @@ static void test_join_detect_leave_128(void **state)
     sim_kill(sim, dead);
     sim_set_group(sim, twin, 1);
     sim_run_for(sim, 3000);
+    /* Lifeguard §4.1: its own probes failed without nacks, so it trusts itself less. */
+    unsigned health = swim_health_score(sim_swim(sim, twin));
+    assert_true(health > 0);
     sim_heal(sim);
     struct seen_ctx dc = {dead, SWIM_DEAD};
     assert_true(sim_run_until(sim, all_see, &dc, 60000, 100, &took));
@@ -195,6 +198,9 @@ static void test_join_detect_leave_128(void **state)
     for (size_t i = 0; i < n; i++)
         if (i != dead)
             assert_int_equal(t.to_dead[i], 0);
+    printf("# N=%zu: twin health score %u after 3 s cut off, %u after recovery\n", n, health,
+           swim_health_score(sim_swim(sim, twin)));
+    assert_true(swim_health_score(sim_swim(sim, twin)) < health);
 
     /* Graceful leave of n9. */
     const size_t leaver = 9;
@@ -250,16 +256,28 @@ static void test_partition_heal(void **state)
     assert_int_equal(sim_join(sim, 0, &seed, 1), 0);
     assert_true(sim_run_until(sim, all_alive, NULL, 60000, 100, &took));
     printf("# N=%zu partition: converged alive %.1f s after heal + one rejoin\n", n, took / 1000.0);
+
+    /* Again, and this time nobody joins: reconnect (push-pull with a random dead member, as
+     * Serf does) finds the other side. */
+    for (size_t i = n / 2; i < n; i++)
+        sim_set_group(sim, i, 1);
+    assert_true(sim_run_until(sim, halves_see_other_dead, &n, 120000, 200, NULL));
+    sim_run_for(sim, 40000);
+    sim_heal(sim);
+    assert_true(sim_run_until(sim, all_alive, NULL, 90000, 100, &took));
+    printf("# N=%zu partition: converged alive %.1f s after heal, without a join\n", n,
+           took / 1000.0);
+    /* Deaths only across the cut: twice, each of n nodes saw n/2 others die. */
+    assert_int_equal(total_deaths(&t, n), 2 * n * (n / 2));
     sim_free(sim);
 }
 
-static void test_loss_no_false_dead(void **state)
+static void loss_run(uint64_t seed)
 {
-    (void)state;
     const size_t n = 32;
     struct swim_config cfg = base_config();
     static struct track t;
-    struct sim *sim = cluster(3, n, &cfg, &t);
+    struct sim *sim = cluster(seed, n, &cfg, &t);
     assert_true(sim_run_until(sim, all_alive, NULL, 60000, 100, NULL));
     uint64_t susp0 = total_suspicions(&t, n);
 
@@ -274,13 +292,54 @@ static void test_loss_no_false_dead(void **state)
         unsigned h = swim_health_score(sim_swim(sim, i));
         max_health = h > max_health ? h : max_health;
     }
-    printf("# N=%zu, 10%% loss for 60 s: %llu suspicions (member views), %llu refutes, "
+    printf("# seed %llu: N=%zu, 10%% loss for 60 s: %llu suspicions (member views), %llu refutes, "
            "%llu false deaths, %llu packets lost, max health score %u\n",
-           n, (unsigned long long)susp, (unsigned long long)refutes,
+           (unsigned long long)seed, n, (unsigned long long)susp, (unsigned long long)refutes,
            (unsigned long long)total_deaths(&t, n), (unsigned long long)sim_net_stats(sim)->lost,
            max_health);
     assert_int_equal(total_deaths(&t, n), 0);
     assert_true(sim_run_until(sim, all_alive, NULL, 30000, 100, NULL));
+    sim_free(sim);
+}
+
+static void test_loss_no_false_dead(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 3; seed < 8; seed++)
+        loss_run(seed);
+}
+
+static bool gone(struct sim *sim, void *ctx)
+{
+    size_t subject = *(size_t *)ctx;
+    for (size_t i = 0; i < sim_count(sim); i++)
+        if (sim_swim(sim, i) && i != subject && seen_as(sim, i, subject) != SWIM_NONE)
+            return false;
+    return true;
+}
+
+static void test_reap(void **state)
+{
+    (void)state;
+    struct swim_config cfg = base_config();
+    cfg.dead_reap_ms = 60000;
+    cfg.left_reap_ms = 60000;
+    struct sim *sim = cluster(10, 6, &cfg, NULL);
+    assert_true(sim_run_until(sim, all_alive, NULL, 30000, 100, NULL));
+    size_t victim = 2, leaver = 3;
+    sim_kill(sim, victim);
+    assert_int_equal(swim_leave(sim_swim(sim, leaver), sim_now(sim)), 0);
+    sim_run_for(sim, 2000);
+    sim_kill(sim, leaver);
+    struct seen_ctx dc = {victim, SWIM_DEAD};
+    assert_true(sim_run_until(sim, all_see, &dc, 60000, 100, NULL));
+    /* Tombstones stay for dead_reap_ms, then go; the table shrinks back. */
+    sim_run_for(sim, 30000);
+    assert_int_equal(seen_as(sim, 0, victim), SWIM_DEAD);
+    assert_int_equal(seen_as(sim, 0, leaver), SWIM_LEFT);
+    assert_true(sim_run_until(sim, gone, &victim, 60000, 1000, NULL));
+    assert_true(sim_run_until(sim, gone, &leaver, 60000, 1000, NULL));
+    assert_int_equal(swim_member_count(sim_swim(sim, 0)), 4);
     sim_free(sim);
 }
 
@@ -670,11 +729,12 @@ static void test_join_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wire_roundtrip),  cmocka_unit_test(test_join_errors),
-        cmocka_unit_test(test_deterministic),   cmocka_unit_test(test_table_bound),
-        cmocka_unit_test(test_name_conflict),   cmocka_unit_test(test_meta_propagates),
-        cmocka_unit_test(test_restart_same_id), cmocka_unit_test(test_loss_no_false_dead),
-        cmocka_unit_test(test_partition_heal),  cmocka_unit_test(test_join_detect_leave_128),
+        cmocka_unit_test(test_wire_roundtrip),        cmocka_unit_test(test_join_errors),
+        cmocka_unit_test(test_deterministic),         cmocka_unit_test(test_table_bound),
+        cmocka_unit_test(test_name_conflict),         cmocka_unit_test(test_meta_propagates),
+        cmocka_unit_test(test_restart_same_id),       cmocka_unit_test(test_reap),
+        cmocka_unit_test(test_loss_no_false_dead),    cmocka_unit_test(test_partition_heal),
+        cmocka_unit_test(test_join_detect_leave_128),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
