@@ -238,7 +238,9 @@ static void set_state(struct swim *s, struct member *m, enum swim_member_state s
     notify(s, m, old);
 }
 
-static void member_remove(struct swim *s, size_t i)
+/* Removes members[i]; the name index must be rebuilt afterwards (index_rebuild), once for a
+ * batch. */
+static void member_drop(struct swim *s, size_t i)
 {
     struct member *m = s->members[i];
     enum swim_member_state old = m->pub.state;
@@ -248,7 +250,6 @@ static void member_remove(struct swim *s, size_t i)
     notify(s, m, old);
     free(m);
     s->members[i] = s->members[--s->n];
-    index_rebuild(s);
 }
 
 /* Makes room by evicting the oldest dead or left member (a tombstone). */
@@ -264,7 +265,8 @@ static bool evict_one(struct swim *s)
     }
     if (best == SIZE_MAX)
         return false;
-    member_remove(s, best);
+    member_drop(s, best);
+    index_rebuild(s);
     return true;
 }
 
@@ -1297,22 +1299,33 @@ static void susp_expire(struct swim *s, uint64_t now)
 
 static void reap(struct swim *s, uint64_t now)
 {
+    bool dropped = false;
     for (size_t i = s->n; i-- > 0;) {
         const struct member *m = s->members[i];
         if (m == s->self)
             continue;
         if ((m->pub.state == SWIM_DEAD && now - m->pub.state_change >= s->cfg.dead_reap_ms) ||
-            (m->pub.state == SWIM_LEFT && now - m->pub.state_change >= s->cfg.left_reap_ms))
-            member_remove(s, i);
+            (m->pub.state == SWIM_LEFT && now - m->pub.state_change >= s->cfg.left_reap_ms)) {
+            member_drop(s, i);
+            dropped = true;
+        }
     }
+    if (dropped)
+        index_rebuild(s);
 }
 
 int swim_tick(struct swim *s, uint64_t now)
 {
     if (!s->leaving) {
         struct probe *p = &s->probe;
-        if (p->active && !p->indirect && now >= p->timeout_at)
+        if (p->active && !p->indirect && now >= p->timeout_at) {
+            /* Called late (our process stalled past the whole interval): the relays have not
+             * had their chance yet, and Lifeguard's point is that a slow node must not blame
+             * others for its own slowness. Give them the usual time from now. */
+            if (now >= p->end_at)
+                p->end_at = now + (p->end_at - p->timeout_at);
             probe_indirect(s, now);
+        }
         if (p->active && now >= p->end_at)
             probe_fail(s, now);
         if (!p->active && now >= s->next_probe)

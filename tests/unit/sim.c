@@ -33,6 +33,7 @@ struct sim_node {
     int group;
     uint32_t gen;
     uint64_t deadline;
+    uint64_t paused_until; /* a stalled process: no ticks, input waits in the socket */
     bool join_done;
     int join_rc;
     char join_msg[MESH_ERRMSG_LEN];
@@ -387,6 +388,11 @@ void sim_restart(struct sim *sim, size_t i)
     node_start(sim, nd);
 }
 
+void sim_pause(struct sim *sim, size_t i, uint64_t ms)
+{
+    sim->nodes[i]->paused_until = sim->now + ms;
+}
+
 void sim_set_latency(struct sim *sim, uint32_t min_ms, uint32_t max_ms)
 {
     sim->lat_min = min_ms;
@@ -450,6 +456,12 @@ static void fail_pp(struct sim *sim, const struct sim_event *ev, uint64_t delay)
 static void deliver(struct sim *sim, struct sim_event *ev)
 {
     struct sim_node *src = sim->nodes[ev->from];
+    size_t rcpt = (ev->kind == EV_PACKET || ev->kind == EV_PP_REQ) ? ev->to : ev->from;
+    if (sim->nodes[rcpt]->paused_until > sim->now) {
+        ev->at = sim->nodes[rcpt]->paused_until;
+        heap_push(sim, *ev); /* keeps ev->data */
+        return;
+    }
     switch (ev->kind) {
     case EV_PACKET: {
         struct sim_node *dst = sim->nodes[ev->to];
@@ -524,8 +536,11 @@ static bool step(struct sim *sim, uint64_t until)
     uint64_t tn = SWIM_NO_DEADLINE;
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < sim->n; i++) {
-        if (sim->nodes[i]->deadline < tn) {
-            tn = sim->nodes[i]->deadline;
+        uint64_t d = sim->nodes[i]->deadline;
+        if (d != SWIM_NO_DEADLINE && d < sim->nodes[i]->paused_until)
+            d = sim->nodes[i]->paused_until;
+        if (d < tn) {
+            tn = d;
             best = i;
         }
     }

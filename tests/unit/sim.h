@@ -44,6 +44,9 @@ bool sim_leave_result(const struct sim *sim, size_t i, int *ret_rc);
 void sim_kill(struct sim *sim, size_t i);    /* frees the node's swim: packets to it vanish */
 void sim_restart(struct sim *sim, size_t i); /* same name, id, address; fresh state */
 
+/* Stalls node i for ms (a GC pause, a swapped-out process): it does not tick, and what is sent
+ * to it waits until it resumes. */
+void sim_pause(struct sim *sim, size_t i, uint64_t ms);
 void sim_set_latency(struct sim *sim, uint32_t min_ms, uint32_t max_ms);
 void sim_set_loss(struct sim *sim, unsigned percent); /* per UDP packet, every link */
 void sim_set_group(struct sim *sim, size_t i, int group);

@@ -309,6 +309,27 @@ static void test_loss_no_false_dead(void **state)
         loss_run(seed);
 }
 
+/* Lifeguard's motivating case: a node whose process stalls must neither be declared dead for a
+ * pause shorter than the suspicion timeout, nor declare others dead when it wakes up. */
+static void test_stall(void **state)
+{
+    (void)state;
+    const size_t n = 16;
+    struct swim_config cfg = base_config();
+    static struct track t;
+    struct sim *sim = cluster(12, n, &cfg, &t);
+    assert_true(sim_run_until(sim, all_alive, NULL, 30000, 100, NULL));
+    for (int round = 0; round < 5; round++) {
+        sim_pause(sim, 3 + (size_t)round, 3000);
+        sim_run_for(sim, 10000);
+    }
+    printf("# N=%zu: 5 stalls of 3 s: %llu suspicions, %llu deaths\n", n,
+           (unsigned long long)total_suspicions(&t, n), (unsigned long long)total_deaths(&t, n));
+    assert_int_equal(total_deaths(&t, n), 0);
+    assert_true(sim_run_until(sim, all_alive, NULL, 30000, 100, NULL));
+    sim_free(sim);
+}
+
 static bool gone(struct sim *sim, void *ctx)
 {
     size_t subject = *(size_t *)ctx;
@@ -728,13 +749,21 @@ static void test_join_errors(void **state)
 
 int main(void)
 {
+    /* clang-format off */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wire_roundtrip),        cmocka_unit_test(test_join_errors),
-        cmocka_unit_test(test_deterministic),         cmocka_unit_test(test_table_bound),
-        cmocka_unit_test(test_name_conflict),         cmocka_unit_test(test_meta_propagates),
-        cmocka_unit_test(test_restart_same_id),       cmocka_unit_test(test_reap),
-        cmocka_unit_test(test_loss_no_false_dead),    cmocka_unit_test(test_partition_heal),
+        cmocka_unit_test(test_wire_roundtrip),
+        cmocka_unit_test(test_join_errors),
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_table_bound),
+        cmocka_unit_test(test_name_conflict),
+        cmocka_unit_test(test_meta_propagates),
+        cmocka_unit_test(test_restart_same_id),
+        cmocka_unit_test(test_reap),
+        cmocka_unit_test(test_stall),
+        cmocka_unit_test(test_loss_no_false_dead),
+        cmocka_unit_test(test_partition_heal),
         cmocka_unit_test(test_join_detect_leave_128),
     };
+    /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
