@@ -30,6 +30,11 @@ static void usage(FILE *f)
           "Commands:\n"
           "  status        this node and the mesh at a glance\n"
           "  version       meshctl's and meshd's versions\n"
+          "  members       the nodes of the mesh and their status\n"
+          "  leave         this node leaves the mesh gracefully; meshd exits\n"
+          "  keys list     the mesh keys in use and how many nodes hold each\n"
+          "  keys install KEY | keys use KEY | keys remove KEY\n"
+          "                rotate the mesh key on every node without a restart\n"
           "  keygen        print a new random mesh key (base64) for meshd --key-file\n"
           "\n"
           "Options:\n"
@@ -135,6 +140,20 @@ static int cmd_status(struct ctl *ctl, int argc, char **argv)
         printf("Arch:     %s\n", jstr(st, "node.arch"));
         printf("Version:  %s\n", jstr(st, "version"));
         printf("Uptime:   %s\n", up);
+        json_t *m = json_object_get(st, "members");
+        json_t *g = json_object_get(st, "gossip");
+        printf("Members:  %lld alive, %lld suspect, %lld dead, %lld left\n",
+               (long long)json_integer_value(json_object_get(m, "alive")),
+               (long long)json_integer_value(json_object_get(m, "suspect")),
+               (long long)json_integer_value(json_object_get(m, "dead")),
+               (long long)json_integer_value(json_object_get(m, "left")));
+        printf("Dropped:  %lld bad auth, %lld malformed, %lld replayed\n",
+               (long long)json_integer_value(json_object_get(g, "dropped_bad_auth")),
+               (long long)json_integer_value(json_object_get(g, "dropped_malformed")),
+               (long long)json_integer_value(json_object_get(g, "dropped_replayed")));
+        const char *je = jstr(st, "join_error");
+        if (*je)
+            printf("Join:     %s\n", je);
     }
     json_decref(st);
     return 0;
@@ -181,13 +200,142 @@ static int cmd_keygen(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    const json_t *x = *(const json_t *const *)a, *y = *(const json_t *const *)b;
+    return strcmp(jstr(x, "name"), jstr(y, "name"));
+}
+
+static void labels_text(const json_t *labels, char *buf, size_t len)
+{
+    const char *k;
+    json_t *v;
+    size_t off = 0;
+    buf[0] = '\0';
+    json_object_foreach((json_t *)labels, k, v)
+    {
+        int n = snprintf(buf + off, len - off, "%s%s=%s", off ? "," : "", k,
+                         json_string_value(v) ? json_string_value(v) : "");
+        if (n < 0 || (size_t)n >= len - off)
+            break;
+        off += (size_t)n;
+    }
+    if (!buf[0])
+        snprintf(buf, len, "-");
+}
+
+static int cmd_members(struct ctl *ctl, int argc, char **argv)
+{
+    if (argc > 1)
+        return usage_error("members takes no arguments, got '%s'", argv[1]);
+    json_t *body = NULL;
+    int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/members", NULL, &body);
+    if (rc)
+        return rc;
+    json_t *arr = json_object_get(body, "members");
+    size_t n = json_array_size(arr);
+    json_t **sorted = calloc(n ? n : 1, sizeof *sorted);
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = json_array_get(arr, i);
+    qsort(sorted, n, sizeof *sorted, by_name);
+    if (ctl->out == OUT_JSON) {
+        json_t *out = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append(out, sorted[i]);
+        print_json(out);
+        json_decref(out);
+    } else {
+        printf("%-20s %-22s %-8s %-6s %-16s %s\n", "NAME", "ADDRESS", "STATUS", "ARCH", "ID",
+               "LABELS");
+        for (size_t i = 0; i < n; i++) {
+            char labels[512];
+            labels_text(json_object_get(sorted[i], "labels"), labels, sizeof labels);
+            printf("%-20s %-22s %-8s %-6s %-16.16s %s\n", jstr(sorted[i], "name"),
+                   jstr(sorted[i], "addr"), jstr(sorted[i], "status"), jstr(sorted[i], "arch"),
+                   jstr(sorted[i], "id"), labels);
+        }
+    }
+    free(sorted);
+    json_decref(body);
+    return 0;
+}
+
+static int cmd_leave(struct ctl *ctl, int argc, char **argv)
+{
+    if (argc > 1)
+        return usage_error("leave takes no arguments, got '%s'", argv[1]);
+    json_t *body = NULL;
+    int rc = call(ctl, "POST", FOGMESH_API_PREFIX "/leave", NULL, &body);
+    if (rc)
+        return rc;
+    if (ctl->out == OUT_JSON)
+        print_json(body);
+    else
+        printf("leaving the mesh; meshd exits once the others have been told\n");
+    json_decref(body);
+    return 0;
+}
+
+static int cmd_keys(struct ctl *ctl, int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error("keys needs a subcommand: list, install, use or remove%s", "");
+    const char *sub = argv[1];
+    json_t *body = NULL;
+    int rc;
+    if (strcmp(sub, "list") == 0) {
+        if (argc > 2)
+            return usage_error("keys list takes no arguments, got '%s'", argv[2]);
+        rc = call(ctl, "GET", FOGMESH_API_PREFIX "/keys", NULL, &body);
+    } else if (strcmp(sub, "install") == 0 || strcmp(sub, "use") == 0 ||
+               strcmp(sub, "remove") == 0) {
+        if (argc != 3)
+            return usage_error("keys %s needs one KEY (base64, from meshctl keygen)", sub);
+        json_t *req = json_pack("{s:s, s:s}", "op", sub, "key", argv[2]);
+        rc = call(ctl, "POST", FOGMESH_API_PREFIX "/keys", req, &body);
+        json_decref(req);
+    } else {
+        return usage_error("keys: unknown subcommand '%s' (list, install, use, remove)", sub);
+    }
+    if (rc)
+        return rc;
+    json_t *failed = json_object_get(body, "failed");
+    if (ctl->out == OUT_JSON) {
+        print_json(body);
+    } else {
+        long long nodes = json_integer_value(json_object_get(body, "nodes"));
+        long long ok = json_integer_value(json_object_get(body, "ok"));
+        if (strcmp(sub, "list") == 0) {
+            printf("%-46s %-8s %s\n", "KEY", "NODES", "PRIMARY ON");
+            const char *k;
+            json_t *v;
+            json_object_foreach(json_object_get(body, "keys"), k, v)
+            {
+                printf("%-46s %lld/%-6lld %lld\n", k,
+                       (long long)json_integer_value(json_object_get(v, "nodes")), nodes,
+                       (long long)json_integer_value(json_object_get(v, "primary")));
+            }
+        } else {
+            printf("%s: done on %lld of %lld nodes\n", sub, ok, nodes);
+        }
+    }
+    int code = json_object_size(failed) ? 1 : 0;
+    const char *name;
+    json_t *msg;
+    json_object_foreach(failed, name, msg)
+    {
+        fprintf(stderr, "meshctl: keys %s failed on %s: %s\n", sub, name, json_string_value(msg));
+    }
+    json_decref(body);
+    return code;
+}
+
 static const struct command {
     const char *name;
     int (*fn)(struct ctl *, int, char **);
 } commands[] = {
-    {"status", cmd_status},
-    {"version", cmd_version},
-    {"keygen", cmd_keygen},
+    {"status", cmd_status},   {"version", cmd_version}, {"keygen", cmd_keygen},
+    {"members", cmd_members}, {"leave", cmd_leave},     {"keys", cmd_keys},
 };
 
 int main(int argc, char **argv)

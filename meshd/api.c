@@ -100,6 +100,27 @@ const char *api_query(struct evhttp_request *req, const char *key, char *buf, si
     return ret;
 }
 
+static void on_conn_close(struct evhttp_connection *conn, void *arg)
+{
+    struct api_watch *w = arg;
+    (void)conn;
+    w->gone(w->ud);
+}
+
+void api_watch(struct evhttp_request *req, struct api_watch *w)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    if (conn)
+        evhttp_connection_set_closecb(conn, on_conn_close, w);
+}
+
+void api_unwatch(struct evhttp_request *req)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    if (conn)
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+}
+
 static const char *method_name(enum evhttp_cmd_type m)
 {
     switch (m) {

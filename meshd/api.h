@@ -40,6 +40,16 @@ void api_reply_error(struct evhttp_request *req, int code, const char *fmt, ...)
 /* Parses the request body as a JSON object. On failure replies 400 itself and returns NULL. */
 json_t *api_read_json(struct evhttp_request *req);
 
+/* For handlers that answer later: w->gone(w->ud) is called if the client hangs up first, after
+ * which req must not be used. w is owned by the caller and must live until gone() fires or
+ * api_unwatch(req) is called, which must happen before answering. */
+struct api_watch {
+    void (*gone)(void *ud);
+    void *ud;
+};
+void api_watch(struct evhttp_request *req, struct api_watch *w);
+void api_unwatch(struct evhttp_request *req);
+
 /* The value of query parameter `key`, or NULL. Valid until the request is answered. */
 const char *api_query(struct evhttp_request *req, const char *key, char *buf, size_t len);
 

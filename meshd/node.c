@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "version.h"
+#include "wire.h"
 
 /* ---- data dir ---------------------------------------------------------------------------- */
 
@@ -100,27 +102,6 @@ static uint16_t socket_port(int fd)
     return a.port;
 }
 
-static void on_tcp_accept(evutil_socket_t fd, short what, void *arg)
-{
-    struct node *n = arg;
-    (void)what;
-    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (c < 0)
-        return;
-    /* No link protocol is served yet: refuse politely. */
-    log_debug(&n->log, "closing an incoming mesh connection: links are not enabled");
-    close(c);
-}
-
-static void on_udp_read(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    (void)arg;
-    uint8_t buf[2048];
-    while (recv(fd, buf, sizeof buf, 0) >= 0) {
-    }
-}
-
 /* UDP and TCP share the port number. With port 0, TCP picks one and UDP takes the same. */
 static int mesh_port_open(struct node *n, struct mesh_err *err)
 {
@@ -138,37 +119,371 @@ static int mesh_port_open(struct node *n, struct mesh_err *err)
         if (n->cfg.advertise.port == 0)
             n->cfg.advertise.port = port;
     }
-    n->tcp_ev = event_new(n->loop.base, n->tcp_fd, EV_READ | EV_PERSIST, on_tcp_accept, n);
-    n->udp_ev = event_new(n->loop.base, n->udp_fd, EV_READ | EV_PERSIST, on_udp_read, n);
-    if (!n->tcp_ev || !n->udp_ev || event_add(n->tcp_ev, NULL) || event_add(n->udp_ev, NULL))
-        return mesh_errf(err, MESH_ENOMEM, "out of memory");
     return 0;
 }
 
-/* ---- API handlers ------------------------------------------------------------------------ */
+/* ---- small state files ------------------------------------------------------------------- */
 
-static void h_status(struct evhttp_request *req, const char *rest, void *ud)
+/* Writes text to DIR/name atomically (temp file, fsync, rename). */
+static int write_state_file(const char *dir, const char *name, const char *text,
+                            struct mesh_err *err)
 {
-    struct node *n = ud;
-    char addr[MESH_ADDR_STRLEN];
-    struct utsname u;
-    (void)rest;
-    uname(&u);
-    json_t *body = json_pack("{s:{s:s, s:s, s:s, s:s}, s:s, s:I, s:{s:s, s:s}}", "node", "name",
-                             n->cfg.name, "id", n->ident.id_str, "addr",
-                             mesh_addr_format(&n->cfg.advertise, addr, sizeof addr), "arch",
-                             u.machine, "version", FOGMESH_VERSION, "uptime_ms",
-                             (json_int_t)(mesh_now_ms() - n->started_ms), "paths", "data_dir",
-                             n->cfg.data_dir, "api_socket", n->cfg.api_socket);
-    api_reply_json(req, body ? 200 : 500, body);
+    char path[CONFIG_PATH_MAX + 64], tmp[CONFIG_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return mesh_errf(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
+    size_t len = strlen(text);
+    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return mesh_errf(err, -e, "cannot write %s: %s", tmp, strerror(e));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return mesh_errf(err, -e, "cannot replace %s: %s", path, strerror(e));
+    }
+    return 0;
 }
 
-static int api_open(struct node *n, struct mesh_err *err)
+/* The epoch grows at every start so that gossip replayed from an earlier run is refused
+ * (keyring.h). */
+static int epoch_bump(struct node *n, struct mesh_err *err)
 {
-    int rc = api_new(n->loop.base, n->cfg.api_socket, &n->api, err);
+    char path[CONFIG_PATH_MAX + 16], text[32] = "";
+    snprintf(path, sizeof path, "%s/%s", n->cfg.data_dir, NODE_EPOCH_FILE);
+    FILE *f = fopen(path, "re");
+    if (f) {
+        if (!fgets(text, sizeof text, f))
+            text[0] = '\0';
+        fclose(f);
+    }
+    n->epoch = strtoull(text, NULL, 10) + 1;
+    snprintf(text, sizeof text, "%llu\n", (unsigned long long)n->epoch);
+    return write_state_file(n->cfg.data_dir, NODE_EPOCH_FILE, text, err);
+}
+
+/* Seeds for rejoining after a restart without --join: members last seen alive. */
+static void remembered_peers_load(struct node *n)
+{
+    char path[CONFIG_PATH_MAX + 16], line[MESH_ADDR_STRLEN + 2];
+    snprintf(path, sizeof path, "%s/%s", n->cfg.data_dir, NODE_PEERS_FILE);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    while (fgets(line, sizeof line, f) && n->nseeds < NODE_REMEMBER_MAX) {
+        line[strcspn(line, "\r\n")] = '\0';
+        struct mesh_addr a;
+        if (mesh_addr_parse(line, 0, &a) == 0 && !mesh_addr_equal(&a, &n->cfg.advertise))
+            n->seeds[n->nseeds++] = a;
+    }
+    fclose(f);
+}
+
+static void remember_peers(struct node *n)
+{
+    char text[NODE_REMEMBER_MAX * (MESH_ADDR_STRLEN + 1) + 1];
+    size_t off = 0, count = 0;
+    const struct swim *sw = gossip_swim(n->gossip);
+    for (size_t i = 0; i < swim_member_count(sw) && count < NODE_REMEMBER_MAX; i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        if (m == swim_self(sw) || m->state != SWIM_ALIVE)
+            continue;
+        char a[MESH_ADDR_STRLEN];
+        off += (size_t)snprintf(text + off, sizeof text - off, "%s\n",
+                                mesh_addr_format(&m->addr, a, sizeof a));
+        count++;
+    }
+    text[off] = '\0';
+    if (count == 0)
+        return; /* keep the last good list while we are alone */
+    struct mesh_err err;
+    if (write_state_file(n->cfg.data_dir, NODE_PEERS_FILE, text, &err) < 0)
+        log_warn(&n->log, "%s", err.msg);
+}
+
+/* ---- key ring ---------------------------------------------------------------------------- */
+
+static int keyring_setup(struct node *n, struct mesh_err *err)
+{
+    uint8_t key[MESH_KEY_LEN];
+    bool have_flag_key = false;
+    int rc;
+    if (n->cfg.key_file[0]) {
+        rc = mesh_key_load(n->cfg.key_file, key, err);
+        if (rc < 0)
+            return rc;
+        have_flag_key = true;
+    }
+    rc = keyring_load(&n->kr, n->cfg.data_dir, err);
+    if (rc == MESH_ENOTFOUND) {
+        if (!have_flag_key && n->cfg.njoin > 0)
+            return mesh_errf(err, MESH_EINVAL,
+                             "joining a mesh needs its key: give --key-file (the file made by "
+                             "`meshctl keygen` for this mesh)");
+        if (!have_flag_key) {
+            mesh_key_generate(key);
+            n->created_key = true;
+        }
+        keyring_init(&n->kr, key);
+        rc = keyring_save(&n->kr, n->cfg.data_dir, err);
+    } else if (rc == 0 && have_flag_key && keyring_find(&n->kr, key) < 0) {
+        /* The ring is authoritative once it exists (meshctl keys changes it); a new key given
+         * with --key-file joins it without replacing the primary. */
+        rc = keyring_install(&n->kr, key);
+        if (rc == 0) {
+            log_info(&n->log, "installed the --key-file key into the key ring");
+            rc = keyring_save(&n->kr, n->cfg.data_dir, err);
+        } else {
+            rc = mesh_errf(err, rc, "cannot add the --key-file key to the ring: %s",
+                           mesh_strerror(rc));
+        }
+    }
+    sodium_memzero(key, sizeof key);
+    return rc;
+}
+
+int node_keyring_changed(struct node *n, struct mesh_err *err)
+{
+    int rc = keyring_save(&n->kr, n->cfg.data_dir, err);
+    if (rc < 0)
+        log_error(&n->log, "%s", err->msg);
+    return rc;
+}
+
+/* ---- links ------------------------------------------------------------------------------- */
+
+/* Handshake payload: [1, name, advertised addr, node id]. Nothing secret (link.h). */
+static int hs_payload(const struct node *n, uint8_t *buf, size_t cap)
+{
+    struct wire_wr w;
+    wire_wr_init(&w, buf, cap);
+    msgpack_pack_array(&w.pk, 4);
+    msgpack_pack_uint8(&w.pk, 1);
+    wire_pack_str(&w.pk, n->cfg.name, strlen(n->cfg.name));
+    wire_pack_addr(&w.pk, &n->cfg.advertise);
+    wire_pack_bin(&w.pk, n->ident.id, NODE_ID_LEN);
+    return w.overflow ? MESH_ETOOBIG : (int)w.len;
+}
+
+static int on_link_handshake(void *ud, const uint8_t peer_static[LINK_KEY_LEN],
+                             const uint8_t *payload, size_t len, struct mesh_addr *ret_adv)
+{
+    (void)ud;
+    struct wire_rd r;
+    uint32_t n, nlen, idlen;
+    uint64_t v;
+    const char *name;
+    const uint8_t *id;
+    struct mesh_addr adv;
+    uint8_t want[NODE_ID_LEN];
+    wire_rd_init(&r, payload, len);
+    if (wire_rd_array(&r, &n) < 0 || n < 4 || wire_rd_uint(&r, &v) < 0 || v != 1 ||
+        wire_rd_str(&r, &name, &nlen) < 0 || wire_rd_addr(&r, &adv) < 0 ||
+        wire_rd_bin(&r, &id, &idlen) < 0 || idlen != NODE_ID_LEN)
+        return MESH_EMALFORMED;
+    /* The id a peer claims must be the one its identity key gives. */
+    identity_node_id(peer_static, want);
+    if (sodium_memcmp(want, id, NODE_ID_LEN) != 0)
+        return MESH_EAUTH;
+    *ret_adv = adv;
+    return 0;
+}
+
+static void on_link(void *ud, const struct mesh_addr *addr, bool up, bool outgoing,
+                    const struct mesh_err *err)
+{
+    struct node *n = ud;
+    char a[MESH_ADDR_STRLEN];
+    mesh_addr_format(addr, a, sizeof a);
+    if (up) {
+        log_debug(&n->log, "link %s %s is up", outgoing ? "to" : "from", a);
+    } else if (err && err->code != 0 && err->code != MESH_ECLOSED) {
+        /* Handshake failures with a wrong key say so; log at most once per peer per minute is
+         * handled by the rate of dialling (joins retry every few seconds). */
+        log_warn(&n->log, "link %s %s failed: %s", outgoing ? "to" : "from", a, err->msg);
+    } else {
+        log_debug(&n->log, "link %s %s closed", outgoing ? "to" : "from", a);
+    }
+}
+
+/* ---- gossip hooks ------------------------------------------------------------------------ */
+
+struct pp_call {
+    struct node *n;
+    uint64_t req;
+};
+
+static void on_pushpull_reply(void *ud, int rc, const uint8_t *reply, size_t len,
+                              const struct mesh_err *err)
+{
+    struct pp_call *pc = ud;
+    if (rc < 0)
+        log_debug(&pc->n->log, "push-pull failed: %s", err ? err->msg : mesh_strerror(rc));
+    gossip_pushpull_done(pc->n->gossip, pc->req, rc, reply, len);
+    free(pc);
+}
+
+static int hook_pushpull(void *ud, uint64_t req, const struct mesh_addr *to, const uint8_t *state,
+                         size_t len)
+{
+    struct node *n = ud;
+    struct pp_call *pc = malloc(sizeof *pc);
+    if (!pc)
+        return MESH_ENOMEM;
+    pc->n = n;
+    pc->req = req;
+    int rc =
+        peers_call(n->peers, to, CALL_PUSHPULL, state, len,
+                   swim_pushpull_max_len(gossip_swim(n->gossip)), 10000, on_pushpull_reply, pc);
+    if (rc < 0)
+        free(pc);
+    return rc;
+}
+
+static void serve_pushpull(void *ud, struct peers_req *req)
+{
+    struct node *n = ud;
+    uint8_t *reply = NULL;
+    size_t len = 0;
+    struct mesh_err err = {0};
+    int rc = gossip_pushpull_recv(n->gossip, &req->from, req->data, req->len, &reply, &len, &err);
+    if (rc == MESH_EEXISTS && reply) {
+        char a[MESH_ADDR_STRLEN];
+        log_warn(&n->log, "refused a join from %s: %s", mesh_addr_format(&req->from, a, sizeof a),
+                 err.msg);
+        rc = 0; /* the refusal travels inside the reply */
+    }
+    peers_respond(req, rc, reply, len, rc < 0 ? err.msg : NULL);
+    free(reply);
+}
+
+static void start_join(struct node *n);
+
+static void on_join_done(void *ud, int rc, const struct mesh_err *err)
+{
+    struct node *n = ud;
+    if (rc == 0) {
+        if (!n->joined)
+            log_info(&n->log, "joined the mesh");
+        n->joined = true;
+        n->join_error[0] = '\0';
+        return;
+    }
+    snprintf(n->join_error, sizeof n->join_error, "%s", err ? err->msg : mesh_strerror(rc));
+    if (rc == MESH_EEXISTS) {
+        log_error(&n->log, "cannot join: %s; pick another --name", n->join_error);
+        node_stop(n, 1);
+        return;
+    }
+    if (!n->joined) {
+        log_warn(&n->log, "cannot join yet (%s); retrying every %d s", n->join_error,
+                 NODE_REJOIN_MS / 1000);
+    }
+}
+
+static void on_leave_done(void *ud, int rc)
+{
+    struct node *n = ud;
+    log_info(&n->log, rc == 0 ? "left the mesh" : "leave timed out; stopping anyway");
+    node_stop(n, 0);
+}
+
+static void start_join(struct node *n)
+{
+    if (n->nseeds == 0 || n->leaving)
+        return;
+    if (gossip_join(n->gossip, n->seeds, n->nseeds) < 0)
+        log_warn(&n->log, "cannot start joining: no seed reachable");
+}
+
+/* Until joined, retry the seeds. Once joined, reconnect to members gossip says are dead, one
+ * at a time, so that both halves of a healed partition find each other again (Serf's
+ * reconnect of failed members). */
+static void on_rejoin_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
+    (void)fd;
+    (void)what;
+    if (n->leaving)
+        return;
+    if (!n->joined) {
+        start_join(n);
+        return;
+    }
+    const struct swim *sw = gossip_swim(n->gossip);
+    struct mesh_addr dead[64];
+    size_t nd = 0;
+    for (size_t i = 0; i < swim_member_count(sw) && nd < 64; i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        if (m->state == SWIM_DEAD)
+            dead[nd++] = m->addr;
+    }
+    if (nd > 0)
+        gossip_join(n->gossip, &dead[randombytes_uniform((uint32_t)nd)], 1);
+}
+
+static void on_remember_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    remember_peers(arg);
+}
+
+static int gossip_open(struct node *n, struct mesh_err *err)
+{
+    uint8_t meta[SWIM_META_MAX];
+    nodemeta_local(&n->meta, &n->cfg);
+    int mlen = nodemeta_encode(&n->meta, meta, sizeof meta);
+    if (mlen < 0)
+        return mesh_errf(err, MESH_ETOOBIG,
+                         "the labels are too large to gossip (at most %d bytes of metadata): "
+                         "use fewer or shorter --label",
+                         SWIM_META_MAX);
+    struct swim_config sc;
+    swim_config_init(&sc);
+    sc.name = n->cfg.name;
+    memcpy(sc.id, n->ident.id, NODE_ID_LEN);
+    sc.addr = n->cfg.advertise;
+    sc.meta = meta;
+    sc.meta_len = (size_t)mlen;
+    sc.max_packet = SEAL_MAX_PAYLOAD;
+    struct gossip_hooks hooks = {
+        .ud = n,
+        .pushpull = hook_pushpull,
+        .join_done = on_join_done,
+        .leave_done = on_leave_done,
+    };
+    int rc = gossip_new(n->loop.base, n->udp_fd, &sc, &n->kr, n->epoch, &hooks, &n->log, &n->gossip,
+                        err);
     if (rc < 0)
         return rc;
-    return api_route(n->api, "GET", FOGMESH_API_PREFIX "/status", h_status, n);
+    n->udp_fd = -1; /* gossip owns it */
+    return 0;
+}
+
+static int peers_open(struct node *n, struct mesh_err *err)
+{
+    uint8_t payload[LINK_HS_PAYLOAD_MAX];
+    int plen = hs_payload(n, payload, sizeof payload);
+    if (plen < 0)
+        return mesh_errf(err, plen, "handshake payload too large");
+    struct peers_config pc = {
+        .static_priv = n->ident.priv,
+        .kr = &n->kr,
+        .payload = payload,
+        .payload_len = (size_t)plen,
+    };
+    struct peers_hooks hooks = {.ud = n, .on_handshake = on_link_handshake, .on_link = on_link};
+    int rc = peers_new(n->loop.base, n->tcp_fd, &pc, &hooks, &n->peers, err);
+    if (rc < 0)
+        return rc;
+    n->tcp_fd = -1; /* peers owns it */
+    return peers_serve(n->peers, CALL_PUSHPULL, 4u << 20, serve_pushpull, n);
 }
 
 /* ---- life cycle -------------------------------------------------------------------------- */
@@ -177,8 +492,37 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct node *n = arg;
     (void)what;
-    log_info(&n->log, "received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    node_stop(n);
+    const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (n->leaving) {
+        log_info(&n->log, "received %s again, stopping now", name);
+        node_stop(n, 0);
+        return;
+    }
+    log_info(&n->log, "received %s, leaving the mesh and shutting down", name);
+    if (node_leave(n) < 0)
+        node_stop(n, 0);
+}
+
+int node_leave(struct node *n)
+{
+    if (n->leaving)
+        return 0;
+    n->leaving = true;
+    int rc = gossip_leave(n->gossip);
+    if (rc < 0)
+        log_warn(&n->log, "cannot leave gracefully: %s", mesh_strerror(rc));
+    return rc;
+}
+
+static struct event *timer_every(struct node *n, uint64_t ms, event_callback_fn fn)
+{
+    struct event *ev = event_new(n->loop.base, -1, EV_PERSIST, fn, n);
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (long)(ms % 1000) * 1000};
+    if (ev && event_add(ev, &tv) != 0) {
+        event_free(ev);
+        ev = NULL;
+    }
+    return ev;
 }
 
 int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *err)
@@ -196,37 +540,52 @@ int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *
         goto fail;
     }
     if (cfg->key_file[0]) {
-        rc = mesh_key_load(cfg->key_file, n->mesh_key, err);
+        /* Check the key file before touching the data dir: a refused start leaves nothing. */
+        uint8_t key[MESH_KEY_LEN];
+        rc = mesh_key_load(cfg->key_file, key, err);
+        sodium_memzero(key, sizeof key);
         if (rc < 0)
             goto fail;
-        n->have_key = true;
     }
-    rc = data_dir_open(n, err);
-    if (rc < 0)
+    if ((rc = data_dir_open(n, err)) < 0)
+        goto fail;
+    if ((rc = mesh_port_open(n, err)) < 0)
         goto fail;
     int created = 0;
-    rc = identity_load_or_create(n->cfg.data_dir, &n->ident, &created, err);
-    if (rc < 0)
+    if ((rc = identity_load_or_create(n->cfg.data_dir, &n->ident, &created, err)) < 0)
         goto fail;
-    rc = mesh_port_open(n, err);
-    if (rc < 0)
+    if ((rc = keyring_setup(n, err)) < 0 || (rc = epoch_bump(n, err)) < 0)
         goto fail;
-    rc = api_open(n, err);
-    if (rc < 0)
+    if ((rc = peers_open(n, err)) < 0 || (rc = gossip_open(n, err)) < 0)
+        goto fail;
+    if ((rc = api_new(n->loop.base, n->cfg.api_socket, &n->api, err)) < 0 ||
+        (rc = node_api_init(n, err)) < 0)
         goto fail;
 
     n->sig_int = evsignal_new(n->loop.base, SIGINT, on_signal, n);
     n->sig_term = evsignal_new(n->loop.base, SIGTERM, on_signal, n);
+    n->rejoin_timer = timer_every(n, NODE_REJOIN_MS, on_rejoin_timer);
+    n->remember_timer = timer_every(n, 10000, on_remember_timer);
     if (!n->sig_int || !n->sig_term || event_add(n->sig_int, NULL) ||
-        event_add(n->sig_term, NULL)) {
-        rc = mesh_errf(err, MESH_ENOMEM, "cannot install signal handlers");
+        event_add(n->sig_term, NULL) || !n->rejoin_timer || !n->remember_timer) {
+        rc = mesh_errf(err, MESH_ENOMEM, "cannot install signal handlers and timers");
         goto fail;
     }
+
+    memcpy(n->seeds, cfg->join, cfg->njoin * sizeof cfg->join[0]);
+    n->nseeds = cfg->njoin;
+    if (n->nseeds == 0)
+        remembered_peers_load(n);
 
     char addr[MESH_ADDR_STRLEN];
     log_info(&n->log, "%s identity %s, mesh port %s, api %s", created ? "created" : "loaded",
              n->ident.id_str, mesh_addr_format(&n->cfg.advertise, addr, sizeof addr),
              n->cfg.api_socket);
+    if (n->created_key)
+        log_warn(&n->log,
+                 "no --key-file: created a new mesh key in %s/%s; other nodes need it "
+                 "(meshctl keys list shows it)",
+                 n->cfg.data_dir, KEYRING_FILENAME);
     return 0;
 fail:
     node_close(n);
@@ -236,6 +595,12 @@ fail:
 int node_run(struct node *n)
 {
     log_info(&n->log, "meshd %s running", FOGMESH_VERSION);
+    if (n->nseeds > 0) {
+        start_join(n);
+    } else {
+        n->joined = true;
+        log_info(&n->log, "no --join and no remembered peers: this node starts a new mesh");
+    }
     if (mesh_loop_run(&n->loop) < 0) {
         log_error(&n->log, "event loop failed");
         return 1;
@@ -243,16 +608,23 @@ int node_run(struct node *n)
     return n->exit_code;
 }
 
-void node_stop(struct node *n)
+void node_stop(struct node *n, int exit_code)
 {
+    n->exit_code = exit_code;
     mesh_loop_stop(&n->loop);
 }
 
 void node_close(struct node *n)
 {
+    if (n->gossip && n->joined)
+        remember_peers(n);
     api_free(n->api);
     n->api = NULL;
-    struct event **evs[] = {&n->tcp_ev, &n->udp_ev, &n->sig_int, &n->sig_term};
+    gossip_free(n->gossip);
+    n->gossip = NULL;
+    peers_free(n->peers);
+    n->peers = NULL;
+    struct event **evs[] = {&n->sig_int, &n->sig_term, &n->rejoin_timer, &n->remember_timer};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (*evs[i])
             event_free(*evs[i]);
@@ -266,5 +638,5 @@ void node_close(struct node *n)
     }
     mesh_loop_close(&n->loop);
     identity_wipe(&n->ident);
-    sodium_memzero(n->mesh_key, sizeof n->mesh_key);
+    keyring_wipe(&n->kr);
 }

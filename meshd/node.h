@@ -9,40 +9,82 @@
 #include "api.h"
 #include "config.h"
 #include "err.h"
+#include "gossip.h"
 #include "identity.h"
+#include "keyring.h"
 #include "log.h"
 #include "loop.h"
-#include "meshkey.h"
+#include "nodemeta.h"
+#include "peers.h"
+
+/* Channel types of the calls nodes make to each other (LINK_CHAN_CONTROL: ahead of bulk). */
+enum node_call_type {
+    CALL_PUSHPULL = LINK_CHAN_CONTROL | 1,
+    CALL_KEYOP = LINK_CHAN_CONTROL | 2,
+};
+
+#define NODE_PEERS_FILE   "peers" /* addresses of members seen alive, for rejoining */
+#define NODE_EPOCH_FILE   "epoch"
+#define NODE_REMEMBER_MAX 32
+#define NODE_REJOIN_MS    5000
+#define NODE_KEYOP_MAX    64 /* key operations in flight mesh-wide from this node */
+
+struct keyop; /* a mesh-wide key-ring operation in progress (node_api.c) */
 
 struct node {
     struct meshd_config cfg;
     struct logger log;
     struct mesh_loop loop;
     struct identity ident;
-    uint8_t mesh_key[MESH_KEY_LEN];
-    bool have_key;
+    struct keyring kr;
+    uint64_t epoch;
+    struct node_meta meta;
     int lock_fd;
     int tcp_fd;
     int udp_fd;
-    struct event *tcp_ev;
-    struct event *udp_ev;
+    struct peers *peers;
+    struct gossip *gossip;
     struct event *sig_int;
     struct event *sig_term;
+    struct event *rejoin_timer;
+    struct event *remember_timer;
     struct api *api;
     uint64_t started_ms;
+    bool created_key;
+    bool joined;
+    bool leaving;
     int exit_code;
+    size_t nkeyops;
+    /* Join seeds: --join, else the peers remembered from the last run. */
+    struct mesh_addr seeds[CONFIG_JOIN_MAX + NODE_REMEMBER_MAX];
+    size_t nseeds;
+    char join_error[MESH_ERRMSG_LEN];
 };
 
-/* Builds a node from cfg: data dir, identity, sockets, API. On failure everything half-built is
- * released and err says why in one line. The node is not running until node_run(). */
+/* Builds a node from cfg: data dir, identity, key ring, sockets, gossip, API. On failure
+ * everything half-built is released and err says why in one line. The node is not running
+ * until node_run(). */
 int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *err);
 
-/* Runs the loop until SIGINT/SIGTERM or node_stop(); returns the exit code. */
+/* Runs the loop until SIGINT/SIGTERM, a completed leave or node_stop(); returns the exit
+ * code. */
 int node_run(struct node *n);
 
-void node_stop(struct node *n);
+void node_stop(struct node *n, int exit_code);
+
+/* Graceful leave: gossip "left", then stop. */
+int node_leave(struct node *n);
+
+/* Saves the key ring after a change (logs and returns the error). */
+int node_keyring_changed(struct node *n, struct mesh_err *err);
 
 /* Closes sockets, removes the API socket, frees everything. Accepts a half-built node. */
 void node_close(struct node *n);
+
+/* Registers the HTTP handlers and the CALL_KEYOP service (node_api.c). */
+int node_api_init(struct node *n, struct mesh_err *err);
+
+/* The member's status name as the API shows it. */
+const char *node_member_status(const struct swim_member *m);
 
 #endif

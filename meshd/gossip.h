@@ -1,0 +1,55 @@
+/* Gossip membership on the daemon's loop: the SWIM/Lifeguard state machine (swim.h) bound to
+ * the UDP side of the mesh port, with every packet sealed under the key ring (keyring.h), and
+ * its timers driven by a libevent timer re-armed from swim_next_deadline(). Push-pull exchanges
+ * go through a hook that carries them over an encrypted link. */
+#ifndef FOGMESH_MESHD_GOSSIP_H
+#define FOGMESH_MESHD_GOSSIP_H
+
+#include <event2/event.h>
+
+#include "identity.h"
+#include "keyring.h"
+#include "log.h"
+#include "swim.h"
+
+struct gossip_hooks {
+    void *ud;
+    /* Starts a push-pull with `to` (see swim_io.pushpull). Required. */
+    int (*pushpull)(void *ud, uint64_t req, const struct mesh_addr *to, const uint8_t *state,
+                    size_t len);
+    void (*member_changed)(void *ud, const struct swim_member *m, enum swim_member_state old);
+    void (*join_done)(void *ud, int rc, const struct mesh_err *err);
+    void (*leave_done)(void *ud, int rc);
+};
+
+struct gossip_stats {
+    uint64_t pkts_in, pkts_out;
+    uint64_t bad_auth;  /* not sealed with a key of our ring */
+    uint64_t malformed; /* bad framing before or after opening, oversized datagrams */
+    uint64_t replayed;
+    uint64_t send_errors;
+};
+
+struct gossip;
+
+/* Takes over udp_fd (bound, non-blocking; closed by gossip_free). name, id, addr and meta go
+ * to the state machine; kr and log are borrowed and must outlive the gossip object. epoch must
+ * grow at every start of this node (see keyring.h on replays). */
+int gossip_new(struct event_base *base, int udp_fd, const struct swim_config *scfg,
+               const struct keyring *kr, uint64_t epoch, const struct gossip_hooks *hooks,
+               const struct logger *log, struct gossip **ret, struct mesh_err *err);
+void gossip_free(struct gossip *g); /* accepts NULL */
+
+int gossip_join(struct gossip *g, const struct mesh_addr *seeds, size_t n);
+int gossip_leave(struct gossip *g);
+int gossip_set_meta(struct gossip *g, const uint8_t *meta, size_t len);
+
+/* The responder and initiator halves of push-pull, called by whoever carries the streams. */
+int gossip_pushpull_recv(struct gossip *g, const struct mesh_addr *from, const uint8_t *buf,
+                         size_t len, uint8_t **ret_reply, size_t *ret_len, struct mesh_err *err);
+void gossip_pushpull_done(struct gossip *g, uint64_t req, int rc, const uint8_t *buf, size_t len);
+
+const struct swim *gossip_swim(const struct gossip *g);
+const struct gossip_stats *gossip_stats(const struct gossip *g);
+
+#endif

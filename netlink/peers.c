@@ -1,0 +1,736 @@
+#include "peers.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "linkio.h"
+
+struct conn;
+
+struct call {
+    struct peers *p;
+    struct conn *c;
+    struct call *next; /* in c->calls */
+    uint16_t type;
+    bool opened;
+    uint32_t chan;
+    uint8_t *req;
+    size_t req_len, req_off;
+    bool fin_sent;
+    uint8_t *reply;
+    size_t reply_len, reply_cap, max_reply; /* max_reply counts the status byte */
+    struct event *timer;
+    struct event *start_ev; /* defers the start when the link is already up */
+    peers_reply_fn cb;
+    void *ud;
+};
+
+struct service {
+    uint16_t type;
+    size_t max_req;
+    peers_serve_fn fn;
+    void *ud;
+};
+
+/* One request being received, handled or answered. */
+struct serving {
+    struct peers_req req; /* first: peers_respond gets this pointer */
+    struct peers *p;
+    struct conn *c; /* NULL once the link is gone (the handler may still answer) */
+    struct serving *next;
+    uint32_t chan;
+    const struct service *svc;
+    uint8_t *in;
+    size_t in_len;
+    bool handling; /* handed to the service, waiting for peers_respond */
+    uint8_t *out;
+    size_t out_len, out_off;
+};
+
+struct conn {
+    struct peers *p;
+    struct conn *next;
+    struct linkio *lio;
+    struct mesh_addr adv; /* dialled, or advertised by the peer */
+    bool adv_known;
+    bool outgoing;
+    bool up;
+    bool closing;
+    uint8_t peer_static[LINK_KEY_LEN];
+    struct call *calls;
+    struct serving *serving;
+};
+
+struct peers {
+    struct event_base *base;
+    int listen_fd;
+    struct event *accept_ev;
+    uint8_t static_priv[LINK_KEY_LEN];
+    const struct keyring *kr;
+    uint8_t payload[LINK_HS_PAYLOAD_MAX];
+    size_t payload_len;
+    size_t max_links;
+    struct peers_hooks hooks;
+    struct service services[PEERS_MAX_SERVICES];
+    size_t nservices;
+    struct conn *conns;
+    size_t nconns;
+    size_t ncalls, nserving;
+    struct peers_stats st;
+};
+
+/* ---- calls ------------------------------------------------------------------------------- */
+
+static void call_unlink(struct call *k)
+{
+    if (!k->c)
+        return;
+    for (struct call **pp = &k->c->calls; *pp; pp = &(*pp)->next) {
+        if (*pp == k) {
+            *pp = k->next;
+            break;
+        }
+    }
+    k->c = NULL;
+}
+
+static void call_free(struct call *k)
+{
+    call_unlink(k);
+    if (k->timer)
+        event_free(k->timer);
+    if (k->start_ev)
+        event_free(k->start_ev);
+    free(k->req);
+    free(k->reply);
+    k->p->ncalls--;
+    free(k);
+}
+
+/* Ends a call: the callback fires once, then the call is gone. */
+static void call_finish(struct call *k, int rc, const struct mesh_err *why)
+{
+    struct mesh_err err = {0};
+    const uint8_t *body = NULL;
+    size_t blen = 0;
+    peers_reply_fn cb = k->cb;
+    void *ud = k->ud;
+
+    if (rc == 0) {
+        /* Unwrap the envelope: status byte, then reply or message. */
+        if (k->reply_len < 1) {
+            rc = mesh_errf(&err, MESH_EMALFORMED, "empty reply");
+        } else if (k->reply[0] != 0) {
+            rc = -(int)k->reply[0];
+            if (rc > MESH_ERR_FIRST_ && rc < MESH_ERR_LAST_)
+                rc = (int)k->reply[0] + MESH_ERR_FIRST_; /* MESH_E* codes travel offset */
+            mesh_errf(&err, rc, "%.*s", (int)(k->reply_len - 1), (const char *)k->reply + 1);
+        } else {
+            body = k->reply + 1;
+            blen = k->reply_len - 1;
+        }
+    } else if (why) {
+        err = *why;
+        err.code = rc;
+    } else {
+        mesh_errf(&err, rc, "%s", mesh_strerror(rc));
+    }
+    if (rc < 0)
+        k->p->st.calls_failed++;
+    /* Detach before the callback so that it may start new calls freely. */
+    call_unlink(k);
+    k->cb = NULL;
+    cb(ud, rc, body, blen, rc == 0 ? NULL : &err);
+    call_free(k);
+}
+
+static void call_pump(struct call *k)
+{
+    struct link *l = linkio_link(k->c->lio);
+    while (k->req_off < k->req_len) {
+        long n = link_channel_send(l, k->chan, k->req + k->req_off, k->req_len - k->req_off);
+        if (n <= 0)
+            return; /* on_channel_writable resumes */
+        k->req_off += (size_t)n;
+    }
+    if (!k->fin_sent) {
+        k->fin_sent = true;
+        link_channel_close(l, k->chan);
+    }
+}
+
+static void call_start(struct call *k)
+{
+    struct mesh_err err;
+    int rc = link_channel_open(linkio_link(k->c->lio), k->type, NULL, 0, &k->chan);
+    if (rc < 0) {
+        mesh_errf(&err, rc, "cannot open a channel: %s", mesh_strerror(rc));
+        call_finish(k, rc, &err);
+        return;
+    }
+    k->opened = true;
+    call_pump(k);
+}
+
+static void on_call_start(evutil_socket_t fd, short what, void *arg)
+{
+    struct call *k = arg;
+    (void)fd;
+    (void)what;
+    if (!k->opened && k->c && k->c->up)
+        call_start(k);
+}
+
+/* Calls start from the loop, never inside peers_call (whose callback must not fire before it
+ * returns) nor inside a link callback. */
+static int call_schedule_start(struct call *k)
+{
+    if (!k->start_ev)
+        k->start_ev = evtimer_new(k->p->base, on_call_start, k);
+    if (!k->start_ev)
+        return MESH_ENOMEM;
+    struct timeval zero = {0, 0};
+    evtimer_add(k->start_ev, &zero);
+    return 0;
+}
+
+static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct call *k = arg;
+    struct mesh_err err;
+    char a[MESH_ADDR_STRLEN];
+    (void)fd;
+    (void)what;
+    if (k->c && k->opened)
+        link_channel_reset(linkio_link(k->c->lio), k->chan, LINK_RESET_CANCEL);
+    mesh_errf(&err, -ETIMEDOUT, "no answer from %s in time",
+              k->c ? mesh_addr_format(&k->c->adv, a, sizeof a) : "peer");
+    call_finish(k, -ETIMEDOUT, &err);
+}
+
+static struct call *call_by_chan(struct conn *c, uint32_t chan)
+{
+    for (struct call *k = c->calls; k; k = k->next)
+        if (k->opened && k->chan == chan)
+            return k;
+    return NULL;
+}
+
+/* ---- serving ----------------------------------------------------------------------------- */
+
+static void serving_unlink(struct serving *s)
+{
+    if (!s->c)
+        return;
+    for (struct serving **pp = &s->c->serving; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    s->c = NULL;
+}
+
+static void serving_free(struct serving *s)
+{
+    serving_unlink(s);
+    free(s->in);
+    free(s->out);
+    s->p->nserving--;
+    free(s);
+}
+
+static struct serving *serving_by_chan(struct conn *c, uint32_t chan)
+{
+    for (struct serving *s = c->serving; s; s = s->next)
+        if (s->chan == chan)
+            return s;
+    return NULL;
+}
+
+static void serving_pump(struct serving *s)
+{
+    struct link *l = linkio_link(s->c->lio);
+    while (s->out_off < s->out_len) {
+        long n = link_channel_send(l, s->chan, s->out + s->out_off, s->out_len - s->out_off);
+        if (n <= 0)
+            return;
+        s->out_off += (size_t)n;
+    }
+    link_channel_close(l, s->chan);
+    serving_free(s);
+}
+
+void peers_respond(struct peers_req *req, int rc, const uint8_t *reply, size_t len, const char *msg)
+{
+    struct serving *s = (struct serving *)req;
+    if (!s->c) { /* the link went away while the handler worked */
+        serving_free(s);
+        return;
+    }
+    size_t body = rc == 0 ? len : (msg ? strlen(msg) : 0);
+    s->out = malloc(1 + body);
+    if (!s->out) {
+        link_channel_reset(linkio_link(s->c->lio), s->chan, LINK_RESET_CANCEL);
+        serving_free(s);
+        return;
+    }
+    if (rc == 0) {
+        s->out[0] = 0;
+        if (len)
+            memcpy(s->out + 1, reply, len);
+    } else {
+        /* MESH_E* codes go as their offset from MESH_ERR_FIRST_ (1..~30), errno values as is. */
+        int code = rc > MESH_ERR_FIRST_ && rc < MESH_ERR_LAST_ ? rc - MESH_ERR_FIRST_ : -rc;
+        s->out[0] = (uint8_t)(code > 0 && code < 256 ? code : MESH_EIO - MESH_ERR_FIRST_);
+        if (body)
+            memcpy(s->out + 1, msg, body);
+    }
+    s->out_len = 1 + body;
+    s->handling = false;
+    serving_pump(s);
+}
+
+/* ---- link callbacks (ud = conn) ---------------------------------------------------------- */
+
+static int cb_handshake(void *ud, const uint8_t peer[LINK_KEY_LEN], const uint8_t *payload,
+                        size_t len)
+{
+    struct conn *c = ud;
+    struct mesh_addr adv;
+    int rc = c->p->hooks.on_handshake(c->p->hooks.ud, peer, payload, len, &adv);
+    if (rc < 0)
+        return rc;
+    memcpy(c->peer_static, peer, LINK_KEY_LEN);
+    if (!c->outgoing) {
+        c->adv = adv;
+        c->adv_known = true;
+    }
+    c->up = true;
+    c->p->st.links_up++;
+    if (c->p->hooks.on_link)
+        c->p->hooks.on_link(c->p->hooks.ud, &c->adv, true, c->outgoing, NULL);
+    /* Start the calls that waited for the handshake, from the loop: the link finishes its
+     * own bookkeeping after this callback returns. */
+    for (struct call *k = c->calls; k; k = k->next)
+        if (!k->opened)
+            call_schedule_start(k);
+    return 0;
+}
+
+static uint32_t cb_open(void *ud, uint32_t id, uint16_t type, const uint8_t *payload, size_t len)
+{
+    struct conn *c = ud;
+    struct peers *p = c->p;
+    (void)payload;
+    (void)len;
+    const struct service *svc = NULL;
+    for (size_t i = 0; i < p->nservices; i++)
+        if (p->services[i].type == type)
+            svc = &p->services[i];
+    if (!svc || p->nserving >= PEERS_MAX_SERVING) {
+        p->st.refused++;
+        return LINK_RESET_REFUSED;
+    }
+    struct serving *s = calloc(1, sizeof *s);
+    if (!s)
+        return LINK_RESET_REFUSED;
+    s->p = p;
+    s->c = c;
+    s->chan = id;
+    s->svc = svc;
+    s->req.type = type;
+    s->req.from = c->adv;
+    memcpy(s->req.peer_static, c->peer_static, LINK_KEY_LEN);
+    s->next = c->serving;
+    c->serving = s;
+    p->nserving++;
+    return 0;
+}
+
+static int append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *d, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t ncap = *cap ? *cap : 1024;
+        while (ncap < *len + n)
+            ncap *= 2;
+        uint8_t *b = realloc(*buf, ncap);
+        if (!b)
+            return MESH_ENOMEM;
+        *buf = b;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, d, n);
+    *len += n;
+    return 0;
+}
+
+static void cb_data(void *ud, uint32_t id, const uint8_t *d, size_t n)
+{
+    struct conn *c = ud;
+    struct link *l = linkio_link(c->lio);
+    struct call *k = call_by_chan(c, id);
+    if (k) {
+        struct mesh_err err;
+        if (k->reply_len + n > k->max_reply) {
+            link_channel_reset(l, id, LINK_RESET_CANCEL);
+            mesh_errf(&err, MESH_ETOOBIG, "reply larger than %zu bytes", k->max_reply - 1);
+            call_finish(k, MESH_ETOOBIG, &err);
+            return;
+        }
+        if (append(&k->reply, &k->reply_len, &k->reply_cap, d, n) < 0) {
+            link_channel_reset(l, id, LINK_RESET_CANCEL);
+            mesh_errf(&err, MESH_ENOMEM, "out of memory");
+            call_finish(k, MESH_ENOMEM, &err);
+            return;
+        }
+        link_channel_consume(l, id, n);
+        return;
+    }
+    struct serving *s = serving_by_chan(c, id);
+    if (!s)
+        return;
+    size_t cap = s->in_len; /* grow exactly: requests are bounded by max_req */
+    if (s->handling || s->in_len + n > s->svc->max_req ||
+        append(&s->in, &s->in_len, &cap, d, n) < 0) {
+        link_channel_reset(l, id, LINK_RESET_CANCEL);
+        serving_free(s);
+        return;
+    }
+    link_channel_consume(l, id, n);
+}
+
+static void cb_writable(void *ud, uint32_t id)
+{
+    struct conn *c = ud;
+    struct call *k = call_by_chan(c, id);
+    if (k) {
+        call_pump(k);
+        return;
+    }
+    struct serving *s = serving_by_chan(c, id);
+    if (s && !s->handling && s->out)
+        serving_pump(s);
+}
+
+static void cb_closed(void *ud, uint32_t id)
+{
+    struct conn *c = ud;
+    struct call *k = call_by_chan(c, id);
+    if (k) {
+        call_finish(k, 0, NULL); /* the whole reply is in */
+        return;
+    }
+    struct serving *s = serving_by_chan(c, id);
+    if (!s || s->handling)
+        return;
+    s->handling = true;
+    s->req.data = s->in;
+    s->req.len = s->in_len;
+    c->p->st.served++;
+    s->svc->fn(s->svc->ud, &s->req);
+}
+
+static void cb_reset(void *ud, uint32_t id, uint32_t reason)
+{
+    struct conn *c = ud;
+    struct call *k = call_by_chan(c, id);
+    if (k) {
+        struct mesh_err err;
+        int rc = reason == LINK_RESET_REFUSED ? MESH_EUNSUPPORTED : MESH_ECLOSED;
+        mesh_errf(&err, rc, "%s",
+                  reason == LINK_RESET_REFUSED ? "the peer does not serve this request"
+                                               : "the peer reset the request");
+        call_finish(k, rc, &err);
+        return;
+    }
+    struct serving *s = serving_by_chan(c, id);
+    if (s) {
+        if (s->handling)
+            serving_unlink(s); /* the handler still owns it until peers_respond */
+        else
+            serving_free(s);
+    }
+}
+
+static void conn_free(struct conn *c)
+{
+    struct peers *p = c->p;
+    for (struct conn **pp = &p->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            p->nconns--;
+            break;
+        }
+    }
+    if (c->lio)
+        linkio_free(c->lio);
+    free(c);
+}
+
+static void cb_link_closed(void *ud, const struct mesh_err *why)
+{
+    struct conn *c = ud;
+    struct peers *p = c->p;
+    struct mesh_err err = *why;
+    if (!c->up) {
+        p->st.links_failed++;
+        if (why->code == MESH_EAUTH || why->code == MESH_EPROTO)
+            p->st.handshake_failures++;
+    }
+    if (err.code == 0)
+        mesh_errf(&err, MESH_ECLOSED, "link closed");
+    while (c->calls)
+        call_finish(c->calls, err.code, &err);
+    while (c->serving) {
+        struct serving *s = c->serving;
+        if (s->handling)
+            serving_unlink(s);
+        else
+            serving_free(s);
+    }
+    if (p->hooks.on_link && (c->up || c->outgoing || c->adv_known))
+        p->hooks.on_link(p->hooks.ud, &c->adv, false, c->outgoing, why);
+    conn_free(c);
+}
+
+/* ---- links ------------------------------------------------------------------------------- */
+
+static void link_cfg(struct peers *p, struct conn *c, struct linkio_config *lc)
+{
+    memset(lc, 0, sizeof *lc);
+    link_config_init(&lc->link);
+    memcpy(lc->link.static_priv, p->static_priv, LINK_KEY_LEN);
+    /* The ring's primary key first: the initiator uses psks[0]. */
+    size_t n = 0;
+    for (size_t k = 0; k < p->kr->n && n < LINK_MAX_PSKS; k++) {
+        size_t i = (p->kr->primary + k) % p->kr->n;
+        memcpy(lc->link.psks[n++], p->kr->e[i].link_psk, LINK_KEY_LEN);
+    }
+    lc->link.n_psks = n;
+    lc->link.payload = p->payload;
+    lc->link.payload_len = p->payload_len;
+    lc->cb.on_handshake = cb_handshake;
+    lc->cb.on_channel_open = cb_open;
+    lc->cb.on_channel_data = cb_data;
+    lc->cb.on_channel_writable = cb_writable;
+    lc->cb.on_channel_closed = cb_closed;
+    lc->cb.on_channel_reset = cb_reset;
+    lc->on_close = cb_link_closed;
+    lc->ud = c;
+}
+
+/* Makes room for one more link by closing the oldest idle one. */
+static bool room_for_link(struct peers *p)
+{
+    if (p->nconns < p->max_links)
+        return true;
+    struct conn *idle = NULL;
+    for (struct conn *c = p->conns; c; c = c->next)
+        if (!c->calls && !c->serving && !c->closing)
+            idle = c; /* conns are prepended: the last idle one is the oldest */
+    if (idle) {
+        idle->closing = true;
+        linkio_close(idle->lio);
+    }
+    return false;
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+    struct peers *p = arg;
+    (void)what;
+    for (int i = 0; i < 16; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int s = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (s < 0)
+            return;
+        if (!room_for_link(p)) {
+            close(s);
+            continue;
+        }
+        struct conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            close(s);
+            continue;
+        }
+        c->p = p;
+        mesh_addr_from_sockaddr((struct sockaddr *)&ss, &c->adv);
+        struct linkio_config lc;
+        struct mesh_err err;
+        link_cfg(p, c, &lc);
+        if (linkio_adopt(p->base, s, &lc, &c->lio, &err) < 0) {
+            close(s);
+            free(c);
+            continue;
+        }
+        c->next = p->conns;
+        p->conns = c;
+        p->nconns++;
+        p->st.links_accepted++;
+    }
+}
+
+static struct conn *conn_for(struct peers *p, const struct mesh_addr *to, struct mesh_err *err)
+{
+    for (struct conn *c = p->conns; c; c = c->next)
+        if (!c->closing && (c->outgoing || c->adv_known) && mesh_addr_equal(&c->adv, to))
+            return c;
+    if (!room_for_link(p)) {
+        mesh_errf(err, MESH_EFULL, "too many links (%zu)", p->max_links);
+        return NULL;
+    }
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        mesh_errf(err, MESH_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->p = p;
+    c->adv = *to;
+    c->adv_known = true;
+    c->outgoing = true;
+    struct linkio_config lc;
+    link_cfg(p, c, &lc);
+    if (linkio_connect(p->base, to, &lc, &c->lio, err) < 0) {
+        free(c);
+        return NULL;
+    }
+    c->next = p->conns;
+    p->conns = c;
+    p->nconns++;
+    p->st.links_dialled++;
+    return c;
+}
+
+/* ---- public ------------------------------------------------------------------------------ */
+
+int peers_new(struct event_base *base, int listen_fd, const struct peers_config *cfg,
+              const struct peers_hooks *hooks, struct peers **ret, struct mesh_err *err)
+{
+    if (!hooks->on_handshake || cfg->payload_len > LINK_HS_PAYLOAD_MAX || !cfg->kr ||
+        cfg->kr->n == 0)
+        return mesh_errf(err, MESH_EINVAL, "peers: bad configuration");
+    struct peers *p = calloc(1, sizeof *p);
+    if (!p)
+        return mesh_errf(err, MESH_ENOMEM, "out of memory");
+    p->base = base;
+    p->listen_fd = listen_fd;
+    memcpy(p->static_priv, cfg->static_priv, LINK_KEY_LEN);
+    p->kr = cfg->kr;
+    memcpy(p->payload, cfg->payload, cfg->payload_len);
+    p->payload_len = cfg->payload_len;
+    p->max_links = cfg->max_links ? cfg->max_links : PEERS_DEFAULT_MAX_LINKS;
+    p->hooks = *hooks;
+    p->accept_ev = event_new(base, listen_fd, EV_READ | EV_PERSIST, on_accept, p);
+    if (!p->accept_ev || event_add(p->accept_ev, NULL) != 0) {
+        if (p->accept_ev)
+            event_free(p->accept_ev);
+        free(p);
+        return mesh_errf(err, MESH_ENOMEM, "out of memory");
+    }
+    *ret = p;
+    return 0;
+}
+
+void peers_free(struct peers *p)
+{
+    if (!p)
+        return;
+    while (p->conns) {
+        struct conn *c = p->conns;
+        while (c->calls) {
+            c->calls->cb = NULL;
+            call_free(c->calls);
+        }
+        while (c->serving) {
+            struct serving *s = c->serving;
+            if (s->handling)
+                serving_unlink(s); /* its handler answers into the void later */
+            else
+                serving_free(s);
+        }
+        conn_free(c);
+    }
+    if (p->accept_ev)
+        event_free(p->accept_ev);
+    if (p->listen_fd >= 0)
+        close(p->listen_fd);
+    sodium_memzero(p->static_priv, sizeof p->static_priv);
+    free(p);
+}
+
+int peers_serve(struct peers *p, uint16_t type, size_t max_req, peers_serve_fn fn, void *ud)
+{
+    if (p->nservices == PEERS_MAX_SERVICES)
+        return MESH_EFULL;
+    p->services[p->nservices++] = (struct service){type, max_req, fn, ud};
+    return 0;
+}
+
+int peers_call(struct peers *p, const struct mesh_addr *to, uint16_t type, const uint8_t *req,
+               size_t len, size_t max_reply, uint64_t timeout_ms, peers_reply_fn cb, void *ud)
+{
+    struct mesh_err err;
+    if (p->ncalls >= PEERS_MAX_CALLS)
+        return MESH_EFULL;
+    struct call *k = calloc(1, sizeof *k);
+    if (!k)
+        return MESH_ENOMEM;
+    p->ncalls++;
+    k->p = p;
+    k->type = type;
+    k->max_reply = max_reply + 1;
+    k->cb = cb;
+    k->ud = ud;
+    k->req = malloc(len ? len : 1);
+    k->timer = evtimer_new(p->base, on_call_timeout, k);
+    if (!k->req || !k->timer) {
+        call_free(k);
+        return MESH_ENOMEM;
+    }
+    memcpy(k->req, req, len);
+    k->req_len = len;
+    struct conn *c = conn_for(p, to, &err);
+    if (!c) {
+        call_free(k);
+        return err.code;
+    }
+    k->c = c;
+    k->next = c->calls;
+    c->calls = k;
+    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
+                         .tv_usec = (long)(timeout_ms % 1000) * 1000};
+    evtimer_add(k->timer, &tv);
+    p->st.calls++;
+    if (c->up && call_schedule_start(k) < 0) {
+        call_free(k);
+        return MESH_ENOMEM;
+    }
+    return 0;
+}
+
+void peers_close_all(struct peers *p)
+{
+    for (struct conn *c = p->conns; c; c = c->next) {
+        if (!c->closing) {
+            c->closing = true;
+            linkio_close(c->lio);
+        }
+    }
+}
+
+size_t peers_link_count(const struct peers *p)
+{
+    return p->nconns;
+}
+
+const struct peers_stats *peers_stats(const struct peers *p)
+{
+    return &p->st;
+}
