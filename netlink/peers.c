@@ -12,6 +12,32 @@
 
 struct conn;
 
+/* The reply envelope's status byte: 0 for success, 1..127 an errno value, 128..255 a MESH_E*
+ * code as STATUS_MESH_BASE + its offset from MESH_ERR_FIRST_ - 1. The two ranges must not
+ * overlap: small errno values (ENOENT = 2) and MESH_E* offsets (MESH_EINVAL = 2) would. */
+#define STATUS_MESH_BASE 128
+
+/* Reset reason of a request the service refuses for its size (a value link.h leaves to
+ * applications), so that the caller can report MESH_ETOOBIG rather than a bare reset. */
+#define PEERS_RESET_TOOBIG 0x100u
+
+static uint8_t status_encode(int rc)
+{
+    if (rc > MESH_ERR_FIRST_ && rc < MESH_ERR_LAST_)
+        return (uint8_t)(STATUS_MESH_BASE + (rc - MESH_ERR_FIRST_ - 1));
+    if (rc < 0 && -rc < STATUS_MESH_BASE)
+        return (uint8_t)-rc;
+    return (uint8_t)(STATUS_MESH_BASE + (MESH_EIO - MESH_ERR_FIRST_ - 1));
+}
+
+static int status_decode(uint8_t st)
+{
+    if (st < STATUS_MESH_BASE)
+        return -(int)st;
+    int rc = MESH_ERR_FIRST_ + 1 + (st - STATUS_MESH_BASE);
+    return rc < MESH_ERR_LAST_ ? rc : MESH_EIO; /* a code newer than this build */
+}
+
 struct call {
     struct peers *p;
     struct conn *c;
@@ -126,9 +152,7 @@ static void call_finish(struct call *k, int rc, const struct mesh_err *why)
         if (k->reply_len < 1) {
             rc = mesh_errf(&err, MESH_EMALFORMED, "empty reply");
         } else if (k->reply[0] != 0) {
-            rc = -(int)k->reply[0];
-            if (rc > MESH_ERR_FIRST_ && rc < MESH_ERR_LAST_)
-                rc = (int)k->reply[0] + MESH_ERR_FIRST_; /* MESH_E* codes travel offset */
+            rc = status_decode(k->reply[0]);
             mesh_errf(&err, rc, "%.*s", (int)(k->reply_len - 1), (const char *)k->reply + 1);
         } else {
             body = k->reply + 1;
@@ -241,7 +265,8 @@ static void serving_free(struct serving *s)
     serving_unlink(s);
     free(s->in);
     free(s->out);
-    s->p->nserving--;
+    if (s->p) /* NULL once peers_free left it to its handler */
+        s->p->nserving--;
     free(s);
 }
 
@@ -285,9 +310,7 @@ void peers_respond(struct peers_req *req, int rc, const uint8_t *reply, size_t l
         if (len)
             memcpy(s->out + 1, reply, len);
     } else {
-        /* MESH_E* codes go as their offset from MESH_ERR_FIRST_ (1..~30), errno values as is. */
-        int code = rc > MESH_ERR_FIRST_ && rc < MESH_ERR_LAST_ ? rc - MESH_ERR_FIRST_ : -rc;
-        s->out[0] = (uint8_t)(code > 0 && code < 256 ? code : MESH_EIO - MESH_ERR_FIRST_);
+        s->out[0] = status_encode(rc);
         if (body)
             memcpy(s->out + 1, msg, body);
     }
@@ -395,9 +418,14 @@ static void cb_data(void *ud, uint32_t id, const uint8_t *d, size_t n)
     struct serving *s = serving_by_chan(c, id);
     if (!s)
         return;
+    if (s->in_len + n > s->svc->max_req) {
+        c->p->st.refused++;
+        link_channel_reset(l, id, PEERS_RESET_TOOBIG);
+        serving_free(s);
+        return;
+    }
     size_t cap = s->in_len; /* grow exactly: requests are bounded by max_req */
-    if (s->handling || s->in_len + n > s->svc->max_req ||
-        append(&s->in, &s->in_len, &cap, d, n) < 0) {
+    if (s->handling || append(&s->in, &s->in_len, &cap, d, n) < 0) {
         link_channel_reset(l, id, LINK_RESET_CANCEL);
         serving_free(s);
         return;
@@ -442,11 +470,13 @@ static void cb_reset(void *ud, uint32_t id, uint32_t reason)
     struct call *k = call_by_chan(c, id);
     if (k) {
         struct mesh_err err;
-        int rc = reason == LINK_RESET_REFUSED ? MESH_EUNSUPPORTED : MESH_ECLOSED;
-        mesh_errf(&err, rc, "%s",
-                  reason == LINK_RESET_REFUSED ? "the peer does not serve this request"
-                                               : "the peer reset the request");
-        call_finish(k, rc, &err);
+        if (reason == LINK_RESET_REFUSED)
+            mesh_errf(&err, MESH_EUNSUPPORTED, "the peer does not serve this request");
+        else if (reason == PEERS_RESET_TOOBIG)
+            mesh_errf(&err, MESH_ETOOBIG, "request larger than the peer accepts");
+        else
+            mesh_errf(&err, MESH_ECLOSED, "the peer reset the request");
+        call_finish(k, err.code, &err);
         return;
     }
     struct serving *s = serving_by_chan(c, id);
@@ -458,7 +488,7 @@ static void cb_reset(void *ud, uint32_t id, uint32_t reason)
     }
 }
 
-static void conn_free(struct conn *c)
+static void conn_unlink(struct conn *c)
 {
     struct peers *p = c->p;
     for (struct conn **pp = &p->conns; *pp; pp = &(*pp)->next) {
@@ -468,6 +498,11 @@ static void conn_free(struct conn *c)
             break;
         }
     }
+}
+
+static void conn_free(struct conn *c)
+{
+    conn_unlink(c);
     if (c->lio)
         linkio_free(c->lio);
     free(c);
@@ -485,6 +520,10 @@ static void cb_link_closed(void *ud, const struct mesh_err *why)
     }
     if (err.code == 0)
         mesh_errf(&err, MESH_ECLOSED, "link closed");
+    /* Out of the table before any callback: a caller that retries from its callback must get
+     * a new link, not this dead one, and the dead one must not count against max_links. */
+    conn_unlink(c);
+    c->closing = true;
     while (c->calls)
         call_finish(c->calls, err.code, &err);
     while (c->serving) {
@@ -623,7 +662,8 @@ int peers_new(struct event_base *base, int listen_fd, const struct peers_config 
     p->listen_fd = listen_fd;
     memcpy(p->static_priv, cfg->static_priv, LINK_KEY_LEN);
     p->kr = cfg->kr;
-    memcpy(p->payload, cfg->payload, cfg->payload_len);
+    if (cfg->payload_len)
+        memcpy(p->payload, cfg->payload, cfg->payload_len);
     p->payload_len = cfg->payload_len;
     p->max_links = cfg->max_links ? cfg->max_links : PEERS_DEFAULT_MAX_LINKS;
     p->hooks = *hooks;
@@ -650,9 +690,10 @@ void peers_free(struct peers *p)
         }
         while (c->serving) {
             struct serving *s = c->serving;
-            if (s->handling)
+            if (s->handling) {
                 serving_unlink(s); /* its handler answers into the void later */
-            else
+                s->p = NULL;
+            } else
                 serving_free(s);
         }
         conn_free(c);
@@ -694,7 +735,8 @@ int peers_call(struct peers *p, const struct mesh_addr *to, uint16_t type, const
         call_free(k);
         return MESH_ENOMEM;
     }
-    memcpy(k->req, req, len);
+    if (len)
+        memcpy(k->req, req, len);
     k->req_len = len;
     struct conn *c = conn_for(p, to, &err);
     if (!c) {
