@@ -726,7 +726,7 @@ int peers_call(struct peers *p, const struct mesh_addr *to, uint16_t type, const
     p->ncalls++;
     k->p = p;
     k->type = type;
-    k->max_reply = max_reply + 1;
+    k->max_reply = max_reply < SIZE_MAX ? max_reply + 1 : SIZE_MAX; /* + the status byte */
     k->cb = cb;
     k->ud = ud;
     k->req = malloc(len ? len : 1);

@@ -411,6 +411,12 @@ static void test_call_reply(void **state)
     assert_int_equal(e->n[0].links_up, 1);
     assert_int_equal(e->n[1].links_up, 1);
 
+    /* No limit on the reply size. */
+    result_clear(&r);
+    assert_int_equal(call(&e->n[0], &e->n[1].addr, T_ECHO, "big", 3, SIZE_MAX, 5000, &r), 0);
+    assert_true(run_until(e, fired, &r));
+    expect_reply(&r, "re:big");
+
     /* No request bytes at all (NULL, 0). */
     result_clear(&r);
     assert_int_equal(call(&e->n[0], &e->n[1].addr, T_ECHO, NULL, 0, 64, 5000, &r), 0);
