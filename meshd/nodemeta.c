@@ -65,7 +65,9 @@ static int rd_strcpy(struct wire_rd *r, char *dst, size_t cap)
 {
     const char *s;
     uint32_t len;
-    if (wire_rd_str(r, &s, &len) < 0 || len >= cap)
+    /* A NUL inside would cut the string short here and when it is encoded again: two nodes
+     * would see different metadata for the same bytes. */
+    if (wire_rd_str(r, &s, &len) < 0 || len >= cap || memchr(s, '\0', len))
         return MESH_EMALFORMED;
     memcpy(dst, s, len);
     dst[len] = '\0';
