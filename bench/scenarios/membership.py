@@ -663,16 +663,22 @@ def _run(ctx, sc):
         row(sc, f"members ever reported dead/failed, {label}", "serf", len(s["dead"]), "members")
         row(sc, f"members ever reported dead/failed, {label}", "meshd", len(m["dead"]),
             "members", len(s["dead"]))
-        row(sc, f"suspicion events, {label}", "serf", s["events"], "events")
-        row(sc, f"suspicion events, {label}", "meshd", m["events"], "events", s["events"])
+        # A suspicion of a live member ends in that member refuting it: the refutations count
+        # suspicion episodes the same way for both (suspicion counters do not: meshd's counts
+        # every node that marks a member suspect, Serf's log only the prober that starts one).
+        row(sc, f"refuted suspicions of live members, {label}", "serf", s["refutes"],
+            "refutations")
+        row(sc, f"refuted suspicions of live members, {label}", "meshd", m["refutes"],
+            "refutations", s["refutes"])
         notes.append(
             f"loss: iptables INPUT DROP with statistic probability {LOSS_P} inside each system's "
             f"own namespace, on every packet over its loopback (gossip UDP and push-pull TCP); "
             f"dropped {s['dropped_pkts']} packets (serf) / {m['dropped_pkts']} (meshd). "
-            f"Suspected: serf {sorted(s['suspect'])} (from its log, 'Suspect X has failed', "
-            f"{s['events']} lines, {s['refutes']} refutations), meshd {sorted(m['suspect'])} "
-            f"(seen suspect in polled member lists or logged; /v1/status suspicions +{m['events']} summed "
-            f"over nodes, refutes +{m['refutes']}). Reported dead/failed: serf "
+            f"Suspected: serf {sorted(s['suspect'])} (from its log: {s['events']} 'Suspect X "
+            f"has failed' lines by probers, {s['refutes']} 'Refuting a suspect' lines), meshd "
+            f"{sorted(m['suspect'])} (polled member lists and logs; /v1/status suspicions "
+            f"+{m['events']} summed over nodes, i.e. every node that marked a member suspect, "
+            f"refutes +{m['refutes']}). Reported dead/failed: serf "
             f"{sorted(s['dead'])}, meshd {sorted(m['dead'])}. Poll round "
             f"{s['round'] * 1000:.0f} ms (serf) / {m['round'] * 1000:.0f} ms (meshd).")
     else:
@@ -680,7 +686,8 @@ def _run(ctx, sc):
                      + (why_no_ns or "no iptables"))
 
     if use_ns:
-        (sb, sr, sc_), (mb, mr, mc) = res[("serf", N_LARGE)]["idle"], res[("meshd", N_LARGE)]["idle"]
+        sb, sr, sc_ = res[("serf", N_LARGE)]["idle"]
+        mb, mr, mc = res[("meshd", N_LARGE)]["idle"]
         row(sc, f"loopback bytes/s per node, idle, N={N_LARGE}", "serf", sb, "B/s")
         row(sc, f"loopback bytes/s per node, idle, N={N_LARGE}", "meshd", mb, "B/s", sb)
         row(sc, f"RSS per node, N={N_LARGE} (median)", "serf", sr, "MiB")
@@ -697,7 +704,8 @@ def _run(ctx, sc):
                      f"own to count only the cluster's packets)")
         notes.append(f"clusters ran on the host's loopback ({why_no_ns})")
     notes.append(f"machine load average (1 min) {load0:.1f} at the start, "
-                 f"{os.getloadavg()[0]:.1f} at the end (other work on the machine shares the 2 cores)")
+                 f"{os.getloadavg()[0]:.1f} at the end (other work on the machine shares the "
+                 f"2 cores)")
     notes.append(
         f"ratio = meshd / serf. meshd LAN profile (probe 500 ms, suspicion mult 4); serf "
         f"-profile lan (memberlist DefaultLANConfig: probe 1 s, suspicion mult 4). Joiners "
