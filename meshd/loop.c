@@ -15,9 +15,11 @@ uint64_t mesh_now_ms(void)
 static void uv_pass(struct mesh_loop *l)
 {
     uv_run(&l->uv, UV_RUN_NOWAIT);
+    l->passes++;
     /* Re-arm from the timeout libuv would have blocked for: -1 means no timer is pending (the
-     * fd watch alone wakes us), 0 means work is queued and we must come back at once. */
-    int timeout = uv_backend_timeout(&l->uv);
+     * fd watch alone wakes us), 0 means work is queued and we must come back at once. A loop
+     * with no active handle also reports 0 (it "would exit"): nothing to wait for then. */
+    int timeout = uv_loop_alive(&l->uv) ? uv_backend_timeout(&l->uv) : -1;
     event_del(l->uv_timer);
     if (timeout >= 0) {
         struct timeval tv = {.tv_sec = timeout / 1000, .tv_usec = (timeout % 1000) * 1000};

@@ -18,6 +18,7 @@ struct mesh_loop {
     struct event *uv_io;    /* persistent read watch on uv_backend_fd() */
     struct event *uv_timer; /* one-shot, re-armed from uv_backend_timeout() */
     bool stopping;
+    uint64_t passes; /* loop iterations, for tests and status */
 };
 
 /* Sets up both loops. On failure nothing is left allocated. */

@@ -114,6 +114,29 @@ static void uv_work_from_libevent_runs_at_once(void **state)
     mesh_loop_close(&loop);
 }
 
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mesh_loop_stop(arg);
+}
+
+/* With no libuv handle active, libuv says "timeout 0" (its loop would exit); the embedded loop
+ * must then sleep on libevent alone instead of spinning. */
+static void idle_loop_does_not_spin(void **state)
+{
+    (void)state;
+    struct mesh_loop loop;
+    assert_int_equal(mesh_loop_init(&loop), 0);
+    struct event *ev = evtimer_new(loop.base, on_stop, &loop);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 200 * 1000};
+    evtimer_add(ev, &tv);
+    assert_int_equal(mesh_loop_run(&loop), 0);
+    assert_true(loop.passes < 10);
+    event_free(ev);
+    mesh_loop_close(&loop);
+}
+
 static void close_half_built(void **state)
 {
     (void)state;
@@ -127,6 +150,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(both_timers_fire_on_time),
         cmocka_unit_test(uv_work_from_libevent_runs_at_once),
+        cmocka_unit_test(idle_loop_does_not_spin),
         cmocka_unit_test(close_half_built),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,7 +49,7 @@ static int pattern_of(const char *name, enum noise_pattern *ret)
 {
     static const struct {
         const char *name;
-        enum noise_pattern p;
+        enum noise_pattern p = NOISE_PATTERN_NN;
     } names[] = {
         {"Noise_NN_25519_ChaChaPoly_BLAKE2b", NOISE_PATTERN_NN},
         {"Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b", NOISE_PATTERN_NNPSK0},
@@ -88,7 +88,7 @@ static struct blob first_psk(json_t *v, const char *key)
 static void run_vector(json_t *v, int *ret_checked)
 {
     const char *name = json_string_value(json_object_get(v, "protocol_name"));
-    enum noise_pattern pat;
+    enum noise_pattern pat = NOISE_PATTERN_NN;
     struct blob ipro = hex(v, "init_prologue"), rpro = hex(v, "resp_prologue");
     struct blob is = hex(v, "init_static"), rs = hex(v, "resp_static");
     struct blob ie = hex(v, "init_ephemeral"), re = hex(v, "resp_ephemeral");
@@ -211,7 +211,7 @@ static void test_vectors(void **state)
     assert_true(json_is_array(vecs));
     assert_int_equal(json_array_size(vecs), 5);
     for (size_t i = 0; i < json_array_size(vecs); i++) {
-        enum noise_pattern p;
+        enum noise_pattern p = NOISE_PATTERN_NN;
         json_t *v = json_array_get(vecs, i);
         assert_int_equal(pattern_of(json_string_value(json_object_get(v, "protocol_name")), &p), 0);
         seen[p] = true;
