@@ -49,7 +49,7 @@ static int pattern_of(const char *name, enum noise_pattern *ret)
 {
     static const struct {
         const char *name;
-        enum noise_pattern p = NOISE_PATTERN_NN;
+        enum noise_pattern p;
     } names[] = {
         {"Noise_NN_25519_ChaChaPoly_BLAKE2b", NOISE_PATTERN_NN},
         {"Noise_NNpsk0_25519_ChaChaPoly_BLAKE2b", NOISE_PATTERN_NNPSK0},
