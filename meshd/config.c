@@ -6,6 +6,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -20,6 +21,8 @@ enum opt_id {
     OPT_LABEL,
     OPT_ENGINE,
     OPT_LOG_LEVEL,
+    OPT_GOSSIP_PROFILE,
+    OPT_REAP_AFTER,
     OPT_CONFIG,
     OPT_COUNT_
 };
@@ -36,6 +39,8 @@ static const char *const opt_names[OPT_COUNT_] = {
     [OPT_ENGINE] = "engine",
     [OPT_LOG_LEVEL] = "log-level",
     [OPT_CONFIG] = "config",
+    [OPT_GOSSIP_PROFILE] = "gossip-profile",
+    [OPT_REAP_AFTER] = "reap-after",
 };
 
 const char *config_usage(void)
@@ -56,6 +61,9 @@ const char *config_usage(void)
            "  --label KEY=VALUE      node label for placement (repeatable)\n"
            "  --engine URL           container engine, e.g. unix:///run/podman/podman.sock\n"
            "  --log-level LEVEL      debug, info, warn or error (default: info)\n"
+           "  --gossip-profile P     failure detection timing: lan (default) or wan\n"
+           "  --reap-after DURATION  forget dead and left members after this long\n"
+           "                         (default: 24h; e.g. 90s, 30m)\n"
            "  --config FILE          config file: `key = value` lines with the keys above;\n"
            "                         flags win over the file\n"
            "  --help, --version\n";
@@ -72,6 +80,30 @@ bool config_name_valid(const char *name)
             return false;
     }
     return true;
+}
+
+int config_duration_parse(const char *s, uint64_t *ret_ms)
+{
+    static const struct {
+        const char *suffix;
+        uint64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000}};
+    char *end;
+    if (!isdigit((unsigned char)s[0]))
+        return MESH_EINVAL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return MESH_EINVAL;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].suffix) == 0) {
+            if (v > UINT64_MAX / units[i].ms)
+                return MESH_EINVAL;
+            *ret_ms = v * units[i].ms;
+            return 0;
+        }
+    }
+    return MESH_EINVAL;
 }
 
 static bool label_part_valid(const char *s, size_t max)
@@ -195,6 +227,17 @@ static int apply(struct meshd_config *cfg, enum opt_id id, const char *val, bool
             return mesh_errf(err, MESH_EINVAL,
                              "--log-level %s: expected debug, info, warn or error", val);
         break;
+    case OPT_GOSSIP_PROFILE:
+        if (gossip_profile_parse(val, &cfg->gossip_profile) < 0)
+            return mesh_errf(err, MESH_EINVAL, "--gossip-profile %s: expected lan or wan", val);
+        break;
+    case OPT_REAP_AFTER:
+        if (config_duration_parse(val, &cfg->reap_after_ms) < 0 || cfg->reap_after_ms < 1000)
+            return mesh_errf(err, MESH_EINVAL,
+                             "--reap-after %s: expected a duration of at least 1s, like 90s, "
+                             "30m or 24h",
+                             val);
+        break;
     case OPT_COUNT_:
         break;
     }
@@ -291,6 +334,8 @@ int config_parse(int argc, char **argv, struct meshd_config *cfg, enum config_ac
 
     memset(cfg, 0, sizeof *cfg);
     cfg->log_level = LOG_INFO;
+    cfg->gossip_profile = GOSSIP_PROFILE_LAN;
+    cfg->reap_after_ms = MESH_DEFAULT_REAP;
     mesh_addr_parse("0.0.0.0", MESH_DEFAULT_PORT, &cfg->bind);
 
     for (int i = 1; i < argc; i++) {

@@ -9,6 +9,7 @@
 
 #include "addr.h"
 #include "err.h"
+#include "gossip.h"
 #include "log.h"
 
 #define CONFIG_NAME_MAX     64
@@ -19,6 +20,7 @@
 #define CONFIG_LABEL_VALMAX 127
 #define MESH_DEFAULT_PORT   7946
 #define MESH_DEFAULT_DATA   "/var/lib/fogmesh"
+#define MESH_DEFAULT_REAP   (24ull * 3600 * 1000)
 
 struct config_label {
     char key[CONFIG_LABEL_KEYMAX + 1];
@@ -38,6 +40,8 @@ struct meshd_config {
     size_t nlabels;
     char engine[CONFIG_PATH_MAX];
     enum log_level log_level;
+    enum gossip_profile gossip_profile;
+    uint64_t reap_after_ms; /* dead and left members leave the table after this long */
     char config_file[CONFIG_PATH_MAX];
 };
 
@@ -50,6 +54,9 @@ int config_parse(int argc, char **argv, struct meshd_config *cfg, enum config_ac
 
 /* The usage text printed by --help. */
 const char *config_usage(void);
+
+/* Parses a duration such as "500ms", "30s", "10m", "24h" (a bare number is seconds). */
+int config_duration_parse(const char *s, uint64_t *ret_ms);
 
 /* Validates a node name: 1..64 of [A-Za-z0-9._-], starting with a letter or digit. */
 bool config_name_valid(const char *name);

@@ -182,6 +182,36 @@ static void io_leave_done(void *ud, int rc)
         g->hooks.leave_done(g->hooks.ud, rc);
 }
 
+int gossip_profile_parse(const char *s, enum gossip_profile *ret)
+{
+    if (strcmp(s, "lan") == 0)
+        *ret = GOSSIP_PROFILE_LAN;
+    else if (strcmp(s, "wan") == 0)
+        *ret = GOSSIP_PROFILE_WAN;
+    else
+        return MESH_EINVAL;
+    return 0;
+}
+
+void gossip_profile_apply(struct swim_config *sc, enum gossip_profile p)
+{
+    switch (p) {
+    case GOSSIP_PROFILE_LAN:
+        sc->probe_interval_ms = 500;
+        sc->probe_timeout_ms = 250;
+        sc->suspicion_mult = 4;
+        sc->gossip_interval_ms = 100;
+        break;
+    case GOSSIP_PROFILE_WAN:
+        sc->probe_interval_ms = 5000;
+        sc->probe_timeout_ms = 3000;
+        sc->suspicion_mult = 6;
+        sc->gossip_interval_ms = 500;
+        sc->gossip_nodes = 4;
+        break;
+    }
+}
+
 /* ---- public ------------------------------------------------------------------------------ */
 
 int gossip_new(struct event_base *base, int udp_fd, const struct swim_config *scfg,

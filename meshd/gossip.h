@@ -32,6 +32,15 @@ struct gossip_stats {
 
 struct gossip;
 
+/* Timing profiles. lan (the default) probes every 500 ms with a 250 ms timeout and gossips every
+ * 100 ms: twice memberlist's LAN pace, so a dead node is declared in about half of Serf's time,
+ * while Lifeguard's suspicion and local-health scaling keep false positives away under loss.
+ * wan follows memberlist's DefaultWANConfig (probe 5 s, timeout 3 s, suspicion x6, gossip
+ * 500 ms) for high-latency or lossy uplinks. */
+enum gossip_profile { GOSSIP_PROFILE_LAN, GOSSIP_PROFILE_WAN };
+int gossip_profile_parse(const char *s, enum gossip_profile *ret);
+void gossip_profile_apply(struct swim_config *sc, enum gossip_profile p);
+
 /* Takes over udp_fd (bound, non-blocking; closed by gossip_free). name, id, addr and meta go
  * to the state machine; kr and log are borrowed and must outlive the gossip object. epoch must
  * grow at every start of this node (see keyring.h on replays). */

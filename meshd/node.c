@@ -316,7 +316,19 @@ static void on_link(void *ud, const struct mesh_addr *addr, bool up, bool outgoi
 struct pp_call {
     struct node *n;
     uint64_t req;
+    struct pp_call *prev, *next; /* in n->pp_calls */
 };
+
+static void pp_call_free(struct pp_call *pc)
+{
+    if (pc->prev)
+        pc->prev->next = pc->next;
+    else
+        pc->n->pp_calls = pc->next;
+    if (pc->next)
+        pc->next->prev = pc->prev;
+    free(pc);
+}
 
 static void on_pushpull_reply(void *ud, int rc, const uint8_t *reply, size_t len,
                               const struct mesh_err *err)
@@ -325,14 +337,14 @@ static void on_pushpull_reply(void *ud, int rc, const uint8_t *reply, size_t len
     if (rc < 0)
         log_debug(&pc->n->log, "push-pull failed: %s", err ? err->msg : mesh_strerror(rc));
     gossip_pushpull_done(pc->n->gossip, pc->req, rc, reply, len);
-    free(pc);
+    pp_call_free(pc);
 }
 
 static int hook_pushpull(void *ud, uint64_t req, const struct mesh_addr *to, const uint8_t *state,
                          size_t len)
 {
     struct node *n = ud;
-    struct pp_call *pc = malloc(sizeof *pc);
+    struct pp_call *pc = calloc(1, sizeof *pc);
     if (!pc)
         return MESH_ENOMEM;
     pc->n = n;
@@ -340,8 +352,15 @@ static int hook_pushpull(void *ud, uint64_t req, const struct mesh_addr *to, con
     int rc =
         peers_call(n->peers, to, CALL_PUSHPULL, state, len,
                    swim_pushpull_max_len(gossip_swim(n->gossip)), 10000, on_pushpull_reply, pc);
-    if (rc < 0)
+    if (rc < 0) {
         free(pc);
+        return rc;
+    }
+    /* The callback never fires from inside peers_call: linking now is in time. */
+    pc->next = n->pp_calls;
+    if (pc->next)
+        pc->next->prev = pc;
+    n->pp_calls = pc;
     return rc;
 }
 
@@ -452,6 +471,8 @@ static int gossip_open(struct node *n, struct mesh_err *err)
     sc.meta = meta;
     sc.meta_len = (size_t)mlen;
     sc.max_packet = SEAL_MAX_PAYLOAD;
+    gossip_profile_apply(&sc, n->cfg.gossip_profile);
+    sc.dead_reap_ms = sc.left_reap_ms = n->cfg.reap_after_ms;
     struct gossip_hooks hooks = {
         .ud = n,
         .pushpull = hook_pushpull,
@@ -622,8 +643,10 @@ void node_close(struct node *n)
     n->api = NULL;
     gossip_free(n->gossip);
     n->gossip = NULL;
-    peers_free(n->peers);
+    peers_free(n->peers); /* pending callbacks do not fire: free their state here */
     n->peers = NULL;
+    while (n->pp_calls)
+        pp_call_free(n->pp_calls);
     struct event **evs[] = {&n->sig_int, &n->sig_term, &n->rejoin_timer, &n->remember_timer};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (*evs[i])

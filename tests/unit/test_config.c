@@ -105,6 +105,35 @@ static void help_and_version(void **state)
     assert_int_equal(act, CONFIG_VERSION);
 }
 
+static void durations_and_profiles(void **state)
+{
+    (void)state;
+    uint64_t ms;
+    assert_int_equal(config_duration_parse("500ms", &ms), 0);
+    assert_int_equal(ms, 500);
+    assert_int_equal(config_duration_parse("90", &ms), 0);
+    assert_int_equal(ms, 90000);
+    assert_int_equal(config_duration_parse("30m", &ms), 0);
+    assert_int_equal(ms, 1800000);
+    assert_int_equal(config_duration_parse("24h", &ms), 0);
+    assert_int_equal(ms, 86400000);
+    assert_int_equal(config_duration_parse("-1s", &ms), MESH_EINVAL);
+    assert_int_equal(config_duration_parse("5y", &ms), MESH_EINVAL);
+    assert_int_equal(config_duration_parse("", &ms), MESH_EINVAL);
+    assert_int_equal(config_duration_parse("99999999999999999999h", &ms), MESH_EINVAL);
+
+    struct meshd_config c;
+    struct mesh_err err = {0};
+    assert_int_equal(PARSE(&c, &err, "--name", "x"), 0);
+    assert_int_equal(c.gossip_profile, GOSSIP_PROFILE_LAN);
+    assert_int_equal(c.reap_after_ms, MESH_DEFAULT_REAP);
+    assert_int_equal(PARSE(&c, &err, "--gossip-profile", "wan", "--reap-after", "90s"), 0);
+    assert_int_equal(c.gossip_profile, GOSSIP_PROFILE_WAN);
+    assert_int_equal(c.reap_after_ms, 90000);
+    assert_int_equal(PARSE(&c, &err, "--gossip-profile", "fast"), MESH_EINVAL);
+    assert_int_equal(PARSE(&c, &err, "--reap-after", "10ms"), MESH_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +141,7 @@ int main(void)
         cmocka_unit_test(bad_values),
         cmocka_unit_test(file_and_precedence),
         cmocka_unit_test(help_and_version),
+        cmocka_unit_test(durations_and_profiles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
