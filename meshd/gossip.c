@@ -197,9 +197,9 @@ void gossip_profile_apply(struct swim_config *sc, enum gossip_profile p)
 {
     switch (p) {
     case GOSSIP_PROFILE_LAN:
-        sc->probe_interval_ms = 500;
-        sc->probe_timeout_ms = 250;
-        sc->suspicion_mult = 4;
+        sc->probe_interval_ms = 400;
+        sc->probe_timeout_ms = 200;
+        sc->suspicion_mult = 3;
         sc->gossip_interval_ms = 100;
         break;
     case GOSSIP_PROFILE_WAN:

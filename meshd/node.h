@@ -29,7 +29,8 @@ enum node_call_type {
 #define NODE_REJOIN_MS    5000
 #define NODE_KEYOP_MAX    64 /* key operations in flight mesh-wide from this node */
 
-struct keyop; /* a mesh-wide key-ring operation in progress (node_api.c) */
+struct keyop;   /* a mesh-wide key-ring operation in progress (node_api.c) */
+struct pp_call; /* a push-pull call in flight (node.c) */
 
 struct node {
     struct meshd_config cfg;
@@ -55,6 +56,9 @@ struct node {
     bool leaving;
     int exit_code;
     size_t nkeyops;
+    /* Push-pull calls in flight: peers_free does not fire their callbacks, so node_close
+     * frees what is left here. */
+    struct pp_call *pp_calls;
     /* Join seeds: --join, else the peers remembered from the last run. */
     struct mesh_addr seeds[CONFIG_JOIN_MAX + NODE_REMEMBER_MAX];
     size_t nseeds;

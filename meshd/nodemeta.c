@@ -65,10 +65,14 @@ static int rd_strcpy(struct wire_rd *r, char *dst, size_t cap)
 {
     const char *s;
     uint32_t len;
-    /* A NUL inside would cut the string short here and when it is encoded again: two nodes
-     * would see different metadata for the same bytes. */
-    if (wire_rd_str(r, &s, &len) < 0 || len >= cap || memchr(s, '\0', len))
+    /* Printable ASCII only, as the flags that set these allow: a NUL inside would cut the
+     * string short here and when it is encoded again (two nodes would see different metadata
+     * for the same bytes), and other bytes need not be valid UTF-8 for the JSON API. */
+    if (wire_rd_str(r, &s, &len) < 0 || len >= cap)
         return MESH_EMALFORMED;
+    for (uint32_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return MESH_EMALFORMED;
     memcpy(dst, s, len);
     dst[len] = '\0';
     return 0;

@@ -19,7 +19,7 @@ ninja -C $dir >$dir/fuzz-build.log 2>&1 || { cat $dir/fuzz-build.log; exit 1; }
 cases=""
 status=0
 for exe in $dir/tests/fuzz/fuzz_*; do
-  [ -x "$exe" ] || continue
+  [ -f "$exe" ] && [ -x "$exe" ] || continue
   name=$(basename "$exe")
   corpus=$dir/corpus-$name
   mkdir -p "$corpus"
