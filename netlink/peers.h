@@ -6,8 +6,9 @@
  * handler per channel type. Gossip push-pull, key-ring operations and later Raft forwarding and
  * log streaming are such calls.
  *
- * A reply travels in a small envelope: one status byte (0, or the positive value of a MESH_E*
- * code) then the reply bytes, or the error message, so a caller gets the remote's error with
+ * A reply travels in a small envelope: one status byte (0 for success, 1..127 an errno value,
+ * 128..255 a MESH_E* code) then the reply bytes, or the error message, so a caller gets the
+ * remote's error with
  * its context ("key not in ring").
  *
  * Async contract (libuv's): if peers_call returns an error, its callback never fires;
