@@ -8,8 +8,7 @@
  *
  * A reply travels in a small envelope: one status byte (0 for success, 1..127 an errno value,
  * 128..255 a MESH_E* code) then the reply bytes, or the error message, so a caller gets the
- * remote's error with
- * its context ("key not in ring").
+ * remote's error with its context ("key not in ring").
  *
  * Async contract (libuv's): if peers_call returns an error, its callback never fires;
  * otherwise it fires exactly once, never from inside peers_call. Every table is bounded: links,
