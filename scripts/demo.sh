@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job for a newcomer: installs what is missing, builds, and starts a local demo mesh of
-# three meshd nodes on loopback (127.0.0.1, ports 17946-17948), then shows what meshctl sees.
+# three meshd nodes on loopback (127.0.0.1, ports 17946-17948) that join one mesh with a fresh
+# key, then shows what meshctl sees.
 # The nodes run until Ctrl-C; `scripts/demo.sh --once` shows and stops.
 #
 # Everything lives in a temp dir that is removed at exit; the nodes only talk over loopback.
@@ -45,11 +46,18 @@ for name in "${names[@]}"; do
   ctl "$name" status >/dev/null || { echo "demo: $name did not start:"; cat "$work/$name.log"; exit 1; }
 done
 
-for name in "${names[@]}"; do
-  echo "\$ meshctl --socket $work/$name/api.sock status"
-  ctl "$name" status
-  echo
+# Wait (bounded) until the last node sees all three alive.
+for _ in $(seq 100); do
+  [ "$(ctl edge-c members -o json | grep -c '"status": "alive"')" -eq 3 ] && break
+  sleep 0.1
 done
+
+echo "\$ meshctl --socket $work/edge-c/api.sock members"
+ctl edge-c members
+echo
+echo "\$ meshctl --socket $work/edge-a/api.sock status"
+ctl edge-a status
+echo
 
 if [ $once -eq 1 ]; then
   exit 0
