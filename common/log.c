@@ -1,6 +1,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -70,5 +71,32 @@ int log_ratelimit_ok(struct log_ratelimit *rl, uint64_t now_ms, uint64_t interva
         return 0;
     }
     rl->last_ms = now_ms ? now_ms : 1;
+    return 1;
+}
+
+static bool same_host(const struct mesh_addr *a, const struct mesh_addr *b)
+{
+    return a->family == b->family && memcmp(a->ip, b->ip, a->family == 4 ? 4 : 16) == 0;
+}
+
+int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *host, uint64_t now_ms,
+                       uint64_t interval_ms, uint32_t *ret_suppressed)
+{
+    struct log_ratelimit *rl = NULL;
+    for (size_t i = 0; i < LOG_RL_HOSTS && !rl; i++)
+        if (t->slot[i].host.family && same_host(&t->slot[i].host, host))
+            rl = &t->slot[i].rl;
+    if (!rl) {
+        size_t i = t->next++ % LOG_RL_HOSTS;
+        t->slot[i].host = *host;
+        memset(&t->slot[i].rl, 0, sizeof t->slot[i].rl);
+        rl = &t->slot[i].rl;
+    }
+    uint32_t held = rl->suppressed;
+    if (!log_ratelimit_ok(rl, now_ms, interval_ms))
+        return 0;
+    rl->suppressed = 0;
+    if (ret_suppressed)
+        *ret_suppressed = held;
     return 1;
 }

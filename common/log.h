@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "addr.h"
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 struct logger {
@@ -36,5 +38,19 @@ struct log_ratelimit {
     uint32_t suppressed;
 };
 int log_ratelimit_ok(struct log_ratelimit *rl, uint64_t now_ms, uint64_t interval_ms);
+
+/* The same per remote host (address without the port: a peer reconnecting from new ports is
+ * still one peer), for the last LOG_RL_HOSTS hosts seen. Returns 1 when a message about `host`
+ * may be logged now; *ret_suppressed (optional) tells how many were held back since the last. */
+#define LOG_RL_HOSTS 32
+struct log_ratelimit_hosts {
+    struct {
+        struct mesh_addr host;
+        struct log_ratelimit rl;
+    } slot[LOG_RL_HOSTS];
+    size_t next;
+};
+int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *host, uint64_t now_ms,
+                       uint64_t interval_ms, uint32_t *ret_suppressed);
 
 #endif

@@ -10,14 +10,8 @@
 
 #include "loop.h"
 
-#define RECV_BATCH      64 /* datagrams handled per wake-up, so one flood cannot starve the loop */
-#define RATELIMIT_SLOTS 32 /* sources we remember for "log once per minute" */
-#define RATELIMIT_MS    60000
-
-struct rl_slot {
-    struct mesh_addr addr;
-    struct log_ratelimit rl;
-};
+#define RECV_BATCH   64 /* datagrams handled per wake-up, so one flood cannot starve the loop */
+#define RATELIMIT_MS 60000
 
 struct gossip {
     struct event_base *base;
@@ -31,21 +25,13 @@ struct gossip {
     struct replay_table replay;
     struct seal_inner self; /* our id and epoch; seq counts up */
     struct gossip_stats st;
-    struct rl_slot rl[RATELIMIT_SLOTS];
-    size_t rl_next;
+    struct log_ratelimit_hosts rl;
 };
 
 /* Log about a misbehaving source at most once a minute. */
 static bool may_log(struct gossip *g, const struct mesh_addr *from)
 {
-    uint64_t now = mesh_now_ms();
-    for (size_t i = 0; i < RATELIMIT_SLOTS; i++)
-        if (g->rl[i].addr.family && mesh_addr_equal(&g->rl[i].addr, from))
-            return log_ratelimit_ok(&g->rl[i].rl, now, RATELIMIT_MS);
-    struct rl_slot *s = &g->rl[g->rl_next++ % RATELIMIT_SLOTS];
-    s->addr = *from;
-    memset(&s->rl, 0, sizeof s->rl);
-    return log_ratelimit_ok(&s->rl, now, RATELIMIT_MS);
+    return log_ratelimit_host(&g->rl, from, mesh_now_ms(), RATELIMIT_MS, NULL);
 }
 
 static void rearm(struct gossip *g)

@@ -303,9 +303,11 @@ static void on_link(void *ud, const struct mesh_addr *addr, bool up, bool outgoi
     if (up) {
         log_debug(&n->log, "link %s %s is up", outgoing ? "to" : "from", a);
     } else if (err && err->code != 0 && err->code != MESH_ECLOSED) {
-        /* Handshake failures with a wrong key say so; log at most once per peer per minute is
-         * handled by the rate of dialling (joins retry every few seconds). */
-        log_warn(&n->log, "link %s %s failed: %s", outgoing ? "to" : "from", a, err->msg);
+        /* A peer with the wrong key retries for ever: say why once per peer per minute. */
+        uint32_t held = 0;
+        if (log_ratelimit_host(&n->link_log_rl, addr, mesh_now_ms(), 60000, &held))
+            log_warn(&n->log, "link %s %s failed: %s%s", outgoing ? "to" : "from", a, err->msg,
+                     held ? " (and more like it in the last minute)" : "");
     } else {
         log_debug(&n->log, "link %s %s closed", outgoing ? "to" : "from", a);
     }

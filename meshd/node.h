@@ -63,6 +63,7 @@ struct node {
     struct mesh_addr seeds[CONFIG_JOIN_MAX + NODE_REMEMBER_MAX];
     size_t nseeds;
     char join_error[MESH_ERRMSG_LEN];
+    struct log_ratelimit_hosts link_log_rl;
 };
 
 /* Builds a node from cfg: data dir, identity, key ring, sockets, gossip, API. On failure

@@ -7,6 +7,7 @@
 
 #include "addr.h"
 #include "err.h"
+#include "log.h"
 
 static void parse_roundtrip(void **state)
 {
@@ -65,6 +66,30 @@ static void error_table(void **state)
     assert_string_equal(err.msg, "microservice reader: image: required");
 }
 
+static void ratelimit_per_host(void **state)
+{
+    (void)state;
+    struct log_ratelimit_hosts t = {0};
+    struct mesh_addr a, a2, b;
+    uint32_t held = 99;
+    mesh_addr_parse("10.0.0.1:1000", 0, &a);
+    mesh_addr_parse("10.0.0.1:2000", 0, &a2); /* same host, another port */
+    mesh_addr_parse("10.0.0.2:1000", 0, &b);
+    assert_int_equal(log_ratelimit_host(&t, &a, 1000, 60000, &held), 1);
+    assert_int_equal(held, 0);
+    assert_int_equal(log_ratelimit_host(&t, &a2, 2000, 60000, NULL), 0);
+    assert_int_equal(log_ratelimit_host(&t, &a, 3000, 60000, NULL), 0);
+    assert_int_equal(log_ratelimit_host(&t, &b, 3000, 60000, NULL), 1);
+    assert_int_equal(log_ratelimit_host(&t, &a, 61001, 60000, &held), 1);
+    assert_int_equal(held, 2);
+    /* The table is bounded: many hosts evict the oldest. */
+    for (int i = 0; i < 3 * LOG_RL_HOSTS; i++) {
+        struct mesh_addr h = a;
+        h.ip[3] = (uint8_t)(10 + i);
+        assert_int_equal(log_ratelimit_host(&t, &h, 70000, 60000, NULL), 1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -72,6 +97,7 @@ int main(void)
         cmocka_unit_test(parse_defaults_and_errors),
         cmocka_unit_test(sockaddr_roundtrip),
         cmocka_unit_test(error_table),
+        cmocka_unit_test(ratelimit_per_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
