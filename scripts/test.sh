@@ -19,7 +19,10 @@ step() { printf '\n==== %s\n' "$*"; }
 
 build() { # dir, meson args...
   local dir=$1; shift
-  if [ ! -d "$dir" ]; then meson setup "$dir" "$@" >/dev/null || return 1; fi
+  if [ ! -d "$dir" ]; then
+    meson setup "$dir" "$@" >"$RESULTS/$(basename "$dir")-setup.log" 2>&1 || {
+      cat "$RESULTS/$(basename "$dir")-setup.log"; rm -rf "$dir"; return 1; }
+  fi
   ninja -C "$dir" >"$RESULTS/$(basename "$dir")-build.log" 2>&1 || {
     cat "$RESULTS/$(basename "$dir")-build.log"; return 1; }
   if grep -q 'warning:' "$RESULTS/$(basename "$dir")-build.log"; then
