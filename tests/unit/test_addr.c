@@ -93,10 +93,8 @@ static void ratelimit_per_host(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parse_roundtrip),
-        cmocka_unit_test(parse_defaults_and_errors),
-        cmocka_unit_test(sockaddr_roundtrip),
-        cmocka_unit_test(error_table),
+        cmocka_unit_test(parse_roundtrip),    cmocka_unit_test(parse_defaults_and_errors),
+        cmocka_unit_test(sockaddr_roundtrip), cmocka_unit_test(error_table),
         cmocka_unit_test(ratelimit_per_host),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
