@@ -1,6 +1,8 @@
 #include "peers.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -78,6 +80,38 @@ struct serving {
     size_t out_len, out_off;
 };
 
+struct stream_listener {
+    uint16_t type;
+    peers_accept_fn fn;
+    void *ud;
+};
+
+struct peers_stream {
+    struct peers *p;
+    struct conn *c;                           /* NULL once ended */
+    struct peers_stream *next;                /* in c->streams */
+    struct peers_stream *all_prev, *all_next; /* in p->streams, until freed */
+    uint16_t type;
+    bool outgoing;
+    bool opened;       /* the channel exists */
+    bool connected;    /* opener: accept mark received; acceptor: from the start */
+    bool mark_pending; /* acceptor: accept mark not queued yet */
+    bool fin_sent;     /* peers_stream_close called */
+    bool fin_queued;   /* ... and passed to the link */
+    bool fin_recv;
+    bool want_writable; /* a send took less than asked */
+    bool ended;         /* on_end is due */
+    uint32_t chan;
+    size_t open_len;
+    uint8_t open_payload[LINK_OPEN_PAYLOAD_MAX];
+    struct mesh_addr remote;
+    struct peers_stream_cb cb;
+    void *ud;
+    struct event *timer; /* open timeout (opener) */
+    struct event *ev;    /* deferred start, then deferred on_end */
+    struct mesh_err err; /* why it ended */
+};
+
 struct conn {
     struct peers *p;
     struct conn *next;
@@ -90,6 +124,7 @@ struct conn {
     uint8_t peer_static[LINK_KEY_LEN];
     struct call *calls;
     struct serving *serving;
+    struct peers_stream *streams;
 };
 
 struct peers {
@@ -104,6 +139,10 @@ struct peers {
     struct peers_hooks hooks;
     struct service services[PEERS_MAX_SERVICES];
     size_t nservices;
+    struct stream_listener listeners[PEERS_MAX_SERVICES];
+    size_t nlisteners;
+    struct peers_stream *streams; /* every stream not yet freed */
+    size_t nstreams;
     struct conn *conns;
     size_t nconns;
     size_t ncalls, nserving;
@@ -319,6 +358,258 @@ void peers_respond(struct peers_req *req, int rc, const uint8_t *reply, size_t l
     serving_pump(s);
 }
 
+/* ---- streams ----------------------------------------------------------------------------- */
+
+static const uint8_t accept_mark = 0;
+
+static void stream_unlink_conn(struct peers_stream *s)
+{
+    if (!s->c)
+        return;
+    for (struct peers_stream **pp = &s->c->streams; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    s->c = NULL;
+}
+
+static void stream_free(struct peers_stream *s)
+{
+    struct peers *p = s->p;
+    stream_unlink_conn(s);
+    if (s->all_prev)
+        s->all_prev->all_next = s->all_next;
+    else
+        p->streams = s->all_next;
+    if (s->all_next)
+        s->all_next->all_prev = s->all_prev;
+    if (s->timer)
+        event_free(s->timer);
+    if (s->ev)
+        event_free(s->ev);
+    p->nstreams--;
+    free(s);
+}
+
+static void stream_defer(struct peers_stream *s)
+{
+    struct timeval zero = {0, 0};
+    evtimer_add(s->ev, &zero);
+}
+
+static struct link *stream_link(const struct peers_stream *s)
+{
+    return linkio_link(s->c->lio);
+}
+
+/* The stream is over: detach it and call on_end from the loop. code 0 is a clean end. */
+static void stream_end(struct peers_stream *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void stream_end(struct peers_stream *s, int code, const char *fmt, ...)
+{
+    if (s->ended)
+        return;
+    s->ended = true;
+    s->err.code = code;
+    s->err.msg[0] = '\0';
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->err.msg, sizeof s->err.msg, fmt, ap);
+        va_end(ap);
+    }
+    /* A clean end whose FIN never reached the link (the accept mark was still waiting):
+     * reset, so that the channel does not stay half-open in the link. */
+    if (code == 0 && s->c && s->opened && !s->fin_queued)
+        link_channel_reset(stream_link(s), s->chan, LINK_RESET_CANCEL);
+    if (code < 0)
+        s->p->st.streams_failed++;
+    stream_unlink_conn(s);
+    if (s->timer)
+        evtimer_del(s->timer);
+    stream_defer(s);
+}
+
+/* Ends the stream and resets its channel (if it has one and the peer may still hear). */
+static void stream_abort(struct peers_stream *s, uint32_t reason, int code, const char *msg)
+{
+    if (s->ended)
+        return;
+    if (s->c && s->opened)
+        link_channel_reset(stream_link(s), s->chan, reason);
+    stream_end(s, code, "%s", msg);
+}
+
+static void stream_queue_fin(struct peers_stream *s)
+{
+    if (s->fin_sent && !s->fin_queued && s->c && s->opened && !s->mark_pending) {
+        link_channel_close(stream_link(s), s->chan);
+        s->fin_queued = true;
+    }
+}
+
+/* Acceptor: queues the accept mark if it is still due. True once it is out. */
+static bool stream_push_mark(struct peers_stream *s)
+{
+    if (!s->mark_pending)
+        return true;
+    long n = link_channel_send(stream_link(s), s->chan, &accept_mark, 1);
+    if (n != 1)
+        return false; /* the link calls on_channel_writable when credit comes */
+    s->mark_pending = false;
+    stream_queue_fin(s);
+    return true;
+}
+
+static void stream_start(struct peers_stream *s)
+{
+    int rc = link_channel_open(stream_link(s), s->type, s->open_payload, s->open_len, &s->chan);
+    if (rc < 0) {
+        stream_end(s, rc, "cannot open a channel: %s", mesh_strerror(rc));
+        return;
+    }
+    s->opened = true;
+    stream_queue_fin(s);
+}
+
+static void on_stream_ev(evutil_socket_t fd, short what, void *arg)
+{
+    struct peers_stream *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->ended) {
+        s->cb.on_end(s->ud, s, &s->err);
+        stream_free(s);
+        return;
+    }
+    if (!s->opened && s->c && s->c->up)
+        stream_start(s);
+}
+
+static void on_stream_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct peers_stream *s = arg;
+    char a[MESH_ADDR_STRLEN];
+    char msg[MESH_ERRMSG_LEN];
+    (void)fd;
+    (void)what;
+    snprintf(msg, sizeof msg, "stream to %s not accepted in time",
+             mesh_addr_format(&s->remote, a, sizeof a));
+    stream_abort(s, LINK_RESET_CANCEL, -ETIMEDOUT, msg);
+}
+
+static struct peers_stream *stream_by_chan(struct conn *c, uint32_t chan)
+{
+    for (struct peers_stream *s = c->streams; s; s = s->next)
+        if (s->opened && s->chan == chan)
+            return s;
+    return NULL;
+}
+
+static struct peers_stream *stream_alloc(struct peers *p, struct conn *c)
+{
+    struct peers_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->p = p;
+    s->ev = evtimer_new(p->base, on_stream_ev, s);
+    if (!s->ev) {
+        free(s);
+        return NULL;
+    }
+    s->c = c;
+    s->next = c->streams;
+    c->streams = s;
+    s->all_next = p->streams;
+    if (p->streams)
+        p->streams->all_prev = s;
+    p->streams = s;
+    p->nstreams++;
+    return s;
+}
+
+static void stream_data(struct peers_stream *s, const uint8_t *d, size_t n)
+{
+    if (s->outgoing && !s->connected) {
+        if (d[0] != accept_mark) {
+            stream_abort(s, LINK_RESET_CANCEL, MESH_EPROTO, "the peer sent no accept mark");
+            return;
+        }
+        link_channel_consume(stream_link(s), s->chan, 1);
+        s->connected = true;
+        evtimer_del(s->timer);
+        s->p->st.streams_opened++;
+        if (s->cb.on_connected)
+            s->cb.on_connected(s->ud, s);
+        d++;
+        n--;
+        if (n == 0 || s->ended)
+            return;
+    }
+    if (s->cb.on_data)
+        s->cb.on_data(s->ud, s, d, n);
+    else
+        link_channel_consume(stream_link(s), s->chan, n);
+}
+
+static void stream_fin(struct peers_stream *s)
+{
+    s->fin_recv = true;
+    if (s->outgoing && !s->connected) {
+        stream_abort(s, LINK_RESET_CANCEL, MESH_EPROTO, "the peer closed before accepting");
+        return;
+    }
+    if (s->cb.on_fin)
+        s->cb.on_fin(s->ud, s);
+    if (!s->ended && s->fin_sent)
+        stream_end(s, 0, NULL);
+}
+
+static void stream_writable(struct peers_stream *s)
+{
+    if (!stream_push_mark(s))
+        return;
+    if (s->want_writable && !s->ended) {
+        s->want_writable = false;
+        if (s->cb.on_writable)
+            s->cb.on_writable(s->ud, s);
+    }
+}
+
+static uint32_t stream_accept(struct conn *c, const struct stream_listener *ls, uint32_t id,
+                              const uint8_t *payload, size_t len)
+{
+    struct peers *p = c->p;
+    if (p->nstreams >= PEERS_MAX_STREAMS) {
+        p->st.refused++;
+        return LINK_RESET_REFUSED;
+    }
+    struct peers_stream *s = stream_alloc(p, c);
+    if (!s)
+        return LINK_RESET_REFUSED;
+    s->type = ls->type;
+    s->opened = true;
+    s->connected = true;
+    s->mark_pending = true;
+    s->chan = id;
+    s->remote = c->adv;
+    struct peers_stream_info info = {
+        .type = ls->type, .from = c->adv, .payload = payload, .len = len};
+    memcpy(info.peer_static, c->peer_static, LINK_KEY_LEN);
+    uint32_t r = ls->fn(ls->ud, s, &info);
+    if (r != 0 || !s->cb.on_end) {
+        p->st.refused++;
+        stream_free(s); /* also cancels an on_end that a reset inside fn made due */
+        return r ? r : LINK_RESET_REFUSED;
+    }
+    p->st.streams_accepted++;
+    if (!s->ended)
+        stream_push_mark(s);
+    return 0;
+}
+
 /* ---- link callbacks (ud = conn) ---------------------------------------------------------- */
 
 static int cb_handshake(void *ud, const uint8_t peer[LINK_KEY_LEN], const uint8_t *payload,
@@ -343,6 +634,9 @@ static int cb_handshake(void *ud, const uint8_t peer[LINK_KEY_LEN], const uint8_
     for (struct call *k = c->calls; k; k = k->next)
         if (!k->opened)
             call_schedule_start(k);
+    for (struct peers_stream *st = c->streams; st; st = st->next)
+        if (!st->opened)
+            stream_defer(st);
     return 0;
 }
 
@@ -350,8 +644,9 @@ static uint32_t cb_open(void *ud, uint32_t id, uint16_t type, const uint8_t *pay
 {
     struct conn *c = ud;
     struct peers *p = c->p;
-    (void)payload;
-    (void)len;
+    for (size_t i = 0; i < p->nlisteners; i++)
+        if (p->listeners[i].type == type && p->listeners[i].fn)
+            return stream_accept(c, &p->listeners[i], id, payload, len);
     const struct service *svc = NULL;
     for (size_t i = 0; i < p->nservices; i++)
         if (p->services[i].type == type)
@@ -397,6 +692,11 @@ static void cb_data(void *ud, uint32_t id, const uint8_t *d, size_t n)
 {
     struct conn *c = ud;
     struct link *l = linkio_link(c->lio);
+    struct peers_stream *st = stream_by_chan(c, id);
+    if (st) {
+        stream_data(st, d, n);
+        return;
+    }
     struct call *k = call_by_chan(c, id);
     if (k) {
         struct mesh_err err;
@@ -436,6 +736,11 @@ static void cb_data(void *ud, uint32_t id, const uint8_t *d, size_t n)
 static void cb_writable(void *ud, uint32_t id)
 {
     struct conn *c = ud;
+    struct peers_stream *st = stream_by_chan(c, id);
+    if (st) {
+        stream_writable(st);
+        return;
+    }
     struct call *k = call_by_chan(c, id);
     if (k) {
         call_pump(k);
@@ -449,6 +754,11 @@ static void cb_writable(void *ud, uint32_t id)
 static void cb_closed(void *ud, uint32_t id)
 {
     struct conn *c = ud;
+    struct peers_stream *st = stream_by_chan(c, id);
+    if (st) {
+        stream_fin(st);
+        return;
+    }
     struct call *k = call_by_chan(c, id);
     if (k) {
         call_finish(k, 0, NULL); /* the whole reply is in */
@@ -467,6 +777,15 @@ static void cb_closed(void *ud, uint32_t id)
 static void cb_reset(void *ud, uint32_t id, uint32_t reason)
 {
     struct conn *c = ud;
+    struct peers_stream *st = stream_by_chan(c, id);
+    if (st) {
+        /* The link releases the channel after this callback: nothing to reset. */
+        if (reason == LINK_RESET_REFUSED)
+            stream_end(st, MESH_EUNSUPPORTED, "the peer does not accept this stream");
+        else
+            stream_end(st, MESH_ECLOSED, "the peer reset the stream (reason %u)", reason);
+        return;
+    }
     struct call *k = call_by_chan(c, id);
     if (k) {
         struct mesh_err err;
@@ -526,6 +845,8 @@ static void cb_link_closed(void *ud, const struct mesh_err *why)
     c->closing = true;
     while (c->calls)
         call_finish(c->calls, err.code, &err);
+    while (c->streams)
+        stream_end(c->streams, err.code, "%s", err.msg);
     while (c->serving) {
         struct serving *s = c->serving;
         if (s->handling)
@@ -571,7 +892,7 @@ static bool room_for_link(struct peers *p)
         return true;
     struct conn *idle = NULL;
     for (struct conn *c = p->conns; c; c = c->next)
-        if (!c->calls && !c->serving && !c->closing)
+        if (!c->calls && !c->serving && !c->streams && !c->closing)
             idle = c; /* conns are prepended: the last idle one is the oldest */
     if (idle) {
         idle->closing = true;
@@ -682,6 +1003,8 @@ void peers_free(struct peers *p)
 {
     if (!p)
         return;
+    while (p->streams)
+        stream_free(p->streams);
     while (p->conns) {
         struct conn *c = p->conns;
         while (c->calls) {
@@ -708,6 +1031,9 @@ void peers_free(struct peers *p)
 
 int peers_serve(struct peers *p, uint16_t type, size_t max_req, peers_serve_fn fn, void *ud)
 {
+    for (size_t i = 0; i < p->nlisteners; i++)
+        if (p->listeners[i].type == type && p->listeners[i].fn)
+            return MESH_EEXISTS;
     if (p->nservices == PEERS_MAX_SERVICES)
         return MESH_EFULL;
     p->services[p->nservices++] = (struct service){type, max_req, fn, ud};
@@ -755,6 +1081,124 @@ int peers_call(struct peers *p, const struct mesh_addr *to, uint16_t type, const
         return MESH_ENOMEM;
     }
     return 0;
+}
+
+int peers_listen_streams(struct peers *p, uint16_t type, peers_accept_fn fn, void *ud)
+{
+    for (size_t i = 0; i < p->nservices; i++)
+        if (p->services[i].type == type)
+            return MESH_EEXISTS;
+    for (size_t i = 0; i < p->nlisteners; i++) {
+        if (p->listeners[i].type == type) {
+            p->listeners[i].fn = fn;
+            p->listeners[i].ud = ud;
+            return 0;
+        }
+    }
+    if (!fn)
+        return 0;
+    if (p->nlisteners == PEERS_MAX_SERVICES)
+        return MESH_EFULL;
+    p->listeners[p->nlisteners++] = (struct stream_listener){type, fn, ud};
+    return 0;
+}
+
+int peers_stream_open(struct peers *p, const struct mesh_addr *to, uint16_t type,
+                      const uint8_t *payload, size_t len, uint64_t timeout_ms,
+                      const struct peers_stream_cb *cb, void *ud, struct peers_stream **ret_stream)
+{
+    struct mesh_err err;
+    if (!cb || !cb->on_end || len > LINK_OPEN_PAYLOAD_MAX || (len && !payload) || !ret_stream)
+        return MESH_EINVAL;
+    if (p->nstreams >= PEERS_MAX_STREAMS)
+        return MESH_EFULL;
+    struct conn *c = conn_for(p, to, &err);
+    if (!c)
+        return err.code;
+    struct peers_stream *s = stream_alloc(p, c);
+    if (s)
+        s->timer = evtimer_new(p->base, on_stream_timeout, s);
+    if (!s || !s->timer) {
+        if (s)
+            stream_free(s);
+        return MESH_ENOMEM;
+    }
+    s->type = type;
+    s->outgoing = true;
+    s->remote = *to;
+    s->cb = *cb;
+    s->ud = ud;
+    if (len)
+        memcpy(s->open_payload, payload, len);
+    s->open_len = len;
+    if (!timeout_ms)
+        timeout_ms = PEERS_STREAM_DEFAULT_TIMEOUT_MS;
+    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
+                         .tv_usec = (long)(timeout_ms % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+    if (c->up)
+        stream_defer(s);
+    *ret_stream = s;
+    return 0;
+}
+
+void peers_stream_set_cb(struct peers_stream *s, const struct peers_stream_cb *cb, void *ud)
+{
+    s->cb = *cb;
+    s->ud = ud;
+}
+
+long peers_stream_send(struct peers_stream *s, const uint8_t *data, size_t len)
+{
+    if (s->ended || !s->c || !s->opened || !s->connected || s->fin_sent)
+        return MESH_ESTATE;
+    if (!stream_push_mark(s)) {
+        s->want_writable = true;
+        return 0;
+    }
+    long n = link_channel_send(stream_link(s), s->chan, data, len);
+    if (n == MESH_EAGAIN)
+        n = 0;
+    if (n < 0)
+        return n;
+    if ((size_t)n < len)
+        s->want_writable = true;
+    return n;
+}
+
+int peers_stream_consume(struct peers_stream *s, size_t n)
+{
+    if (s->ended || !s->c || !s->opened || n == 0)
+        return 0;
+    return link_channel_consume(stream_link(s), s->chan, n);
+}
+
+int peers_stream_close(struct peers_stream *s)
+{
+    if (s->ended)
+        return MESH_ESTATE;
+    if (s->fin_sent)
+        return 0;
+    s->fin_sent = true;
+    stream_queue_fin(s);
+    if (s->fin_recv)
+        stream_end(s, 0, NULL);
+    return 0;
+}
+
+void peers_stream_reset(struct peers_stream *s)
+{
+    stream_abort(s, LINK_RESET_CANCEL, -ECANCELED, "stream reset");
+}
+
+const struct mesh_addr *peers_stream_remote(const struct peers_stream *s)
+{
+    return &s->remote;
+}
+
+size_t peers_stream_count(const struct peers *p)
+{
+    return p->nstreams;
 }
 
 void peers_close_all(struct peers *p)
