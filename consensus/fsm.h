@@ -1,0 +1,188 @@
+/* The desired-state machine: what the Raft log means.
+ *
+ * A struct fsm holds the mesh's desired state, replicated by canonical/raft to every node: for
+ * now the applications (name -> canonical JSON spec, produced and validated by spec.c on the node
+ * that took the write; opaque bytes here). It plugs into raft as a `struct raft_fsm` (version 1:
+ * raft frees the snapshot buffers itself, raft.h "version 2" comment), with no I/O and no logging.
+ *
+ * Commands (the payload of every RAFT_COMMAND entry) are msgpack arrays
+ *     [format_version, command_type, args...]
+ * with format_version FSM_CMD_FORMAT (1) and, for that format:
+ *     PUT_APP     [1, 1, name: str, spec: bin]
+ *     DELETE_APP  [1, 2, name: str]
+ * A command carries exactly its arguments: a new argument means a new command type (or a new
+ * format), never a silently ignored extra element, so every replica decodes an entry the same
+ * way. Types 3.. are reserved for later records (placements, node cordons).
+ *
+ * A committed entry can never be refused: it is already in every log. So apply never fails on
+ * content: a malformed command, one that breaks a bound, or one of an unknown type or format (a
+ * newer node wrote it: upgrade this one) is counted in fsm_stats, answered with
+ * FSM_OUT_REJECTED / FSM_OUT_UNKNOWN, and skipped identically on every replica. Only running
+ * out of memory makes apply return an error (RAFT_NOMEM), which canonical/raft handles by
+ * leaving the entry unapplied and trying again later (src/replication.c, replicationApply),
+ * so replicas never diverge on a failed malloc.
+ *
+ * Versions. Every change (create, update, delete) bumps the machine's revision, a counter that
+ * is part of the replicated state (like etcd's revision or Consul's ModifyIndex). Each
+ * application has
+ *   - version: 1 when created, +1 on every update that changes its spec; a PUT of the same
+ *     bytes is "unchanged" and bumps nothing. Deleting and creating again starts at 1 again.
+ *   - mod_rev: the revision of its last change, unique across delete + re-create, so a watcher
+ *     that remembers (name, mod_rev) never mistakes a new application for an old one.
+ * Both are deterministic (a counter in the machine, not wall-clock time or the raft index, which
+ * canonical/raft 0.15 does not pass to apply).
+ *
+ * Snapshots are msgpack as well, versioned, and canonical (applications in name order):
+ *     [FSM_SNAP_FORMAT (1), revision, [[name: str, spec: bin, version, mod_rev], ...]]
+ * Later record kinds come with a new snapshot format; a node refuses a format it does not know
+ * (restore fails, raft keeps it on its old state) rather than dropping records it cannot read.
+ * Restore decodes with the bounded reader (common/wire.h), checks every bound and the order,
+ * builds the new state aside and only then swaps it in: on any error the old state stays.
+ *
+ * Not thread-safe; one fsm belongs to one raft instance on one loop. No global state. */
+#ifndef FOGMESH_CONSENSUS_FSM_H
+#define FOGMESH_CONSENSUS_FSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <raft.h>
+
+#define FSM_CMD_FORMAT   1
+#define FSM_SNAP_FORMAT  1
+#define FSM_APPS_MAX     1024         /* applications in the state */
+#define FSM_APP_NAME_MAX 63           /* bytes; spec.h's SPEC_NAME_MAX (a DNS label) */
+#define FSM_SPEC_MAX     (256 * 1024) /* bytes of one spec; spec.h's SPEC_MAX_ENCODED */
+
+enum fsm_cmd_type {
+    FSM_CMD_PUT_APP = 1,
+    FSM_CMD_DELETE_APP = 2,
+    /* 3.. reserved: placements, node cordons */
+};
+
+/* What applying one command did. */
+enum fsm_outcome {
+    FSM_OUT_CREATED = 1, /* PUT_APP: new application, version 1 */
+    FSM_OUT_UPDATED,     /* PUT_APP: spec replaced, version is the new one */
+    FSM_OUT_UNCHANGED,   /* PUT_APP: same bytes as stored; version is the stored one */
+    FSM_OUT_DELETED,     /* DELETE_APP: removed; version is the one it had */
+    FSM_OUT_NOT_FOUND,   /* DELETE_APP: no such application */
+    FSM_OUT_REJECTED,    /* malformed or out of bounds; err says why; state untouched */
+    FSM_OUT_UNKNOWN,     /* unknown format version or command type; skipped */
+};
+
+/* The result that apply hands to raft_apply's callback as `void *result`.
+ *
+ * Ownership: it points INTO the fsm and stays valid only until the next apply, restore or
+ * fsm_free on that fsm; copy what you need inside the callback. It is not heap-allocated
+ * because canonical/raft 0.15 drops `result` whenever no request is pending for the entry
+ * (every follower, and a leader that took over): src/replication.c applyCommand only passes it
+ * on when `req != NULL && req->cb != NULL`, so a malloc'ed result would leak on every replica
+ * but the one that proposed the entry. In 0.15 the callback runs synchronously right after
+ * apply, in the same call, so the pointer is valid there. When the callback's status is not 0,
+ * result is not meaningful (raft passes NULL). */
+struct fsm_result {
+    int outcome;       /* enum fsm_outcome */
+    int err;           /* FSM_OUT_REJECTED/UNKNOWN: a MESH_E* code (common/err.h); else 0 */
+    uint64_t version;  /* the application's version after the command (see outcome) */
+    uint64_t revision; /* the machine's revision after the command */
+};
+
+/* Local counters, not replicated and not in snapshots (they describe what this replica saw). */
+struct fsm_stats {
+    uint64_t applied;  /* commands applied (every outcome but REJECTED/UNKNOWN) */
+    uint64_t rejected; /* FSM_OUT_REJECTED */
+    uint64_t unknown;  /* FSM_OUT_UNKNOWN: written by a newer node? */
+    uint64_t restores; /* successful restores */
+};
+
+/* One application as the read API shows it. Pointers are borrowed from the fsm and valid until
+ * the next apply, restore or fsm_free. name is NUL-terminated; spec is not. */
+struct fsm_app {
+    const char *name;
+    const uint8_t *spec;
+    size_t spec_len;
+    uint64_t version;
+    uint64_t mod_rev;
+};
+
+struct fsm;
+
+/* Creates an empty machine (revision 0, no applications). Returns 0 and *ret_fsm (the caller
+ * owns it; fsm_free), or MESH_ENOMEM leaving *ret_fsm untouched. */
+int fsm_new(struct fsm **ret_fsm);
+
+/* Frees the machine and everything it holds. Accepts NULL. The raft instance that uses it must
+ * be closed first (its close callback has fired). */
+void fsm_free(struct fsm *fsm);
+
+/* The struct raft_fsm to give raft_init() (or raft_fixture_grow()). Borrowed: it lives inside
+ * the fsm, data points back to it. Its callbacks follow raft.h:
+ *   apply:    buf is borrowed; *result as struct fsm_result above; returns 0, or RAFT_NOMEM.
+ *   snapshot: *bufs (one raft_buffer) and its base are raft_malloc'ed and owned by raft, which
+ *             frees both (fsm version 1); returns 0 or RAFT_NOMEM.
+ *   restore:  on success takes ownership of buf->base (frees it with raft_free) and returns 0;
+ *             on failure returns RAFT_MALFORMED (or RAFT_NOMEM), keeps the old state and leaves
+ *             buf->base to the caller (raft frees it). */
+struct raft_fsm *fsm_raft(struct fsm *fsm);
+
+/* ---- commands ---- */
+
+/* Encodes PUT_APP(name, spec). name: NUL-terminated, borrowed; spec: len bytes, borrowed.
+ * On success returns 0 and fills *out with a buffer allocated with raft_malloc(): hand it to
+ * raft_apply(), which takes it on success; on any other path free out->base with raft_free().
+ * Returns MESH_EINVAL (bad name, len 0), MESH_ETOOBIG (len > FSM_SPEC_MAX) or MESH_ENOMEM,
+ * leaving *out untouched. */
+int fsm_cmd_put_app(const char *name, const void *spec, size_t len, struct raft_buffer *out);
+
+/* Encodes DELETE_APP(name); ownership and errors as fsm_cmd_put_app. */
+int fsm_cmd_delete_app(const char *name, struct raft_buffer *out);
+
+/* Whether name is acceptable to the machine: 1..FSM_APP_NAME_MAX bytes of letters, digits,
+ * '-', '_' and '.'. (spec.c applies the stricter DNS-label rule before a name gets here; the
+ * machine still checks, since a committed entry may come from any node.) */
+bool fsm_app_name_valid(const char *name, size_t len);
+
+/* ---- applying and snapshots without raft (tests, tools, the fuzzer) ---- */
+
+/* Applies one encoded command (borrowed) exactly as raft would. On 0, *ret_result (when not
+ * NULL) receives a copy of the result. Returns 0 or MESH_ENOMEM (nothing changed). */
+int fsm_apply_cmd(struct fsm *fsm, const void *cmd, size_t len, struct fsm_result *ret_result);
+
+/* Encodes the whole state into one buffer allocated with raft_malloc(); the caller owns it
+ * (raft_free). Returns 0 or MESH_ENOMEM (out untouched). */
+int fsm_snapshot_encode(const struct fsm *fsm, struct raft_buffer *out);
+
+/* Replaces the state with the one encoded in data (len bytes, borrowed; copied). Returns 0,
+ * MESH_EMALFORMED (not a snapshot, a bound broken, names out of order or repeated, trailing
+ * bytes), MESH_EUNSUPPORTED (a snapshot format this node does not know) or MESH_ENOMEM; on any
+ * error the old state is kept untouched. */
+int fsm_restore_bytes(struct fsm *fsm, const void *data, size_t len);
+
+/* ---- reading ---- */
+
+/* Looks name up (NUL-terminated, borrowed). On success returns 0 and sets the outputs that are
+ * not NULL: *ret_spec (borrowed, valid until the next apply/restore/fsm_free; not
+ * NUL-terminated), *ret_len and *ret_version. Returns MESH_ENOTFOUND leaving them untouched. */
+int fsm_app_get(const struct fsm *fsm, const char *name, const uint8_t **ret_spec, size_t *ret_len,
+                uint64_t *ret_version);
+
+/* Number of applications. */
+size_t fsm_app_count(const struct fsm *fsm);
+
+/* Iteration in name order: application i, 0 <= i < fsm_app_count(). Returns 0 and fills *ret_app
+ * (borrowed pointers, as struct fsm_app says), or MESH_ENOTFOUND when i is out of range. Indices
+ * shift when the state changes: iterate without applying in between. */
+int fsm_app_at(const struct fsm *fsm, size_t i, struct fsm_app *ret_app);
+
+/* The machine's revision: 0 when empty and new, +1 on every change. */
+uint64_t fsm_revision(const struct fsm *fsm);
+
+/* A copy of the local counters. */
+struct fsm_stats fsm_get_stats(const struct fsm *fsm);
+
+/* A short name for an outcome ("created", "updated", ...), for logs and the API. Never NULL. */
+const char *fsm_outcome_str(int outcome);
+
+#endif
