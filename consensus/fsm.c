@@ -5,7 +5,12 @@
 #include <string.h>
 
 #include "err.h"
+#include "spec.h"
 #include "wire.h"
+
+/* Whatever spec.c accepts, the machine must store. */
+_Static_assert(FSM_APP_NAME_MAX >= SPEC_NAME_MAX, "app names: fsm.h bound below spec.h's");
+_Static_assert(FSM_SPEC_MAX >= SPEC_MAX_ENCODED, "specs: fsm.h bound below spec.h's");
 
 /* One application: name (NUL-terminated) and spec share one allocation, spec right after the
  * name's terminator. */
