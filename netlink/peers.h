@@ -165,7 +165,8 @@ int peers_stream_open(struct peers *p, const struct mesh_addr *to, uint16_t type
                       const uint8_t *payload, size_t len, uint64_t timeout_ms,
                       const struct peers_stream_cb *cb, void *ud, struct peers_stream **ret_stream);
 
-/* Sets an accepted stream's callbacks (inside the acceptor only). */
+/* Sets a stream's callbacks: an acceptor's way to take the stream, or an owner's way to hand
+ * it over (even to callbacks that only take on_end, before it goes away itself). */
 void peers_stream_set_cb(struct peers_stream *s, const struct peers_stream_cb *cb, void *ud);
 
 /* Queues up to len bytes (copied) and returns how many were taken: fewer than len (even 0)

@@ -1,0 +1,120 @@
+/* canonical/raft's stream transport (struct raft_uv_transport, raft/uv.h) over mesh streams
+ * (netlink/peers.h), so Raft traffic is encrypted and authenticated like all mesh traffic.
+ *
+ * Raft reads and writes a uv_stream_t itself, in plaintext. For every raft connection this
+ * transport makes a socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): raft gets one end as a
+ * uv_pipe_t on its libuv loop, and the transport pumps the other end to and from a peers stream
+ * of channel type TRANSPORT_CHAN_RAFT (control priority), in both directions:
+ *   - the pump's end is a non-blocking fd watched by libevent on the peers' event_base, not a
+ *     uv_poll: the peers stream, its link and socket all live on that base, so a byte raft
+ *     writes is read, encrypted and flushed in the same libevent pass, and tearing a pump down
+ *     is synchronous (event_free, close) with no libuv close-callback chain to wait for.
+ *   - backpressure both ways: the pump stops reading raft's bytes while the stream does not
+ *     take more (peers_stream_send short, until on_writable), and returns the peer's credit
+ *     (peers_stream_consume) only for bytes written into the socketpair, so a raft that does
+ *     not read stops the remote writer through the link's flow control. What the pump holds is
+ *     bounded by one read buffer and one channel window.
+ *
+ * Raft addresses are mesh addresses: the "host:port" string a node advertises on the mesh.
+ *
+ * The handshake. raft's own TCP transport (src/uv_tcp_connect.c, uv_tcp_listen.c) sends, from
+ * the connector, a preamble [u64 protocol = 1, u64 server id, u64 address length] and the
+ * NUL-padded address (little-endian, 8-byte aligned), and its listener reads it before calling
+ * accept_cb(id, address, stream): the handshake lives in the transport, not in raft_uv. Here
+ * the same bytes travel as the stream's open payload, so the listener has them with the OPEN
+ * and the raft byte stream carries raft's messages only. The listener accepts a stream only
+ * when the address in the handshake is the advertised mesh address of the link it came on (a
+ * node cannot speak for another node's address), and the id is not 0.
+ *
+ * Guarding raft. raft_uv trusts its peers: its decoders read fixed-size headers without checking
+ * their length and allocate whatever a message preamble asks for. The listener side therefore
+ * checks the framing of every message before raft sees its last header byte (type, header
+ * length per type, entry table and payload sizes, the configuration of InstallSnapshot), and
+ * resets the stream at the first bad byte. The connector side never receives data (raft's
+ * listener never writes): data there resets the stream too.
+ *
+ * Closing: t->close cancels pending connects (their callback fires with RAFT_CANCELED, from the
+ * loop), resets every stream, closes the pump ends (raft's pipes see EOF or EPIPE), stops
+ * accepting, and fires close_cb once, from the loop, after all of that. Raft closes its own
+ * pipe handles (it owns them; they are allocated with raft_malloc as raft frees them with
+ * raft_free). A write into a pipe whose other end is gone raises SIGPIPE: the process must
+ * ignore it (meshd does), as with raft's TCP transport.
+ *
+ * No logging here; failures reach raft as statuses and t->errmsg, and counters in
+ * transport_stats. */
+#ifndef FOGMESH_CONSENSUS_TRANSPORT_H
+#define FOGMESH_CONSENSUS_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "err.h"
+#include "link.h"
+#include "peers.h"
+
+#define TRANSPORT_CHAN_RAFT                  (LINK_CHAN_CONTROL | 16)
+#define TRANSPORT_HANDSHAKE_PROTOCOL         1 /* raft's UV__TCP_HANDSHAKE_PROTOCOL */
+#define TRANSPORT_DEFAULT_CONNECT_TIMEOUT_MS 3000
+#define TRANSPORT_DEFAULT_MAX_MESSAGE        (64u << 20) /* payload bytes of one raft message */
+#define TRANSPORT_MAX_HEADER                 (1u << 20)  /* header bytes of one raft message */
+#define TRANSPORT_LINGER_MS                  10000 /* after raft closed its end, wait this long for the FIN */
+
+struct transport_config {
+    struct event_base *base;     /* the peers' base; the pumps run on it */
+    uv_loop_t *loop;             /* raft's loop; the pipes live on it */
+    struct peers *peers;         /* borrowed; must outlive the transport */
+    uint16_t chan_type;          /* 0: TRANSPORT_CHAN_RAFT */
+    uint64_t connect_timeout_ms; /* 0: TRANSPORT_DEFAULT_CONNECT_TIMEOUT_MS */
+    size_t max_message;          /* 0: TRANSPORT_DEFAULT_MAX_MESSAGE */
+};
+
+struct transport_stats {
+    uint64_t connects, connects_failed, accepted, refused;
+    uint64_t bad_frames; /* listener streams reset for raft framing errors */
+    uint64_t bytes_to_raft, bytes_from_raft;
+};
+
+/* Fills t (keeping t->data, which raft_uv_init sets) with this implementation: pass t to
+ * raft_uv_init. cfg is copied. Returns 0, MESH_EINVAL or MESH_ENOMEM (err says why); on failure
+ * nothing is allocated. */
+int transport_init(struct raft_uv_transport *t, const struct transport_config *cfg,
+                   struct mesh_err *err);
+
+/* Frees the implementation: after t->close's callback fired, or when raft never started it.
+ * Accepts a transport that transport_init failed on or never saw. */
+void transport_free(struct raft_uv_transport *t);
+
+const struct transport_stats *transport_stats(const struct raft_uv_transport *t);
+
+/* The framing check of the listener side, exposed for tests and the fuzz harness: feed raft's
+ * byte stream in any split; returns 0 while it is well formed, MESH_EMALFORMED or
+ * MESH_ETOOBIG (and keeps returning it) at the first bad byte. */
+struct transport_framecheck {
+    int phase; /* preamble, header, payload */
+    uint8_t pre[16];
+    size_t pre_n;
+    uint64_t type, hlen;
+    uint8_t *hdr;
+    size_t hdr_n;
+    uint64_t payload_left;
+    size_t max_message;
+    int error;
+};
+
+void transport_framecheck_init(struct transport_framecheck *f, size_t max_message);
+int transport_framecheck_feed(struct transport_framecheck *f, const uint8_t *data, size_t len);
+void transport_framecheck_fini(struct transport_framecheck *f);
+
+/* Encodes raft's connection handshake (see above) for id and address into buf; returns its
+ * length, or 0 when it does not fit in cap bytes. */
+size_t transport_handshake_encode(uint64_t id, const char *address, uint8_t *buf, size_t cap);
+/* Decodes one: 0 with *ret_id and ret_address (NUL-terminated, at most cap bytes), or
+ * MESH_EMALFORMED. */
+int transport_handshake_decode(const uint8_t *buf, size_t len, uint64_t *ret_id, char *ret_address,
+                               size_t cap);
+
+#endif
