@@ -232,16 +232,10 @@ static int keyring_setup(struct node *n, struct mesh_err *err)
         keyring_init(&n->kr, key);
         rc = keyring_save(&n->kr, n->cfg.data_dir, err);
     } else if (rc == 0 && have_flag_key && keyring_find(&n->kr, key) < 0) {
-        /* The ring is authoritative once it exists (meshctl keys changes it); a new key given
-         * with --key-file joins it without replacing the primary. */
-        rc = keyring_install(&n->kr, key);
-        if (rc == 0) {
-            log_info(&n->log, "installed the --key-file key into the key ring");
-            rc = keyring_save(&n->kr, n->cfg.data_dir, err);
-        } else {
-            rc = mesh_errf(err, rc, "cannot add the --key-file key to the ring: %s",
-                           mesh_strerror(rc));
-        }
+        /* The ring is authoritative once it exists (meshctl keys changes it, as Serf's keyring
+         * file overrides -encrypt): an old --key-file must not bring back a key that was
+         * rotated out, perhaps because it leaked. */
+        n->key_file_ignored = true;
     }
     sodium_memzero(key, sizeof key);
     return rc;
@@ -336,8 +330,13 @@ static void on_pushpull_reply(void *ud, int rc, const uint8_t *reply, size_t len
                               const struct mesh_err *err)
 {
     struct pp_call *pc = ud;
-    if (rc < 0)
+    if (rc < 0) {
         log_debug(&pc->n->log, "push-pull failed: %s", err ? err->msg : mesh_strerror(rc));
+        /* Kept so that a failed join can say why ("different mesh key?"), which the state
+         * machine only knows as a code. */
+        snprintf(pc->n->last_pp_error, sizeof pc->n->last_pp_error, "%s",
+                 err ? err->msg : mesh_strerror(rc));
+    }
     gossip_pushpull_done(pc->n->gossip, pc->req, rc, reply, len);
     pp_call_free(pc);
 }
@@ -395,7 +394,11 @@ static void on_join_done(void *ud, int rc, const struct mesh_err *err)
         n->join_error[0] = '\0';
         return;
     }
-    snprintf(n->join_error, sizeof n->join_error, "%s", err ? err->msg : mesh_strerror(rc));
+    if (rc != MESH_EEXISTS && n->last_pp_error[0])
+        snprintf(n->join_error, sizeof n->join_error, "no seed answered; last: %.200s",
+                 n->last_pp_error);
+    else
+        snprintf(n->join_error, sizeof n->join_error, "%s", err ? err->msg : mesh_strerror(rc));
     if (rc == MESH_EEXISTS) {
         log_error(&n->log, "cannot join: %s; pick another --name", n->join_error);
         node_stop(n, 1);
@@ -604,6 +607,11 @@ int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *
     log_info(&n->log, "%s identity %s, mesh port %s, api %s", created ? "created" : "loaded",
              n->ident.id_str, mesh_addr_format(&n->cfg.advertise, addr, sizeof addr),
              n->cfg.api_socket);
+    if (n->key_file_ignored)
+        log_warn(&n->log,
+                 "the key in --key-file %s is not in the key ring %s/%s (rotated out?): "
+                 "using the ring; add a key with `meshctl keys install`",
+                 n->cfg.key_file, n->cfg.data_dir, KEYRING_FILENAME);
     if (n->created_key)
         log_warn(&n->log,
                  "no --key-file: created a new mesh key in %s/%s; other nodes need it "
@@ -649,6 +657,7 @@ void node_close(struct node *n)
     n->peers = NULL;
     while (n->pp_calls)
         pp_call_free(n->pp_calls);
+    node_api_close(n);
     struct event **evs[] = {&n->sig_int, &n->sig_term, &n->rejoin_timer, &n->remember_timer};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (*evs[i])

@@ -52,10 +52,12 @@ struct node {
     struct api *api;
     uint64_t started_ms;
     bool created_key;
+    bool key_file_ignored;
     bool joined;
     bool leaving;
     int exit_code;
     size_t nkeyops;
+    struct keyop *keyops;
     /* Push-pull calls in flight: peers_free does not fire their callbacks, so node_close
      * frees what is left here. */
     struct pp_call *pp_calls;
@@ -63,6 +65,7 @@ struct node {
     struct mesh_addr seeds[CONFIG_JOIN_MAX + NODE_REMEMBER_MAX];
     size_t nseeds;
     char join_error[MESH_ERRMSG_LEN];
+    char last_pp_error[MESH_ERRMSG_LEN];
     struct log_ratelimit_hosts link_log_rl;
 };
 
@@ -88,6 +91,9 @@ void node_close(struct node *n);
 
 /* Registers the HTTP handlers and the CALL_KEYOP service (node_api.c). */
 int node_api_init(struct node *n, struct mesh_err *err);
+
+/* Frees what the API handlers still hold; after api_free and peers_free. */
+void node_api_close(struct node *n);
 
 /* The member's status name as the API shows it. */
 const char *node_member_status(const struct swim_member *m);

@@ -200,13 +200,15 @@ struct keyop_call {
 
 struct keyop {
     struct node *n;
+    struct keyop *next;         /* in n->keyops, so that node_api_close frees what is in flight */
     struct evhttp_request *req; /* NULL once the client is gone */
     struct api_watch watch;
     enum keyop_kind kind;
     size_t pending;
     size_t nodes;
-    json_t *failed; /* {name: message} */
-    json_t *keys;   /* list: {key: {"nodes": n, "primary": n}} */
+    json_t *failed;            /* {name: message} */
+    json_t *keys;              /* list: {key: {"nodes": n, "primary": n}} */
+    struct keyop_call calls[]; /* one per member called */
 };
 
 static void keyop_count_ring(struct keyop *op, const uint8_t *buf, size_t len)
@@ -241,10 +243,23 @@ static void keyop_count_ring(struct keyop *op, const uint8_t *buf, size_t len)
 
 static void keyop_free(struct keyop *op)
 {
+    for (struct keyop **pp = &op->n->keyops; *pp; pp = &(*pp)->next) {
+        if (*pp == op) {
+            *pp = op->next;
+            break;
+        }
+    }
     json_decref(op->failed);
     json_decref(op->keys);
     op->n->nkeyops--;
     free(op);
+}
+
+void node_api_close(struct node *n)
+{
+    /* The links are gone (peers_free fires no callbacks): drop what was in flight. */
+    while (n->keyops)
+        keyop_free(n->keyops);
 }
 
 static void keyop_maybe_finish(struct keyop *op)
@@ -279,7 +294,6 @@ static void on_keyop_reply(void *ud, int rc, const uint8_t *reply, size_t len,
         json_object_set_new(op->failed, kc->name, json_string(err ? err->msg : "failed"));
     else
         keyop_count_ring(op, reply, len);
-    free(kc);
     op->pending--;
     keyop_maybe_finish(op);
 }
@@ -300,12 +314,18 @@ static void keyop_start(struct node *n, struct evhttp_request *req, enum keyop_k
     }
     if (kind != KEYOP_LIST)
         log_info(&n->log, "key ring: %s, here and on every member", keyop_names[kind]);
-    struct keyop *op = calloc(1, sizeof *op);
+    const struct swim *sw = gossip_swim(n->gossip);
+    size_t alive = 0;
+    for (size_t i = 0; i < swim_member_count(sw); i++)
+        alive += swim_member_at(sw, i)->state == SWIM_ALIVE;
+    struct keyop *op = calloc(1, sizeof *op + alive * sizeof op->calls[0]);
     if (!op) {
         api_reply_error(req, 500, "out of memory");
         return;
     }
     n->nkeyops++;
+    op->next = n->keyops;
+    n->keyops = op;
     op->n = n;
     op->req = req;
     op->kind = kind;
@@ -325,24 +345,19 @@ static void keyop_start(struct node *n, struct evhttp_request *req, enum keyop_k
     if (kind != KEYOP_LIST)
         wire_pack_bin(&w.pk, key, MESH_KEY_LEN);
 
-    const struct swim *sw = gossip_swim(n->gossip);
-    for (size_t i = 0; i < swim_member_count(sw); i++) {
+    size_t ncalls = 0;
+    for (size_t i = 0; i < swim_member_count(sw) && ncalls < alive; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
         if (m == swim_self(sw) || m->state != SWIM_ALIVE)
             continue;
         op->nodes++;
-        struct keyop_call *kc = calloc(1, sizeof *kc);
-        if (!kc) {
-            json_object_set_new(op->failed, m->name, json_string("out of memory"));
-            continue;
-        }
+        struct keyop_call *kc = &op->calls[ncalls++];
         kc->op = op;
         snprintf(kc->name, sizeof kc->name, "%s", m->name);
         rc = peers_call(n->peers, &m->addr, CALL_KEYOP, msg, w.len, 1024, KEYOP_TIMEOUT_MS,
                         on_keyop_reply, kc);
         if (rc < 0) {
             json_object_set_new(op->failed, m->name, json_string(mesh_strerror(rc)));
-            free(kc);
             continue;
         }
         op->pending++;
