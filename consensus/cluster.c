@@ -1,0 +1,443 @@
+#include "cluster.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Log entries kept before a snapshot, and kept after it so that a follower a little behind
+ * catches up from the log instead of a whole snapshot. */
+#define SNAPSHOT_THRESHOLD 1024
+#define SNAPSHOT_TRAILING  128
+
+struct cluster_req {
+    union {
+        struct raft_apply apply;
+        struct raft_barrier barrier;
+    } r;
+    struct cluster *c;
+    cluster_apply_cb apply_cb;
+    cluster_barrier_cb barrier_cb;
+    void *ud;
+    struct cluster_req *prev, *next; /* in c->reqs, until raft is done with it */
+};
+
+struct cluster {
+    struct raft raft;
+    struct raft_io io;
+    struct fsm *fsm;
+    struct cluster_config cfg;
+    char address[128];
+    char dir[1024];
+    bool io_ready, raft_ready;
+    struct raft_change change;
+    bool change_pending;
+    struct raft_transfer transfer;
+    bool transfer_pending;
+    struct cluster_req *reqs;
+    cluster_close_cb close_cb;
+    void *close_ud;
+};
+
+raft_id cluster_raft_id(const uint8_t node_id[static 16])
+{
+    raft_id id = 0;
+    for (int i = 0; i < 8; i++)
+        id = id << 8 | node_id[i];
+    return id ? id : 1;
+}
+
+const char *cluster_state_name(int state)
+{
+    switch (state) {
+    case RAFT_FOLLOWER:
+        return "follower";
+    case RAFT_CANDIDATE:
+        return "candidate";
+    case RAFT_LEADER:
+        return "leader";
+    default:
+        return "unavailable";
+    }
+}
+
+const char *cluster_role_name(int role)
+{
+    switch (role) {
+    case RAFT_VOTER:
+        return "voter";
+    case RAFT_STANDBY:
+        return "standby";
+    case RAFT_SPARE:
+        return "spare";
+    default:
+        return "?";
+    }
+}
+
+/* canonical/raft's error codes in the words a user acts on. */
+static int from_raft(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case RAFT_NOMEM:
+        return MESH_ENOMEM;
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+        return MESH_ESTATE;
+    case RAFT_CANCELED:
+    case RAFT_SHUTDOWN:
+        return MESH_ECLOSED;
+    case RAFT_TOOBIG:
+        return MESH_ETOOBIG;
+    default:
+        return MESH_EIO;
+    }
+}
+
+static void req_link(struct cluster *c, struct cluster_req *q)
+{
+    q->c = c;
+    q->next = c->reqs;
+    if (q->next)
+        q->next->prev = q;
+    c->reqs = q;
+}
+
+static void req_unlink_free(struct cluster_req *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        q->c->reqs = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    free(q);
+}
+
+void cluster_req_detach(struct cluster_req *req)
+{
+    if (req) {
+        req->apply_cb = NULL;
+        req->barrier_cb = NULL;
+    }
+}
+
+static void on_applied(struct raft_apply *r, int status, void *result)
+{
+    struct cluster_req *q = r->data;
+    if (q->apply_cb) {
+        struct mesh_err err = {0};
+        int rc = from_raft(status);
+        if (rc < 0)
+            mesh_errf(&err, rc, "%s",
+                      rc == MESH_ESTATE ? "leadership lost before the write committed; retry"
+                                        : raft_strerror(status));
+        /* fsm.h: the result lives in the fsm until the next apply; the callback copies it. */
+        q->apply_cb(q->ud, rc, rc == 0 ? result : NULL, rc < 0 ? &err : NULL);
+    }
+    req_unlink_free(q);
+}
+
+int cluster_apply(struct cluster *c, struct raft_buffer *buf, cluster_apply_cb cb, void *ud,
+                  struct cluster_req **ret_req)
+{
+    if (raft_state(&c->raft) != RAFT_LEADER)
+        return MESH_ESTATE;
+    struct cluster_req *q = calloc(1, sizeof *q);
+    if (!q)
+        return MESH_ENOMEM;
+    q->apply_cb = cb;
+    q->ud = ud;
+    q->r.apply.data = q;
+    int rv = raft_apply(&c->raft, &q->r.apply, buf, 1, on_applied);
+    if (rv != 0) {
+        free(q);
+        return from_raft(rv);
+    }
+    req_link(c, q);
+    if (ret_req)
+        *ret_req = q;
+    return 0;
+}
+
+static void on_barrier(struct raft_barrier *r, int status)
+{
+    struct cluster_req *q = r->data;
+    if (q->barrier_cb)
+        q->barrier_cb(q->ud, from_raft(status));
+    req_unlink_free(q);
+}
+
+int cluster_barrier(struct cluster *c, cluster_barrier_cb cb, void *ud,
+                    struct cluster_req **ret_req)
+{
+    if (raft_state(&c->raft) != RAFT_LEADER)
+        return MESH_ESTATE;
+    struct cluster_req *q = calloc(1, sizeof *q);
+    if (!q)
+        return MESH_ENOMEM;
+    q->barrier_cb = cb;
+    q->ud = ud;
+    q->r.barrier.data = q;
+    int rv = raft_barrier(&c->raft, &q->r.barrier, on_barrier);
+    if (rv != 0) {
+        free(q);
+        return from_raft(rv);
+    }
+    req_link(c, q);
+    if (ret_req)
+        *ret_req = q;
+    return 0;
+}
+
+static void on_change(struct raft_change *req, int status)
+{
+    struct cluster *c = req->data;
+    (void)status; /* the next autopilot step looks at the configuration again */
+    c->change_pending = false;
+}
+
+int cluster_autopilot(struct cluster *c, const struct voters_member *members, size_t n,
+                      uint64_t now_ms, struct voters_change *ret_change)
+{
+    struct voters_change ch = {0};
+    *ret_change = ch;
+    if (raft_state(&c->raft) != RAFT_LEADER || c->change_pending || c->transfer_pending)
+        return 0;
+    struct voters_params params = {
+        .self = c->cfg.id,
+        .target = c->cfg.target_voters ? c->cfg.target_voters : VOTERS_DEFAULT_TARGET,
+        .dead_grace = c->cfg.dead_grace_ms ? c->cfg.dead_grace_ms : VOTERS_DEFAULT_DEAD_GRACE,
+        .stable = VOTERS_DEFAULT_STABLE,
+        .now = now_ms,
+        .remove_absent = false,
+    };
+    int rc = voters_step(&c->raft.configuration, members, n, &params, &ch);
+    if (rc < 0 || ch.op == VOTERS_OP_NONE)
+        return rc;
+    int rv = 0;
+    c->change.data = c;
+    switch (ch.op) {
+    case VOTERS_OP_ADD:
+        rv = raft_add(&c->raft, &c->change, ch.id, ch.address, on_change);
+        break;
+    case VOTERS_OP_ASSIGN:
+        rv = raft_assign(&c->raft, &c->change, ch.id, ch.role, on_change);
+        break;
+    case VOTERS_OP_REMOVE:
+        rv = raft_remove(&c->raft, &c->change, ch.id, on_change);
+        break;
+    default:
+        return 0;
+    }
+    if (rv != 0)
+        return from_raft(rv);
+    c->change_pending = true;
+    *ret_change = ch;
+    return 0;
+}
+
+static void on_transfer(struct raft_transfer *req)
+{
+    struct cluster *c = req->data;
+    c->transfer_pending = false;
+}
+
+int cluster_transfer(struct cluster *c)
+{
+    if (raft_state(&c->raft) != RAFT_LEADER || c->transfer_pending)
+        return MESH_ESTATE;
+    c->transfer.data = c;
+    /* id 0: canonical/raft picks the most up-to-date voter. */
+    int rv = raft_transfer(&c->raft, &c->transfer, 0, on_transfer);
+    if (rv != 0)
+        return from_raft(rv);
+    c->transfer_pending = true;
+    return 0;
+}
+
+void cluster_info(struct cluster *c, struct cluster_info *ret)
+{
+    raft_id lid = 0;
+    const char *laddr = NULL;
+    raft_leader(&c->raft, &lid, &laddr);
+    ret->state = raft_state(&c->raft);
+    ret->leader_id = lid;
+    ret->leader_address = lid ? laddr : NULL;
+    ret->term = c->raft.current_term;
+    ret->commit_index = c->raft.commit_index;
+    ret->last_applied = raft_last_applied(&c->raft);
+}
+
+const struct raft_configuration *cluster_configuration(struct cluster *c)
+{
+    return &c->raft.configuration;
+}
+
+struct fsm *cluster_fsm(struct cluster *c)
+{
+    return c->fsm;
+}
+
+static int mkdir_if_missing(const char *dir, struct mesh_err *err)
+{
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return mesh_errf(err, -errno, "cannot create %s: %s", dir, strerror(errno));
+    return 0;
+}
+
+static void free_cluster(struct cluster *c)
+{
+    fsm_free(c->fsm);
+    free(c);
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    struct cluster *c = r->data;
+    raft_uv_close(&c->io);
+    /* Requests raft never answered (it answers them all on close in 0.15; be safe). */
+    while (c->reqs)
+        req_unlink_free(c->reqs);
+    cluster_close_cb cb = c->close_cb;
+    void *ud = c->close_ud;
+    free_cluster(c);
+    if (cb)
+        cb(ud);
+}
+
+void cluster_close(struct cluster *c, cluster_close_cb cb, void *ud)
+{
+    c->close_cb = cb;
+    c->close_ud = ud;
+    raft_close(&c->raft, on_raft_closed);
+}
+
+int cluster_start(const struct cluster_config *cfg, struct cluster **ret, struct mesh_err *err)
+{
+    int rv, rc;
+    struct cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return mesh_errf(err, MESH_ENOMEM, "out of memory");
+    c->cfg = *cfg;
+    snprintf(c->address, sizeof c->address, "%s", cfg->address);
+    c->cfg.address = c->address;
+    if ((size_t)snprintf(c->dir, sizeof c->dir, "%s/%s", cfg->data_dir, CLUSTER_RAFT_DIR) >=
+        sizeof c->dir) {
+        rc = mesh_errf(err, MESH_EINVAL, "data dir path too long");
+        goto fail;
+    }
+    if ((rc = mkdir_if_missing(c->dir, err)) < 0)
+        goto fail;
+    if ((rc = fsm_new(&c->fsm)) < 0) {
+        mesh_errf(err, rc, "out of memory");
+        goto fail;
+    }
+    rv = raft_uv_init(&c->io, cfg->uv, c->dir, cfg->transport);
+    if (rv != 0) {
+        rc = mesh_errf(err, MESH_EIO, "raft storage in %s: %s", c->dir, c->io.errmsg);
+        goto fail;
+    }
+    c->io_ready = true;
+    rv = raft_init(&c->raft, &c->io, fsm_raft(c->fsm), cfg->id, c->address);
+    if (rv != 0) {
+        rc = mesh_errf(err, MESH_EIO, "raft: %s", raft_errmsg(&c->raft));
+        goto fail;
+    }
+    c->raft_ready = true;
+    c->raft.data = c;
+    double t = cfg->timing > 0 ? cfg->timing : 1.0;
+    unsigned election = (unsigned)(CLUSTER_BASE_ELECTION_MS * t);
+    raft_set_election_timeout(&c->raft, election);
+    raft_set_heartbeat_timeout(&c->raft, election / 5 ? election / 5 : 1);
+    raft_set_pre_vote(&c->raft, true);
+    raft_set_snapshot_threshold(&c->raft, SNAPSHOT_THRESHOLD);
+    raft_set_snapshot_trailing(&c->raft, SNAPSHOT_TRAILING);
+
+    if (cfg->may_bootstrap) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        rv = raft_configuration_add(&conf, cfg->id, c->address, RAFT_VOTER);
+        if (rv == 0)
+            rv = raft_bootstrap(&c->raft, &conf);
+        raft_configuration_close(&conf);
+        /* RAFT_CANTBOOTSTRAP: there is state already; a restart uses it. */
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            rc = mesh_errf(err, MESH_EIO, "raft bootstrap: %s", raft_errmsg(&c->raft));
+            goto fail;
+        }
+    }
+    rv = raft_start(&c->raft);
+    if (rv != 0) {
+        rc = mesh_errf(err, MESH_EIO, "raft start: %s", raft_errmsg(&c->raft));
+        goto fail;
+    }
+    *ret = c;
+    return 0;
+fail:
+    if (c->raft_ready) {
+        /* raft_init succeeded: raft owns io now and must close it (async). */
+        c->close_cb = NULL;
+        raft_close(&c->raft, on_raft_closed);
+        return rc;
+    }
+    if (c->io_ready)
+        raft_uv_close(&c->io);
+    free_cluster(c);
+    return rc;
+}
+
+int cluster_recover(const char *data_dir, raft_id id, const char *address, struct mesh_err *err)
+{
+    char dir[1024];
+    uv_loop_t loop;
+    struct raft_uv_transport transport = {0};
+    struct raft_io io;
+    struct raft raft;
+    struct raft_configuration conf;
+    struct fsm *fsm = NULL;
+    int rc = 0, rv;
+
+    snprintf(dir, sizeof dir, "%s/%s", data_dir, CLUSTER_RAFT_DIR);
+    if (uv_loop_init(&loop) != 0)
+        return mesh_errf(err, MESH_ENOMEM, "cannot set up a loop");
+    if (fsm_new(&fsm) < 0) {
+        rc = mesh_errf(err, MESH_ENOMEM, "out of memory");
+        goto out_loop;
+    }
+    /* raft_recover only rewrites the log: the stock TCP transport is never used to connect. */
+    if (raft_uv_tcp_init(&transport, &loop) != 0) {
+        rc = mesh_errf(err, MESH_EIO, "cannot set up raft");
+        goto out_fsm;
+    }
+    if (raft_uv_init(&io, &loop, dir, &transport) != 0) {
+        rc = mesh_errf(err, MESH_EIO, "raft storage in %s: %s", dir, io.errmsg);
+        goto out_transport;
+    }
+    if (raft_init(&raft, &io, fsm_raft(fsm), id, address) != 0) {
+        rc = mesh_errf(err, MESH_EIO, "raft: %s", raft_errmsg(&raft));
+        raft_uv_close(&io);
+        goto out_transport;
+    }
+    raft_configuration_init(&conf);
+    rv = raft_configuration_add(&conf, id, address, RAFT_VOTER);
+    if (rv == 0)
+        rv = raft_recover(&raft, &conf);
+    if (rv != 0)
+        rc = mesh_errf(err, MESH_EIO, "raft recover: %s", raft_errmsg(&raft));
+    raft_configuration_close(&conf);
+    raft_close(&raft, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    raft_uv_close(&io);
+out_transport:
+    raft_uv_tcp_close(&transport);
+out_fsm:
+    fsm_free(fsm);
+out_loop:
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rc;
+}
