@@ -312,12 +312,19 @@ static bool env_name_valid(const char *s)
     return true;
 }
 
+/* Whether v is the string lit exactly (a NUL inside v does not cut the comparison short). */
+static bool str_is(const json_t *v, const char *lit)
+{
+    return json_is_string(v) && json_string_length(v) == strlen(lit) &&
+           strcmp(json_string_value(v), lit) == 0;
+}
+
 static const char *const arch_names[] = {"amd64", "arm64", "arm"};
 
-static bool arch_valid(const char *s)
+static bool arch_valid(const json_t *v)
 {
     for (size_t i = 0; i < N_(arch_names); i++)
-        if (strcmp(s, arch_names[i]) == 0)
+        if (str_is(v, arch_names[i]))
             return true;
     return false;
 }
@@ -349,8 +356,7 @@ static json_t *f_kind(struct ctx *c, const json_t *v)
 {
     if (!v)
         return f_required(c);
-    if (!json_is_string(v) || strcmp(json_string_value(v), "Application") != 0 ||
-        json_string_length(v) != strlen("Application")) {
+    if (!str_is(v, "Application")) {
         fail(c, "must be \"Application\"");
         return NULL;
     }
@@ -509,8 +515,7 @@ static json_t *f_protocol(struct ctx *c, const json_t *v)
 {
     if (!v)
         return new_str(c, "tcp");
-    if (!json_is_string(v) ||
-        (strcmp(json_string_value(v), "tcp") != 0 && strcmp(json_string_value(v), "udp") != 0)) {
+    if (!str_is(v, "tcp") && !str_is(v, "udp")) {
         fail(c, "must be tcp or udp");
         return NULL;
     }
@@ -772,7 +777,7 @@ static json_t *f_arch(struct ctx *c, const json_t *v)
 {
     if (!v)
         return NULL;
-    if (!json_is_string(v) || !arch_valid(json_string_value(v))) {
+    if (!arch_valid(v)) {
         fail(c, "must be amd64, arm64 or arm");
         return NULL;
     }
@@ -902,8 +907,8 @@ static json_t *f_restart(struct ctx *c, const json_t *v)
     static const char *const policies[] = {"always", "on-failure", "never"};
     if (!v)
         return new_str(c, "always");
-    for (size_t i = 0; json_is_string(v) && i < N_(policies); i++)
-        if (strcmp(json_string_value(v), policies[i]) == 0)
+    for (size_t i = 0; i < N_(policies); i++)
+        if (str_is(v, policies[i]))
             return new_str(c, policies[i]);
     fail(c, "must be always, on-failure or never");
     return NULL;

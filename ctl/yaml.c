@@ -440,7 +440,8 @@ static int write_cb(void *data, unsigned char *buffer, size_t size)
 
 /* Whether a string must be quoted to read back as the same string: it resolves to something
  * else under the core schema, or would under YAML 1.1 (yes/no/on/off, 0777, 1:30, 1_000), which
- * other tools reading our output may use. Special characters are the emitter's business. */
+ * other tools reading our output may use. Special characters are the emitter's business.
+ * s is NUL-terminated (jansson strings are) but may hold NULs before len. */
 static bool needs_quotes(const char *s, size_t len)
 {
     static const char *const yaml11[] = {"y", "n", "yes", "no", "on", "off"};
@@ -453,8 +454,11 @@ static bool needs_quotes(const char *s, size_t len)
     for (size_t i = 0; i < sizeof yaml11 / sizeof yaml11[0]; i++)
         if (strlen(yaml11[i]) == len && strncasecmp(s, yaml11[i], len) == 0)
             return true;
+    /* Number-like under 1.1 (0b1, 0777, 1_000, 1:30, 0x_1F): a digit first, after an optional
+     * sign or dot, and nothing but digits and number punctuation. "64Mi" stays plain. */
     size_t i = len > 0 && (s[0] == '-' || s[0] == '+' || s[0] == '.');
-    return i < len && isdigit((unsigned char)s[i]);
+    return i < len && isdigit((unsigned char)s[i]) &&
+           strspn(s, "0123456789abcdefABCDEF_.:+-xXoO") == len;
 }
 
 static int emit_scalar(yaml_emitter_t *e, const char *s, size_t len, yaml_scalar_style_t style)
@@ -479,10 +483,22 @@ static int emit_string(yaml_emitter_t *e, const char *s, size_t len)
  * back as a float and not an integer. */
 static void format_real(double d, char *buf, size_t cap)
 {
-    for (int prec = 1; prec <= 17; prec++) {
+    int prec = 1;
+    for (; prec <= 17; prec++) {
         snprintf(buf, cap, "%.*g", prec, d);
         if (strtod(buf, NULL) == d)
             break;
+    }
+    /* %g writes 1500 as 1.5e+03; people write 1500.0. Keep exponents for the very large and
+     * the very small only. */
+    const char *e = strchr(buf, 'e');
+    int exp10 = e ? atoi(e + 1) : 0;
+    if (e && exp10 >= -5 && exp10 < 16) {
+        char fixed[64];
+        int decimals = prec - 1 - exp10 > 0 ? prec - 1 - exp10 : 0;
+        snprintf(fixed, sizeof fixed, "%.*f", decimals, d);
+        if (strtod(fixed, NULL) == d && strlen(fixed) < cap)
+            memcpy(buf, fixed, strlen(fixed) + 1);
     }
     if (!strpbrk(buf, ".eE"))
         strncat(buf, ".0", cap - strlen(buf) - 1);

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "err.h"
+#include "spec.h"
 #include "yaml.h"
 
 static char *compact(const json_t *v)
@@ -319,6 +320,60 @@ static void yaml_output_reads_well(void **state)
     json_decref(v);
 }
 
+/* `meshctl describe app X -o yaml` then `meshctl deploy -f` is unchanged: a canonical spec
+ * written as YAML reads back and validates to the same canonical spec. */
+static void describe_then_deploy_unchanged(void **state)
+{
+    (void)state;
+    static const char app[] =
+        "kind: Application\n"
+        "name: sensors\n"
+        "microservices:\n"
+        "  - name: reader\n"
+        "    images: {amd64: 'r:1', arm64: 'r:1-arm64'}\n"
+        "    command: [/bin/reader, --interval, '5']\n"
+        "    env: {PORT: 8080, DEBUG: true, EMPTY: ''}\n"
+        "    ports: [{container: 80, host: 8080}, {container: 53, protocol: udp}]\n"
+        "    volumes: [{host: /data, container: /var/data}]\n"
+        "    resources: {cpus: 2, memory: 1024Mi}\n"
+        "    placement: {labels: {zone: north, rack: 7}}\n"
+        "    config: {threshold: 1.5, on: yes, list: [null, '1', 1]}\n"
+        "  - name: writer\n"
+        "    image: w\n"
+        "    resources: {cpus: 0.25, memory: 100k}\n";
+    json_t *in = NULL, *canon = NULL, *again = NULL, *canon2 = NULL;
+    struct mesh_err err = {0};
+    struct spec_errors errs;
+    assert_int_equal(yaml_to_json(app, sizeof app - 1, &in, &err), 0);
+    assert_int_equal(spec_validate(in, &canon, &errs), 0);
+    char *text;
+    assert_int_equal(json_to_yaml(canon, &text), 0);
+    assert_int_equal(yaml_to_json(text, strlen(text), &again, &err), 0);
+    assert_true(json_equal(canon, again));
+    assert_int_equal(spec_validate(again, &canon2, &errs), 0);
+    assert_true(json_equal(canon, canon2));
+    assert_non_null(strstr(text, "memory: 1Gi\n"));
+    assert_non_null(strstr(text, "cpus: 2.0\n"));
+    assert_non_null(strstr(text, "PORT: \"8080\"\n"));
+    free(text);
+    json_decref(in);
+    json_decref(canon);
+    json_decref(again);
+    json_decref(canon2);
+
+    /* A YAML spec with problems: every one, with its path. */
+    static const char bad[] = "kind: Application\nname: s\nmicroservices:\n"
+                              "  - name: a\n    image: x\n"
+                              "  - name: b\n    ports: [{container: 0}]\n";
+    assert_int_equal(yaml_to_json(bad, sizeof bad - 1, &in, &err), 0);
+    assert_int_equal(spec_validate(in, NULL, &errs), MESH_EINVAL);
+    char line[256];
+    spec_errors_format(&errs, line, sizeof line);
+    assert_string_equal(line, "microservices[1].ports[0].container: must be 1..65535; "
+                              "microservices[1].image: required (or images)");
+    json_decref(in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -327,6 +382,7 @@ int main(void)
         cmocka_unit_test(bounds),
         cmocka_unit_test(roundtrip_values),
         cmocka_unit_test(yaml_output_reads_well),
+        cmocka_unit_test(describe_then_deploy_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
