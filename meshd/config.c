@@ -23,6 +23,8 @@ enum opt_id {
     OPT_LOG_LEVEL,
     OPT_GOSSIP_PROFILE,
     OPT_REAP_AFTER,
+    OPT_RAFT_VOTERS,
+    OPT_RAFT_TIMING,
     OPT_CONFIG,
     OPT_COUNT_
 };
@@ -41,6 +43,8 @@ static const char *const opt_names[OPT_COUNT_] = {
     [OPT_CONFIG] = "config",
     [OPT_GOSSIP_PROFILE] = "gossip-profile",
     [OPT_REAP_AFTER] = "reap-after",
+    [OPT_RAFT_VOTERS] = "raft-voters",
+    [OPT_RAFT_TIMING] = "raft-timing",
 };
 
 const char *config_usage(void)
@@ -64,6 +68,8 @@ const char *config_usage(void)
            "  --gossip-profile P     failure detection timing: lan (default) or wan\n"
            "  --reap-after DURATION  forget dead and left members after this long\n"
            "                         (default: 24h; e.g. 90s, 30m)\n"
+           "  --raft-voters N        Raft voters the leader keeps (default: 5; odd)\n"
+           "  --raft-timing T        election timing: lan (default), wan, or a multiplier\n"
            "  --config FILE          config file: `key = value` lines with the keys above;\n"
            "                         flags win over the file\n"
            "  --help, --version\n";
@@ -238,6 +244,32 @@ static int apply(struct meshd_config *cfg, enum opt_id id, const char *val, bool
                              "30m or 24h",
                              val);
         break;
+    case OPT_RAFT_VOTERS: {
+        char *end;
+        unsigned long v = strtoul(val, &end, 10);
+        if (*end || !isdigit((unsigned char)val[0]) || v < 1 || v > 15)
+            return mesh_errf(err, MESH_EINVAL, "--raft-voters %s: expected 1 to 15 (odd)", val);
+        cfg->raft_voters = (unsigned)v;
+        break;
+    }
+    case OPT_RAFT_TIMING: {
+        char *end;
+        double v;
+        if (strcmp(val, "lan") == 0) {
+            v = 1;
+        } else if (strcmp(val, "wan") == 0) {
+            v = 5;
+        } else {
+            v = strtod(val, &end);
+            if (*end || !(v >= 0.2 && v <= 50))
+                return mesh_errf(err, MESH_EINVAL,
+                                 "--raft-timing %s: expected lan, wan or a multiplier from 0.2 "
+                                 "to 50",
+                                 val);
+        }
+        cfg->raft_timing = v;
+        break;
+    }
     case OPT_COUNT_:
         break;
     }
@@ -336,6 +368,8 @@ int config_parse(int argc, char **argv, struct meshd_config *cfg, enum config_ac
     cfg->log_level = LOG_INFO;
     cfg->gossip_profile = GOSSIP_PROFILE_LAN;
     cfg->reap_after_ms = MESH_DEFAULT_REAP;
+    cfg->raft_voters = 5;
+    cfg->raft_timing = 1;
     mesh_addr_parse("0.0.0.0", MESH_DEFAULT_PORT, &cfg->bind);
 
     for (int i = 1; i < argc; i++) {

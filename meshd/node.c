@@ -534,6 +534,9 @@ int node_leave(struct node *n)
     if (n->leaving)
         return 0;
     n->leaving = true;
+    /* A leader hands over first, so the mesh keeps a leader without an election timeout. */
+    if (n->cluster && cluster_transfer(n->cluster) == 0)
+        log_info(&n->log, "raft: handing leadership over before leaving");
     int rc = gossip_leave(n->gossip);
     if (rc < 0)
         log_warn(&n->log, "cannot leave gracefully: %s", mesh_strerror(rc));
@@ -588,6 +591,14 @@ int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *
         (rc = node_api_init(n, err)) < 0)
         goto fail;
 
+    memcpy(n->seeds, cfg->join, cfg->njoin * sizeof cfg->join[0]);
+    n->nseeds = cfg->njoin;
+    if (n->nseeds == 0)
+        remembered_peers_load(n);
+    /* Only a node that joins no one starts a new Raft cluster; a restart reuses its state. */
+    if ((rc = node_raft_start(n, n->nseeds == 0, err)) < 0)
+        goto fail;
+
     n->sig_int = evsignal_new(n->loop.base, SIGINT, on_signal, n);
     n->sig_term = evsignal_new(n->loop.base, SIGTERM, on_signal, n);
     n->rejoin_timer = timer_every(n, NODE_REJOIN_MS, on_rejoin_timer);
@@ -597,11 +608,6 @@ int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *
         rc = mesh_errf(err, MESH_ENOMEM, "cannot install signal handlers and timers");
         goto fail;
     }
-
-    memcpy(n->seeds, cfg->join, cfg->njoin * sizeof cfg->join[0]);
-    n->nseeds = cfg->njoin;
-    if (n->nseeds == 0)
-        remembered_peers_load(n);
 
     char addr[MESH_ADDR_STRLEN];
     log_info(&n->log, "%s identity %s, mesh port %s, api %s", created ? "created" : "loaded",
@@ -636,6 +642,7 @@ int node_run(struct node *n)
         log_error(&n->log, "event loop failed");
         return 1;
     }
+    node_raft_stop(n);
     return n->exit_code;
 }
 
@@ -658,6 +665,9 @@ void node_close(struct node *n)
     while (n->pp_calls)
         pp_call_free(n->pp_calls);
     node_api_close(n);
+    if (n->transport_ready && !n->cluster)
+        transport_free(&n->transport); /* after raft closed it (transport.h) */
+    n->transport_ready = false;
     struct event **evs[] = {&n->sig_int, &n->sig_term, &n->rejoin_timer, &n->remember_timer};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
         if (*evs[i])

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "cluster.h"
 #include "config.h"
 #include "err.h"
 #include "gossip.h"
@@ -16,11 +17,15 @@
 #include "loop.h"
 #include "nodemeta.h"
 #include "peers.h"
+#include "transport.h"
 
 /* Channel types of the calls nodes make to each other (LINK_CHAN_CONTROL: ahead of bulk). */
 enum node_call_type {
     CALL_PUSHPULL = LINK_CHAN_CONTROL | 1,
     CALL_KEYOP = LINK_CHAN_CONTROL | 2,
+    CALL_RAFT_APPLY = LINK_CHAN_CONTROL | 3,      /* a follower forwards a write */
+    CALL_RAFT_READ_INDEX = LINK_CHAN_CONTROL | 4, /* a follower asks for a read index */
+    /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
 };
 
 #define NODE_PEERS_FILE   "peers" /* addresses of members seen alive, for rejoining */
@@ -50,6 +55,13 @@ struct node {
     struct event *rejoin_timer;
     struct event *remember_timer;
     struct api *api;
+    struct raft_uv_transport transport;
+    bool transport_ready;
+    struct cluster *cluster;
+    raft_id raft_id;
+    struct event *autopilot_timer;
+    struct write *writes;
+    struct read *reads;
     uint64_t started_ms;
     bool created_key;
     bool key_file_ignored;
@@ -91,6 +103,13 @@ void node_close(struct node *n);
 
 /* Registers the HTTP handlers and the CALL_KEYOP service (node_api.c). */
 int node_api_init(struct node *n, struct mesh_err *err);
+
+/* Starts raft on the mesh transport and registers the applications API (node_raft.c). */
+int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err);
+/* Closes raft while the loop still runs; bounded in time. */
+void node_raft_stop(struct node *n);
+/* {"state", "leader", "term", "commit_index", "voters", "standbys"} by node name. */
+json_t *node_raft_status(struct node *n);
 
 /* Frees what the API handlers still hold; after api_free and peers_free. */
 void node_api_close(struct node *n);

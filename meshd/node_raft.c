@@ -1,0 +1,838 @@
+/* The node's Raft side: starting the cluster on the mesh transport, the autopilot timer, the
+ * applications API (writes go through the leader, forwarded over the mesh from followers; reads
+ * come from the local replica) and the services the leader offers to followers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "node.h"
+#include "spec.h"
+#include "version.h"
+#include "wire.h"
+
+#define WRITE_TIMEOUT_MS    5000 /* a write that has not committed by then fails, with why */
+#define READ_WAIT_MS        5000 /* a consistent read waits this long for the replica */
+#define AUTOPILOT_MS        1000
+#define FORWARD_MAX_REPLY   1024
+#define FORWARD_MAX_REQUEST (FSM_SPEC_MAX + 1024)
+
+/* ---- names and counts ---------------------------------------------------------------------- */
+
+/* The member whose node id gives raft id `id`, or NULL. */
+static const struct swim_member *member_by_raft_id(struct node *n, raft_id id)
+{
+    const struct swim *sw = gossip_swim(n->gossip);
+    for (size_t i = 0; i < swim_member_count(sw); i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        if (cluster_raft_id(m->id) == id)
+            return m;
+    }
+    return NULL;
+}
+
+static void raft_name(struct node *n, raft_id id, char *buf, size_t len)
+{
+    const struct swim_member *m = member_by_raft_id(n, id);
+    if (m)
+        snprintf(buf, len, "%s", m->name);
+    else
+        snprintf(buf, len, "%016llx", (unsigned long long)id);
+}
+
+/* Voters gossip reports alive, and voters in all: what a "no quorum" message says. */
+static void voters_reachable(struct node *n, unsigned *ret_alive, unsigned *ret_total)
+{
+    const struct raft_configuration *conf = cluster_configuration(n->cluster);
+    unsigned alive = 0, total = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].role != RAFT_VOTER)
+            continue;
+        total++;
+        const struct swim_member *m = member_by_raft_id(n, conf->servers[i].id);
+        if (conf->servers[i].id == n->raft_id || (m && m->state == SWIM_ALIVE))
+            alive++;
+    }
+    *ret_alive = alive;
+    *ret_total = total;
+}
+
+static void no_quorum_msg(struct node *n, const char *what, char *buf, size_t len)
+{
+    unsigned alive, total;
+    voters_reachable(n, &alive, &total);
+    snprintf(buf, len, "%s: %u of %u voters reachable, a majority (%u) is needed", what, alive,
+             total, total / 2 + 1);
+}
+
+/* ---- status -------------------------------------------------------------------------------- */
+
+json_t *node_raft_status(struct node *n)
+{
+    if (!n->cluster)
+        return json_null();
+    struct cluster_info info;
+    char name[SWIM_NAME_MAX + 1];
+    cluster_info(n->cluster, &info);
+    json_t *voters = json_array(), *standbys = json_array();
+    const struct raft_configuration *conf = cluster_configuration(n->cluster);
+    for (unsigned i = 0; i < conf->n; i++) {
+        raft_name(n, conf->servers[i].id, name, sizeof name);
+        json_array_append_new(conf->servers[i].role == RAFT_VOTER ? voters : standbys,
+                              json_string(name));
+    }
+    json_t *leader = json_null();
+    if (info.leader_id) {
+        raft_name(n, info.leader_id, name, sizeof name);
+        leader = json_string(name);
+    }
+    return json_pack("{s:s, s:o, s:I, s:I, s:I, s:o, s:o}", "state", cluster_state_name(info.state),
+                     "leader", leader, "term", (json_int_t)info.term, "commit_index",
+                     (json_int_t)info.commit_index, "applied_index", (json_int_t)info.last_applied,
+                     "voters", voters, "standbys", standbys);
+}
+
+static void h_raft(struct evhttp_request *req, const char *rest, void *ud)
+{
+    struct node *n = ud;
+    (void)rest;
+    json_t *servers = json_array();
+    const struct raft_configuration *conf = cluster_configuration(n->cluster);
+    struct cluster_info info;
+    cluster_info(n->cluster, &info);
+    for (unsigned i = 0; i < conf->n; i++) {
+        char name[SWIM_NAME_MAX + 1], id[17];
+        const struct raft_server *s = &conf->servers[i];
+        const struct swim_member *m = member_by_raft_id(n, s->id);
+        raft_name(n, s->id, name, sizeof name);
+        snprintf(id, sizeof id, "%016llx", (unsigned long long)s->id);
+        json_array_append_new(servers, json_pack("{s:s, s:s, s:s, s:s, s:b, s:s}", "name", name,
+                                                 "raft_id", id, "address", s->address, "role",
+                                                 cluster_role_name(s->role), "leader",
+                                                 s->id == info.leader_id, "status",
+                                                 s->id == n->raft_id ? "alive"
+                                                 : m                 ? node_member_status(m)
+                                                                     : "unknown"));
+    }
+    json_t *body = node_raft_status(n);
+    json_object_set_new(body, "servers", servers);
+    api_reply_json(req, 200, body);
+}
+
+/* ---- writes -------------------------------------------------------------------------------- */
+
+/* A write in progress for an API client: applied here (leader) or forwarded to the leader. */
+struct write {
+    struct node *n;
+    struct evhttp_request *req; /* NULL once the client hung up */
+    struct api_watch watch;
+    struct event *timer;
+    struct cluster_req *creq; /* applied here: detach on timeout */
+    char name[FSM_APP_NAME_MAX + 1];
+    bool forwarded;
+    bool done;            /* answered (or the client is gone) */
+    bool waiting_forward; /* a peers_call is in flight and owns a reference */
+    struct write *prev, *next;
+};
+
+static void write_free(struct write *w)
+{
+    struct node *n = w->n;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        n->writes = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    if (w->timer)
+        event_free(w->timer);
+    free(w);
+}
+
+static void write_gone(void *ud)
+{
+    struct write *w = ud;
+    w->req = NULL;
+}
+
+/* Answers the client (once); frees the write unless a forwarded call still refers to it. */
+static void write_answer(struct write *w, int code, json_t *body)
+{
+    if (!w->done) {
+        w->done = true;
+        if (w->req) {
+            api_unwatch(w->req);
+            api_reply_json(w->req, code, body);
+            body = NULL;
+        }
+        if (w->creq)
+            cluster_req_detach(w->creq);
+        w->creq = NULL;
+    }
+    json_decref(body);
+    if (!w->waiting_forward)
+        write_free(w);
+}
+
+static json_t *result_json(const char *name, int outcome, uint64_t version)
+{
+    return json_pack("{s:s, s:s, s:I}", "name", name, "result", fsm_outcome_str(outcome), "version",
+                     (json_int_t)version);
+}
+
+static int outcome_http(int outcome)
+{
+    switch (outcome) {
+    case FSM_OUT_CREATED:
+        return 201;
+    case FSM_OUT_NOT_FOUND:
+        return 404;
+    case FSM_OUT_REJECTED:
+    case FSM_OUT_UNKNOWN:
+        return 400;
+    default:
+        return 200;
+    }
+}
+
+static void on_local_applied(void *ud, int status, const struct fsm_result *res,
+                             const struct mesh_err *err)
+{
+    struct write *w = ud;
+    w->creq = NULL;
+    if (status < 0) {
+        write_answer(w, 503, json_pack("{s:s}", "error", err ? err->msg : "write failed"));
+        return;
+    }
+    write_answer(w, outcome_http(res->outcome), result_json(w->name, res->outcome, res->version));
+}
+
+/* Forwarded writes carry the command; the leader answers [outcome, version] or an error. */
+static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
+                             const struct mesh_err *err)
+{
+    struct write *w = ud;
+    w->waiting_forward = false;
+    if (w->done) {
+        write_free(w);
+        return;
+    }
+    if (rc < 0) {
+        char msg[MESH_ERRMSG_LEN + 64];
+        snprintf(msg, sizeof msg, "the leader did not take the write: %s",
+                 err ? err->msg : mesh_strerror(rc));
+        write_answer(w, 503, json_pack("{s:s}", "error", msg));
+        return;
+    }
+    struct wire_rd r;
+    uint32_t cnt;
+    uint64_t outcome, version;
+    wire_rd_init(&r, reply, len);
+    if (wire_rd_array(&r, &cnt) < 0 || cnt < 2 || wire_rd_uint(&r, &outcome) < 0 ||
+        wire_rd_uint(&r, &version) < 0 || outcome > FSM_OUT_UNKNOWN) {
+        write_answer(w, 502, json_pack("{s:s}", "error", "malformed answer from the leader"));
+        return;
+    }
+    write_answer(w, outcome_http((int)outcome), result_json(w->name, (int)outcome, version));
+}
+
+static void on_write_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct write *w = arg;
+    char msg[256];
+    (void)fd;
+    (void)what;
+    no_quorum_msg(w->n, "the write did not commit in time", msg, sizeof msg);
+    write_answer(w, 503, json_pack("{s:s}", "error", msg));
+}
+
+/* Sends cmd (raft_malloc'ed, always consumed) to the leader: applied here when we lead, else
+ * forwarded. The client gets its answer from the callbacks above. */
+static void write_submit(struct node *n, struct evhttp_request *req, const char *name,
+                         struct raft_buffer *cmd)
+{
+    struct cluster_info info;
+    char msg[256];
+    cluster_info(n->cluster, &info);
+    if (!info.leader_id) {
+        raft_free(cmd->base);
+        no_quorum_msg(n, "no leader", msg, sizeof msg);
+        api_reply_error(req, 503, "%s", msg);
+        return;
+    }
+    struct write *w = calloc(1, sizeof *w);
+    if (!w) {
+        raft_free(cmd->base);
+        api_reply_error(req, 500, "out of memory");
+        return;
+    }
+    w->n = n;
+    w->req = req;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    w->next = n->writes;
+    if (w->next)
+        w->next->prev = w;
+    n->writes = w;
+    w->watch = (struct api_watch){write_gone, w};
+    api_watch(req, &w->watch);
+    w->timer = evtimer_new(n->loop.base, on_write_timeout, w);
+    struct timeval tv = {WRITE_TIMEOUT_MS / 1000, (WRITE_TIMEOUT_MS % 1000) * 1000};
+    if (w->timer)
+        evtimer_add(w->timer, &tv);
+
+    int rc;
+    if (info.leader_id == n->raft_id) {
+        rc = cluster_apply(n->cluster, cmd, on_local_applied, w, &w->creq);
+        if (rc < 0)
+            raft_free(cmd->base);
+    } else {
+        struct mesh_addr to;
+        rc = mesh_addr_parse(info.leader_address, 0, &to);
+        if (rc == 0)
+            rc = peers_call(n->peers, &to, CALL_RAFT_APPLY, cmd->base, cmd->len, FORWARD_MAX_REPLY,
+                            WRITE_TIMEOUT_MS, on_forward_reply, w);
+        raft_free(cmd->base);
+        if (rc == 0) {
+            w->forwarded = true;
+            w->waiting_forward = true;
+        }
+    }
+    if (rc < 0) {
+        no_quorum_msg(n, "cannot reach the leader", msg, sizeof msg);
+        write_answer(w, 503, json_pack("{s:s}", "error", msg));
+    }
+}
+
+/* The leader's side of a forwarded write. */
+static void on_served_applied(void *ud, int status, const struct fsm_result *res,
+                              const struct mesh_err *err)
+{
+    struct peers_req *req = ud;
+    if (status < 0) {
+        peers_respond(req, status, NULL, 0, err ? err->msg : "write failed");
+        return;
+    }
+    uint8_t buf[32];
+    struct wire_wr w;
+    wire_wr_init(&w, buf, sizeof buf);
+    msgpack_pack_array(&w.pk, 2);
+    msgpack_pack_uint8(&w.pk, (uint8_t)res->outcome);
+    msgpack_pack_uint64(&w.pk, res->version);
+    peers_respond(req, 0, buf, w.len, NULL);
+}
+
+static void serve_apply(void *ud, struct peers_req *req)
+{
+    struct node *n = ud;
+    struct raft_buffer cmd = {.base = raft_malloc(req->len ? req->len : 1), .len = req->len};
+    if (!cmd.base) {
+        peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
+        return;
+    }
+    memcpy(cmd.base, req->data, req->len);
+    /* Only mesh members holding the key reach this (links are authenticated); the command is
+     * checked by the state machine like any entry. */
+    int rc = cluster_apply(n->cluster, &cmd, on_served_applied, req, NULL);
+    if (rc < 0) {
+        raft_free(cmd.base);
+        peers_respond(req, rc, NULL, 0,
+                      rc == MESH_ESTATE ? "not the leader (any more): retry" : mesh_strerror(rc));
+    }
+}
+
+/* ---- the applications API ---------------------------------------------------------------- */
+
+static bool app_name_from_path(struct evhttp_request *req, const char *rest, char *buf, size_t len)
+{
+    size_t l = strlen(rest);
+    if (l == 0 || l >= len || !fsm_app_name_valid(rest, l)) {
+        api_reply_error(req, 400, "bad application name '%.80s'", rest);
+        return false;
+    }
+    memcpy(buf, rest, l + 1);
+    return true;
+}
+
+static void h_app_put(struct evhttp_request *req, const char *rest, void *ud)
+{
+    struct node *n = ud;
+    char name[FSM_APP_NAME_MAX + 1];
+    if (!app_name_from_path(req, rest, name, sizeof name))
+        return;
+    json_t *body = api_read_json(req);
+    if (!body)
+        return;
+    struct spec_errors errs;
+    json_t *canon = NULL;
+    int rc = spec_validate(body, &canon, &errs);
+    json_decref(body);
+    if (rc < 0) {
+        char line[1024];
+        spec_errors_format(&errs, line, sizeof line);
+        api_reply_json(
+            req, 400,
+            json_pack("{s:s, s:o}", "error", line, "problems", spec_errors_to_json(&errs)));
+        return;
+    }
+    const char *specname = json_string_value(json_object_get(canon, "name"));
+    if (!specname || strcmp(specname, name) != 0) {
+        api_reply_error(req, 400, "name: '%s' does not match the URL's '%s'",
+                        specname ? specname : "", name);
+        json_decref(canon);
+        return;
+    }
+    char *text = json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(canon);
+    struct raft_buffer cmd;
+    rc = text ? fsm_cmd_put_app(name, text, strlen(text), &cmd) : MESH_ENOMEM;
+    free(text);
+    if (rc < 0) {
+        api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
+        return;
+    }
+    write_submit(n, req, name, &cmd);
+}
+
+static void h_app_delete(struct evhttp_request *req, const char *rest, void *ud)
+{
+    struct node *n = ud;
+    char name[FSM_APP_NAME_MAX + 1];
+    if (!app_name_from_path(req, rest, name, sizeof name))
+        return;
+    struct raft_buffer cmd;
+    int rc = fsm_cmd_delete_app(name, &cmd);
+    if (rc < 0) {
+        api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
+        return;
+    }
+    write_submit(n, req, name, &cmd);
+}
+
+/* Whether reads may be stale: no leader known to this replica. */
+static bool replica_stale(struct node *n)
+{
+    struct cluster_info info;
+    cluster_info(n->cluster, &info);
+    return info.leader_id == 0;
+}
+
+static json_t *app_json(const struct fsm_app *a, bool with_spec)
+{
+    json_t *spec = json_loadb((const char *)a->spec, a->spec_len, 0, NULL);
+    json_t *o = json_pack("{s:s, s:I, s:I}", "name", a->name, "version", (json_int_t)a->version,
+                          "revision", (json_int_t)a->mod_rev);
+    json_object_set_new(
+        o, "microservices",
+        json_integer((json_int_t)json_array_size(json_object_get(spec, "microservices"))));
+    if (with_spec)
+        json_object_set_new(o, "spec", spec ? spec : json_null());
+    else
+        json_decref(spec);
+    return o;
+}
+
+/* Reads answer from the local replica; with ?consistent=true, only once this replica has
+ * applied everything the leader had committed when asked (a read index, Raft thesis §6.4). */
+struct read {
+    struct node *n;
+    struct evhttp_request *req;
+    struct api_watch watch;
+    struct event *timer;
+    char name[FSM_APP_NAME_MAX + 1]; /* "" = list */
+    uint64_t index;                  /* wait until applied >= index */
+    uint64_t deadline;
+    bool waiting_call;
+    bool done;
+    struct read *prev, *next;
+};
+
+static void read_free(struct read *r)
+{
+    struct node *n = r->n;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        n->reads = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    if (r->timer)
+        event_free(r->timer);
+    free(r);
+}
+
+static void read_gone(void *ud)
+{
+    struct read *r = ud;
+    r->req = NULL;
+}
+
+static void reply_read(struct node *n, struct evhttp_request *req, const char *name,
+                       bool consistent)
+{
+    struct fsm *fsm = cluster_fsm(n->cluster);
+    bool stale = !consistent && replica_stale(n);
+    if (name[0]) {
+        const uint8_t *spec;
+        size_t len;
+        uint64_t version;
+        if (fsm_app_get(fsm, name, &spec, &len, &version) < 0) {
+            api_reply_error(req, 404, "no application '%s'%s", name,
+                            stale ? " (this replica has no leader and may be stale)" : "");
+            return;
+        }
+        for (size_t i = 0; i < fsm_app_count(fsm); i++) {
+            struct fsm_app a;
+            if (fsm_app_at(fsm, i, &a) == 0 && strcmp(a.name, name) == 0) {
+                json_t *o = app_json(&a, true);
+                json_object_set_new(o, "stale", json_boolean(stale));
+                api_reply_json(req, 200, o);
+                return;
+            }
+        }
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; i < fsm_app_count(fsm); i++) {
+        struct fsm_app a;
+        if (fsm_app_at(fsm, i, &a) == 0)
+            json_array_append_new(arr, app_json(&a, false));
+    }
+    api_reply_json(req, 200,
+                   json_pack("{s:o, s:b, s:I}", "apps", arr, "stale", stale, "revision",
+                             (json_int_t)fsm_revision(fsm)));
+}
+
+static void read_finish(struct read *r, int code, const char *msg)
+{
+    if (!r->done) {
+        r->done = true;
+        if (r->req) {
+            api_unwatch(r->req);
+            if (code == 200)
+                reply_read(r->n, r->req, r->name, true);
+            else
+                api_reply_error(r->req, code, "%s", msg);
+        }
+    }
+    if (!r->waiting_call)
+        read_free(r);
+}
+
+static void read_poll(struct read *r)
+{
+    struct cluster_info info;
+    cluster_info(r->n->cluster, &info);
+    if (info.last_applied >= r->index) {
+        read_finish(r, 200, NULL);
+        return;
+    }
+    if (mesh_now_ms() >= r->deadline) {
+        read_finish(r, 503, "this replica did not catch up with the leader in time");
+        return;
+    }
+    struct timeval tv = {0, 10 * 1000};
+    evtimer_add(r->timer, &tv);
+}
+
+static void on_read_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    read_poll(arg);
+}
+
+static void on_read_index(void *ud, int rc, const uint8_t *reply, size_t len,
+                          const struct mesh_err *err)
+{
+    struct read *r = ud;
+    r->waiting_call = false;
+    if (r->done) {
+        read_free(r);
+        return;
+    }
+    struct wire_rd rd;
+    uint64_t idx;
+    wire_rd_init(&rd, reply, len);
+    if (rc < 0 || wire_rd_uint(&rd, &idx) < 0) {
+        char msg[MESH_ERRMSG_LEN + 64];
+        snprintf(msg, sizeof msg, "consistent read: the leader did not answer: %s",
+                 err ? err->msg : "malformed answer");
+        read_finish(r, 503, msg);
+        return;
+    }
+    r->index = idx;
+    read_poll(r);
+}
+
+static void on_local_barrier(void *ud, int status)
+{
+    struct read *r = ud;
+    r->waiting_call = false;
+    if (status < 0) {
+        read_finish(r, 503, "consistent read: leadership lost; retry");
+        return;
+    }
+    r->index = 0;
+    read_poll(r);
+}
+
+/* The leader's side of a read index: a barrier, then its commit index. */
+struct served_read {
+    struct node *n;
+    struct peers_req *req;
+};
+
+static void on_served_read_barrier(void *ud, int status)
+{
+    struct served_read *sr = ud;
+    if (status < 0) {
+        peers_respond(sr->req, status, NULL, 0, "leadership lost; retry");
+    } else {
+        struct cluster_info info;
+        uint8_t buf[16];
+        struct wire_wr w;
+        cluster_info(sr->n->cluster, &info);
+        wire_wr_init(&w, buf, sizeof buf);
+        msgpack_pack_uint64(&w.pk, info.commit_index);
+        peers_respond(sr->req, 0, buf, w.len, NULL);
+    }
+    free(sr);
+}
+
+static void serve_read_index(void *ud, struct peers_req *req)
+{
+    struct node *n = ud;
+    struct served_read *sr = malloc(sizeof *sr);
+    if (!sr) {
+        peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
+        return;
+    }
+    sr->n = n;
+    sr->req = req;
+    int rc = cluster_barrier(n->cluster, on_served_read_barrier, sr, NULL);
+    if (rc < 0) {
+        free(sr);
+        peers_respond(req, rc, NULL, 0, "not the leader (any more): retry");
+    }
+}
+
+static void app_read(struct node *n, struct evhttp_request *req, const char *name)
+{
+    char q[16];
+    const char *c = api_query(req, "consistent", q, sizeof q);
+    if (!c || strcmp(c, "true") != 0) {
+        reply_read(n, req, name, false);
+        return;
+    }
+    struct cluster_info info;
+    char msg[256];
+    cluster_info(n->cluster, &info);
+    if (!info.leader_id) {
+        no_quorum_msg(n, "consistent read: no leader", msg, sizeof msg);
+        api_reply_error(req, 503, "%s", msg);
+        return;
+    }
+    struct read *r = calloc(1, sizeof *r);
+    if (!r || !(r->timer = evtimer_new(n->loop.base, on_read_timer, r))) {
+        free(r);
+        api_reply_error(req, 500, "out of memory");
+        return;
+    }
+    r->n = n;
+    r->req = req;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->deadline = mesh_now_ms() + READ_WAIT_MS;
+    r->next = n->reads;
+    if (r->next)
+        r->next->prev = r;
+    n->reads = r;
+    r->watch = (struct api_watch){read_gone, r};
+    api_watch(req, &r->watch);
+    int rc;
+    if (info.leader_id == n->raft_id) {
+        rc = cluster_barrier(n->cluster, on_local_barrier, r, NULL);
+    } else {
+        struct mesh_addr to;
+        rc = mesh_addr_parse(info.leader_address, 0, &to);
+        if (rc == 0)
+            rc = peers_call(n->peers, &to, CALL_RAFT_READ_INDEX, NULL, 0, 64, READ_WAIT_MS,
+                            on_read_index, r);
+    }
+    if (rc < 0) {
+        read_finish(r, 503, "consistent read: cannot reach the leader");
+        return;
+    }
+    r->waiting_call = true;
+}
+
+static void h_apps(struct evhttp_request *req, const char *rest, void *ud)
+{
+    (void)rest;
+    app_read(ud, req, "");
+}
+
+static void h_app_get(struct evhttp_request *req, const char *rest, void *ud)
+{
+    char name[FSM_APP_NAME_MAX + 1];
+    if (!app_name_from_path(req, rest, name, sizeof name))
+        return;
+    app_read(ud, req, name);
+}
+
+/* ---- autopilot ------------------------------------------------------------------------------ */
+
+static int voter_state(enum swim_member_state st)
+{
+    switch (st) {
+    case SWIM_ALIVE:
+        return VOTERS_ALIVE;
+    case SWIM_SUSPECT:
+        return VOTERS_SUSPECT;
+    case SWIM_LEFT:
+        return VOTERS_LEFT;
+    default:
+        return VOTERS_DEAD;
+    }
+}
+
+static void on_autopilot(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
+    (void)fd;
+    (void)what;
+    if (!n->cluster || n->leaving)
+        return;
+    const struct swim *sw = gossip_swim(n->gossip);
+    size_t count = swim_member_count(sw);
+    if (count > VOTERS_MEMBERS_MAX)
+        count = VOTERS_MEMBERS_MAX;
+    struct voters_member *members = calloc(count ? count : 1, sizeof *members);
+    char(*addrs)[MESH_ADDR_STRLEN] = calloc(count ? count : 1, sizeof *addrs);
+    if (!members || !addrs)
+        goto out;
+    for (size_t i = 0; i < count; i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        mesh_addr_format(&m->addr, addrs[i], sizeof addrs[i]);
+        members[i] = (struct voters_member){
+            .id = cluster_raft_id(m->id),
+            .address = addrs[i],
+            .state = voter_state(m->state),
+            .since = m->state_change,
+        };
+    }
+    struct voters_change ch;
+    int rc = cluster_autopilot(n->cluster, members, count, mesh_now_ms(), &ch);
+    if (rc < 0) {
+        log_warn(&n->log, "raft: configuration change failed: %s", mesh_strerror(rc));
+    } else if (ch.op != VOTERS_OP_NONE) {
+        char name[SWIM_NAME_MAX + 1];
+        raft_name(n, ch.id, name, sizeof name);
+        log_info(&n->log, "raft: %s %s%s%s (%s)",
+                 ch.op == VOTERS_OP_ADD      ? "adding"
+                 : ch.op == VOTERS_OP_REMOVE ? "removing"
+                                             : "making",
+                 name, ch.op == VOTERS_OP_ASSIGN ? " a " : "",
+                 ch.op == VOTERS_OP_ASSIGN ? cluster_role_name(ch.role) : "",
+                 voters_reason_str(ch.reason));
+    }
+out:
+    free(members);
+    free(addrs);
+}
+
+/* ---- life cycle ----------------------------------------------------------------------------- */
+
+int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
+{
+    struct transport_config tc = {.base = n->loop.base, .loop = &n->loop.uv, .peers = n->peers};
+    int rc = transport_init(&n->transport, &tc, err);
+    if (rc < 0)
+        return rc;
+    n->transport_ready = true;
+    char addr[MESH_ADDR_STRLEN];
+    n->raft_id = cluster_raft_id(n->ident.id);
+    struct cluster_config cc = {
+        .uv = &n->loop.uv,
+        .data_dir = n->cfg.data_dir,
+        .id = n->raft_id,
+        .address = mesh_addr_format(&n->cfg.advertise, addr, sizeof addr),
+        .transport = &n->transport,
+        .may_bootstrap = may_bootstrap,
+        .timing = n->cfg.raft_timing,
+        .target_voters = n->cfg.raft_voters,
+    };
+    rc = cluster_start(&cc, &n->cluster, err);
+    if (rc < 0)
+        return rc;
+    static const struct {
+        const char *method, *path;
+        api_handler_fn fn;
+    } routes[] = {
+        {"GET", FOGMESH_API_PREFIX "/apps", h_apps},
+        {"GET", FOGMESH_API_PREFIX "/apps/", h_app_get},
+        {"PUT", FOGMESH_API_PREFIX "/apps/", h_app_put},
+        {"DELETE", FOGMESH_API_PREFIX "/apps/", h_app_delete},
+        {"GET", FOGMESH_API_PREFIX "/raft", h_raft},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if ((rc = api_route(n->api, routes[i].method, routes[i].path, routes[i].fn, n)) < 0)
+            return mesh_errf(err, rc, "api: cannot register %s", routes[i].path);
+    if ((rc = peers_serve(n->peers, CALL_RAFT_APPLY, FORWARD_MAX_REQUEST, serve_apply, n)) < 0 ||
+        (rc = peers_serve(n->peers, CALL_RAFT_READ_INDEX, 64, serve_read_index, n)) < 0)
+        return mesh_errf(err, rc, "cannot register the raft services");
+    n->autopilot_timer = event_new(n->loop.base, -1, EV_PERSIST, on_autopilot, n);
+    struct timeval tv = {AUTOPILOT_MS / 1000, (AUTOPILOT_MS % 1000) * 1000};
+    if (!n->autopilot_timer || event_add(n->autopilot_timer, &tv) != 0)
+        return mesh_errf(err, MESH_ENOMEM, "out of memory");
+    return 0;
+}
+
+static void on_cluster_closed(void *ud)
+{
+    struct node *n = ud;
+    n->cluster = NULL;
+    mesh_loop_stop(&n->loop);
+}
+
+static void on_close_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    mesh_loop_stop(arg);
+}
+
+/* Closes raft while the loop still runs (its close is asynchronous), bounded in time. */
+void node_raft_stop(struct node *n)
+{
+    if (n->autopilot_timer) {
+        event_free(n->autopilot_timer);
+        n->autopilot_timer = NULL;
+    }
+    while (n->writes) {
+        struct write *w = n->writes;
+        if (w->req)
+            api_unwatch(w->req);
+        w->req = NULL;
+        w->done = true;
+        if (w->creq)
+            cluster_req_detach(w->creq);
+        w->waiting_forward = false;
+        write_free(w);
+    }
+    while (n->reads) {
+        struct read *r = n->reads;
+        if (r->req)
+            api_unwatch(r->req);
+        read_free(r);
+    }
+    if (n->cluster) {
+        struct event *deadline = evtimer_new(n->loop.base, on_close_deadline, &n->loop);
+        struct timeval tv = {5, 0};
+        if (deadline)
+            evtimer_add(deadline, &tv);
+        cluster_close(n->cluster, on_cluster_closed, n);
+        mesh_loop_run(&n->loop);
+        if (deadline)
+            event_free(deadline);
+    }
+}
