@@ -1,9 +1,11 @@
 /* meshctl: the command line for a fogmesh node. Talks to the local meshd over its API socket.
  * Exit codes: 0 on success, 1 when meshd reports an error or cannot be reached, 2 on usage
  * errors. Errors go to stderr in one line that says what to do. */
+#include <errno.h>
 #include <getopt.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +13,13 @@
 #include <curl/curl.h>
 
 #include "client.h"
+#include "yaml.h"
 #include "meshkey.h"
 #include "version.h"
 
 #define DEFAULT_SOCKET "/var/lib/fogmesh/api.sock"
 
-enum output { OUT_TABLE, OUT_JSON };
+enum output { OUT_TABLE, OUT_JSON, OUT_YAML };
 
 struct ctl {
     struct client client;
@@ -36,10 +39,16 @@ static void usage(FILE *f)
           "  keys install KEY | keys use KEY | keys remove KEY\n"
           "                rotate the mesh key on every node without a restart\n"
           "  keygen        print a new random mesh key (base64) for meshd --key-file\n"
+          "  deploy -f FILE       create or update the application in FILE (YAML or JSON;\n"
+          "                       - reads standard input)\n"
+          "  get apps             the applications: name, version, microservices\n"
+          "  describe app NAME    one application's spec (-o yaml or -o json deploys again)\n"
+          "  delete app NAME      delete an application\n"
+          "  raft peers           the Raft configuration: voters, standbys, the leader\n"
           "\n"
           "Options:\n"
           "  --socket PATH    meshd's API socket (default: $MESH_SOCKET, else " DEFAULT_SOCKET ")\n"
-          "  -o, --output F   table (default) or json\n"
+          "  -o, --output F   table (default), json or yaml\n"
           "  -h, --help       this text\n",
           f);
 }
@@ -56,12 +65,37 @@ static int usage_error(const char *fmt, ...)
     return 2;
 }
 
+static int parse_output(const char *s, enum output *ret)
+{
+    if (strcmp(s, "json") == 0)
+        *ret = OUT_JSON;
+    else if (strcmp(s, "yaml") == 0)
+        *ret = OUT_YAML;
+    else if (strcmp(s, "table") == 0)
+        *ret = OUT_TABLE;
+    else
+        return -1;
+    return 0;
+}
+
 static void print_json(const json_t *v)
 {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS);
     if (s)
         puts(s);
     free(s);
+}
+
+/* -o json or -o yaml: the machine-readable forms of a reply. */
+static void print_value(const struct ctl *ctl, const json_t *v)
+{
+    char *text = NULL;
+    if (ctl->out == OUT_YAML && json_to_yaml(v, &text) == 0) {
+        fputs(text, stdout);
+        free(text);
+        return;
+    }
+    print_json(v);
 }
 
 /* Performs a call and turns every failure into a one-line message and exit code 1. On success
@@ -151,6 +185,15 @@ static int cmd_status(struct ctl *ctl, int argc, char **argv)
                (long long)json_integer_value(json_object_get(g, "dropped_bad_auth")),
                (long long)json_integer_value(json_object_get(g, "dropped_malformed")),
                (long long)json_integer_value(json_object_get(g, "dropped_replayed")));
+        json_t *raft = json_object_get(st, "raft");
+        if (json_is_object(raft))
+            printf("Raft:     %s, leader %s, term %lld, %zu voters, %zu standbys\n",
+                   jstr(raft, "state"),
+                   json_is_string(json_object_get(raft, "leader")) ? jstr(raft, "leader")
+                                                                   : "(none)",
+                   (long long)json_integer_value(json_object_get(raft, "term")),
+                   json_array_size(json_object_get(raft, "voters")),
+                   json_array_size(json_object_get(raft, "standbys")));
         const char *je = jstr(st, "join_error");
         if (*je)
             printf("Join:     %s\n", je);
@@ -330,12 +373,218 @@ static int cmd_keys(struct ctl *ctl, int argc, char **argv)
     return code;
 }
 
+/* ---- applications ------------------------------------------------------------------------ */
+
+static int read_file(const char *path, char **ret_text, size_t *ret_len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "re");
+    if (!f) {
+        fprintf(stderr, "meshctl: cannot open %s: %s\n", path, strerror(errno));
+        return 2;
+    }
+    size_t cap = 64 * 1024, len = 0;
+    char *buf = malloc(cap + 1);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
+        len += n;
+        if (len == cap) {
+            if (cap > YAML_MAX_INPUT)
+                break;
+            char *b = realloc(buf, cap * 2 + 1);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = b;
+            cap *= 2;
+        }
+    }
+    int bad = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        fprintf(stderr, "meshctl: cannot read %s\n", path);
+        return 2;
+    }
+    buf[len] = '\0';
+    *ret_text = buf;
+    *ret_len = len;
+    return 0;
+}
+
+static int cmd_deploy(struct ctl *ctl, int argc, char **argv)
+{
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--file") == 0) && i + 1 < argc)
+            file = argv[++i];
+        else
+            return usage_error("deploy: unexpected '%s' (usage: meshctl deploy -f FILE)", argv[i]);
+    }
+    if (!file)
+        return usage_error("deploy needs -f FILE (YAML or JSON; - for standard input)%s", "");
+    char *text;
+    size_t len;
+    int rc = read_file(file, &text, &len);
+    if (rc)
+        return rc;
+    json_t *spec = NULL;
+    struct mesh_err err = {0};
+    rc = yaml_to_json(text, len, &spec, &err);
+    free(text);
+    if (rc < 0) {
+        fprintf(stderr, "meshctl: %s:%s\n", strcmp(file, "-") ? file : "<stdin>", err.msg);
+        return 2;
+    }
+    char name[128];
+    const char *sname = json_string_value(json_object_get(spec, "name"));
+    snprintf(name, sizeof name, "%s", sname ? sname : "");
+    if (!json_is_object(spec) || !name[0]) {
+        fprintf(stderr, "meshctl: %s: name: required (the application's name)\n", file);
+        json_decref(spec);
+        return 2;
+    }
+    char path[256];
+    snprintf(path, sizeof path, FOGMESH_API_PREFIX "/apps/%.64s", name);
+    json_t *body = NULL;
+    rc = call(ctl, "PUT", path, spec, &body);
+    json_decref(spec);
+    if (rc)
+        return rc;
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, body);
+    } else {
+        const char *result = jstr(body, "result");
+        long long version = json_integer_value(json_object_get(body, "version"));
+        if (strcmp(result, "updated") == 0)
+            printf("app %s updated to version %lld\n", name, version);
+        else
+            printf("app %s %s (version %lld)\n", name, result, version);
+    }
+    json_decref(body);
+    return 0;
+}
+
+static int need_kind(int argc, char **argv, const char *verb, const char *kind, int nargs)
+{
+    /* "app" and "apps" are both accepted, as kubectl accepts singular and plural. */
+    bool ok = argc >= 2 && (strcmp(argv[1], "app") == 0 || strcmp(argv[1], "apps") == 0);
+    if (!ok)
+        return usage_error("%s: expected '%s %s%s'", verb, verb, kind, nargs ? " NAME" : "");
+    if (argc != 2 + nargs)
+        return usage_error("%s %s: expected %s", verb, kind, nargs ? "one NAME" : "no more");
+    return 0;
+}
+
+static int cmd_get(struct ctl *ctl, int argc, char **argv)
+{
+    int rc = need_kind(argc, argv, "get", "apps", 0);
+    if (rc)
+        return rc;
+    json_t *body = NULL;
+    if ((rc = call(ctl, "GET", FOGMESH_API_PREFIX "/apps", NULL, &body)))
+        return rc;
+    json_t *apps = json_object_get(body, "apps");
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, apps);
+    } else {
+        printf("%-32s %-8s %s\n", "NAME", "VERSION", "MICROSERVICES");
+        size_t i;
+        json_t *a;
+        json_array_foreach(apps, i, a)
+        {
+            printf("%-32s %-8lld %lld\n", jstr(a, "name"),
+                   (long long)json_integer_value(json_object_get(a, "version")),
+                   (long long)json_integer_value(json_object_get(a, "microservices")));
+        }
+        if (json_is_true(json_object_get(body, "stale")))
+            fprintf(stderr, "meshctl: this node has no Raft leader: the list may be stale\n");
+    }
+    json_decref(body);
+    return 0;
+}
+
+static int cmd_describe(struct ctl *ctl, int argc, char **argv)
+{
+    int rc = need_kind(argc, argv, "describe", "app", 1);
+    if (rc)
+        return rc;
+    char path[256];
+    snprintf(path, sizeof path, FOGMESH_API_PREFIX "/apps/%.64s", argv[2]);
+    json_t *body = NULL;
+    if ((rc = call(ctl, "GET", path, NULL, &body)))
+        return rc;
+    json_t *spec = json_object_get(body, "spec");
+    if (ctl->out == OUT_TABLE) {
+        /* Readable by default: the spec in YAML under a short header. */
+        printf("# app %s, version %lld\n", argv[2],
+               (long long)json_integer_value(json_object_get(body, "version")));
+        struct ctl as_yaml = *ctl;
+        as_yaml.out = OUT_YAML;
+        print_value(&as_yaml, spec);
+    } else {
+        print_value(ctl, spec); /* deploys again unchanged */
+    }
+    json_decref(body);
+    return 0;
+}
+
+static int cmd_delete(struct ctl *ctl, int argc, char **argv)
+{
+    int rc = need_kind(argc, argv, "delete", "app", 1);
+    if (rc)
+        return rc;
+    char path[256];
+    snprintf(path, sizeof path, FOGMESH_API_PREFIX "/apps/%.64s", argv[2]);
+    json_t *body = NULL;
+    if ((rc = call(ctl, "DELETE", path, NULL, &body)))
+        return rc;
+    if (ctl->out != OUT_TABLE)
+        print_value(ctl, body);
+    else
+        printf("app %s deleted\n", argv[2]);
+    json_decref(body);
+    return 0;
+}
+
+static int cmd_raft(struct ctl *ctl, int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[1], "peers") != 0)
+        return usage_error("raft: expected 'raft peers'%s", "");
+    json_t *body = NULL;
+    int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/raft", NULL, &body);
+    if (rc)
+        return rc;
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, body);
+    } else {
+        printf("%-20s %-22s %-8s %-8s %s\n", "NAME", "ADDRESS", "ROLE", "STATUS", "LEADER");
+        size_t i;
+        json_t *s;
+        json_array_foreach(json_object_get(body, "servers"), i, s)
+        {
+            printf("%-20s %-22s %-8s %-8s %s\n", jstr(s, "name"), jstr(s, "address"),
+                   jstr(s, "role"), jstr(s, "status"),
+                   json_is_true(json_object_get(s, "leader")) ? "*" : "");
+        }
+        printf("term %lld, commit index %lld\n",
+               (long long)json_integer_value(json_object_get(body, "term")),
+               (long long)json_integer_value(json_object_get(body, "commit_index")));
+    }
+    json_decref(body);
+    return 0;
+}
+
 static const struct command {
     const char *name;
     int (*fn)(struct ctl *, int, char **);
 } commands[] = {
     {"status", cmd_status},   {"version", cmd_version}, {"keygen", cmd_keygen},
     {"members", cmd_members}, {"leave", cmd_leave},     {"keys", cmd_keys},
+    {"deploy", cmd_deploy},   {"get", cmd_get},         {"describe", cmd_describe},
+    {"delete", cmd_delete},   {"raft", cmd_raft},
 };
 
 int main(int argc, char **argv)
@@ -359,12 +608,8 @@ int main(int argc, char **argv)
             ctl.client.socket_path = optarg;
             break;
         case 'o':
-            if (strcmp(optarg, "json") == 0)
-                ctl.out = OUT_JSON;
-            else if (strcmp(optarg, "table") == 0)
-                ctl.out = OUT_TABLE;
-            else
-                return usage_error("-o %s: expected table or json", optarg);
+            if (parse_output(optarg, &ctl.out) < 0)
+                return usage_error("-o %s: expected table, json or yaml", optarg);
             break;
         case 'h':
             usage(stdout);
@@ -408,12 +653,8 @@ int main(int argc, char **argv)
         }
         if (is_sock)
             ctl.client.socket_path = val;
-        else if (strcmp(val, "json") == 0)
-            ctl.out = OUT_JSON;
-        else if (strcmp(val, "table") == 0)
-            ctl.out = OUT_TABLE;
-        else
-            return usage_error("-o %s: expected table or json", val);
+        else if (parse_output(val, &ctl.out) < 0)
+            return usage_error("-o %s: expected table, json or yaml", val);
     }
     int rc = -1;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {

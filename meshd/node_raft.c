@@ -14,7 +14,8 @@
 
 #define WRITE_TIMEOUT_MS    5000 /* a write that has not committed by then fails, with why */
 #define READ_WAIT_MS        5000 /* a consistent read waits this long for the replica */
-#define AUTOPILOT_MS        1000
+#define READ_YOUR_WRITES_MS 2000 /* a forwarded write waits this long for the replica */
+#define AUTOPILOT_MS        250  /* one configuration change at a time, so steps come often */
 #define FORWARD_MAX_REPLY   1024
 #define FORWARD_MAX_REQUEST (FSM_SPEC_MAX + 1024)
 
@@ -62,6 +63,13 @@ static void no_quorum_msg(struct node *n, const char *what, char *buf, size_t le
 {
     unsigned alive, total;
     voters_reachable(n, &alive, &total);
+    if (total == 0) {
+        snprintf(buf, len,
+                 "%s: this node has no Raft configuration yet (the leader adds a new node "
+                 "within seconds of its join); try again or use another node",
+                 what);
+        return;
+    }
     snprintf(buf, len, "%s: %u of %u voters reachable, a majority (%u) is needed", what, alive,
              total, total / 2 + 1);
 }
@@ -133,6 +141,10 @@ struct write {
     bool forwarded;
     bool done;            /* answered (or the client is gone) */
     bool waiting_forward; /* a peers_call is in flight and owns a reference */
+    int outcome;          /* forwarded: the leader's answer, given once applied here */
+    uint64_t version;
+    uint64_t wait_index;
+    uint64_t wait_deadline;
     struct write *prev, *next;
 };
 
@@ -209,6 +221,32 @@ static void on_local_applied(void *ud, int status, const struct fsm_result *res,
 }
 
 /* Forwarded writes carry the command; the leader answers [outcome, version] or an error. */
+static void write_poll_applied(struct write *w);
+
+static void on_write_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    write_poll_applied(arg);
+}
+
+/* Answers once this replica has applied the leader's index (or after a short bound: the write
+ * is committed either way, the answer says so). */
+static void write_poll_applied(struct write *w)
+{
+    struct cluster_info info;
+    cluster_info(w->n->cluster, &info);
+    if (info.last_applied >= w->wait_index || mesh_now_ms() >= w->wait_deadline) {
+        write_answer(w, outcome_http(w->outcome), result_json(w->name, w->outcome, w->version));
+        return;
+    }
+    event_free(w->timer);
+    w->timer = evtimer_new(w->n->loop.base, on_write_poll, w);
+    struct timeval tv = {0, 5 * 1000};
+    if (!w->timer || evtimer_add(w->timer, &tv) != 0)
+        write_answer(w, outcome_http(w->outcome), result_json(w->name, w->outcome, w->version));
+}
+
 static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
                              const struct mesh_err *err)
 {
@@ -227,14 +265,19 @@ static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
     }
     struct wire_rd r;
     uint32_t cnt;
-    uint64_t outcome, version;
+    uint64_t outcome, version, index = 0;
     wire_rd_init(&r, reply, len);
-    if (wire_rd_array(&r, &cnt) < 0 || cnt < 2 || wire_rd_uint(&r, &outcome) < 0 ||
-        wire_rd_uint(&r, &version) < 0 || outcome > FSM_OUT_UNKNOWN) {
+    if (wire_rd_array(&r, &cnt) < 0 || cnt < 3 || wire_rd_uint(&r, &outcome) < 0 ||
+        wire_rd_uint(&r, &version) < 0 || wire_rd_uint(&r, &index) < 0 ||
+        outcome > FSM_OUT_UNKNOWN) {
         write_answer(w, 502, json_pack("{s:s}", "error", "malformed answer from the leader"));
         return;
     }
-    write_answer(w, outcome_http((int)outcome), result_json(w->name, (int)outcome, version));
+    w->outcome = (int)outcome;
+    w->version = version;
+    w->wait_index = index;
+    w->wait_deadline = mesh_now_ms() + READ_YOUR_WRITES_MS;
+    write_poll_applied(w);
 }
 
 static void on_write_timeout(evutil_socket_t fd, short what, void *arg)
@@ -305,20 +348,34 @@ static void write_submit(struct node *n, struct evhttp_request *req, const char 
 }
 
 /* The leader's side of a forwarded write. */
+/* A request a follower sent to the leader, and the node serving it. */
+struct served {
+    struct node *n;
+    struct peers_req *req;
+};
+
 static void on_served_applied(void *ud, int status, const struct fsm_result *res,
                               const struct mesh_err *err)
 {
-    struct peers_req *req = ud;
+    struct served *sv = ud;
+    struct peers_req *req = sv->req;
+    struct node *n = sv->n;
+    free(sv);
     if (status < 0) {
         peers_respond(req, status, NULL, 0, err ? err->msg : "write failed");
         return;
     }
-    uint8_t buf[32];
+    /* The entry is applied here, so the commit index covers it: the follower waits for its own
+     * replica to reach it before answering, so that a client reads its own writes there. */
+    struct cluster_info info;
+    uint8_t buf[48];
     struct wire_wr w;
+    cluster_info(n->cluster, &info);
     wire_wr_init(&w, buf, sizeof buf);
-    msgpack_pack_array(&w.pk, 2);
+    msgpack_pack_array(&w.pk, 3);
     msgpack_pack_uint8(&w.pk, (uint8_t)res->outcome);
     msgpack_pack_uint64(&w.pk, res->version);
+    msgpack_pack_uint64(&w.pk, info.commit_index); /* last_applied lags inside apply */
     peers_respond(req, 0, buf, w.len, NULL);
 }
 
@@ -331,10 +388,19 @@ static void serve_apply(void *ud, struct peers_req *req)
         return;
     }
     memcpy(cmd.base, req->data, req->len);
+    struct served *sv = malloc(sizeof *sv);
+    if (!sv) {
+        raft_free(cmd.base);
+        peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
+        return;
+    }
+    sv->n = n;
+    sv->req = req;
     /* Only mesh members holding the key reach this (links are authenticated); the command is
      * checked by the state machine like any entry. */
-    int rc = cluster_apply(n->cluster, &cmd, on_served_applied, req, NULL);
+    int rc = cluster_apply(n->cluster, &cmd, on_served_applied, sv, NULL);
     if (rc < 0) {
+        free(sv);
         raft_free(cmd.base);
         peers_respond(req, rc, NULL, 0,
                       rc == MESH_ESTATE ? "not the leader (any more): retry" : mesh_strerror(rc));
@@ -577,14 +643,9 @@ static void on_local_barrier(void *ud, int status)
 }
 
 /* The leader's side of a read index: a barrier, then its commit index. */
-struct served_read {
-    struct node *n;
-    struct peers_req *req;
-};
-
 static void on_served_read_barrier(void *ud, int status)
 {
-    struct served_read *sr = ud;
+    struct served *sr = ud;
     if (status < 0) {
         peers_respond(sr->req, status, NULL, 0, "leadership lost; retry");
     } else {
@@ -602,7 +663,7 @@ static void on_served_read_barrier(void *ud, int status)
 static void serve_read_index(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
-    struct served_read *sr = malloc(sizeof *sr);
+    struct served *sr = malloc(sizeof *sr);
     if (!sr) {
         peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
         return;
