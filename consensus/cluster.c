@@ -427,7 +427,8 @@ int cluster_recover(const char *data_dir, raft_id id, const char *address, struc
     if (rv == 0)
         rv = raft_recover(&raft, &conf);
     if (rv != 0)
-        rc = mesh_errf(err, MESH_EIO, "raft recover: %s", raft_errmsg(&raft));
+        rc = mesh_errf(err, MESH_EIO, "raft recover: %s%s%s", raft_strerror(rv),
+                       raft_errmsg(&raft)[0] ? ": " : "", raft_errmsg(&raft));
     raft_configuration_close(&conf);
     raft_close(&raft, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -199,9 +199,14 @@ static int encode_cmd(const char *name, const void *spec, size_t spec_len, struc
     msgpack_packer_init(&counter, &need, count_write);
     pack_cmd(&counter, name, name_len, spec, spec_len);
 
-    uint8_t *base = raft_malloc(need);
+    /* raft_uv stores entries in 8-byte units and reads their lengths back rounded up (its
+     * segment format pads every entry), so a command is padded with zeros to a multiple of 8;
+     * the decoder accepts that padding and nothing else after the command. */
+    size_t padded = (need + 7) & ~(size_t)7;
+    uint8_t *base = raft_malloc(padded);
     if (!base)
         return MESH_ENOMEM;
+    memset(base + need, 0, padded - need);
     struct wire_wr w;
     wire_wr_init(&w, base, need);
     pack_cmd(&w.pk, name, name_len, spec, spec_len);
@@ -210,7 +215,7 @@ static int encode_cmd(const char *name, const void *spec, size_t spec_len, struc
         return MESH_EINVAL;
     }
     out->base = base;
-    out->len = need;
+    out->len = padded;
     return 0;
 }
 
@@ -258,6 +263,18 @@ static int rd_name(struct wire_rd *r, const char **ret_name, uint32_t *ret_len)
     return 0;
 }
 
+/* After a command: nothing, or the zero padding encode_cmd adds (up to 7 bytes). */
+static bool at_end(const struct wire_rd *r)
+{
+    size_t left = wire_rd_left(r);
+    if (left > 7)
+        return false;
+    for (size_t i = r->len - left; i < r->len; i++)
+        if (r->p[i] != 0)
+            return false;
+    return true;
+}
+
 static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
 {
     const char *name;
@@ -270,7 +287,7 @@ static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
         return rv;
     if (wire_rd_bin(r, &spec, &spec_len))
         return MESH_EMALFORMED;
-    if (wire_rd_left(r) != 0)
+    if (!at_end(r))
         return MESH_EMALFORMED;
     if (spec_len > FSM_SPEC_MAX)
         return MESH_ETOOBIG;
@@ -321,7 +338,7 @@ static int apply_delete(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
         return MESH_EMALFORMED;
     if ((rv = rd_name(r, &name, &name_len)) != 0)
         return rv;
-    if (wire_rd_left(r) != 0)
+    if (!at_end(r))
         return MESH_EMALFORMED;
     struct app_table *t = &fsm->apps;
     bool found;

@@ -45,6 +45,9 @@ static void usage(FILE *f)
           "  describe app NAME    one application's spec (-o yaml or -o json deploys again)\n"
           "  delete app NAME      delete an application\n"
           "  raft peers           the Raft configuration: voters, standbys, the leader\n"
+          "  raft recover [--force]\n"
+          "                       when the voters are lost for good: make this node the only\n"
+          "                       voter of a new configuration (the others are added back)\n"
           "\n"
           "Options:\n"
           "  --socket PATH    meshd's API socket (default: $MESH_SOCKET, else " DEFAULT_SOCKET ")\n"
@@ -551,8 +554,27 @@ static int cmd_delete(struct ctl *ctl, int argc, char **argv)
 
 static int cmd_raft(struct ctl *ctl, int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "recover") == 0) {
+        bool force = argc == 3 && strcmp(argv[2], "--force") == 0;
+        if (argc > 3 || (argc == 3 && !force))
+            return usage_error("raft recover: only --force may follow%s", "");
+        json_t *body = NULL;
+        int rc = call(ctl, "POST",
+                      force ? FOGMESH_API_PREFIX "/raft/recover?force=true"
+                            : FOGMESH_API_PREFIX "/raft/recover",
+                      NULL, &body);
+        if (rc)
+            return rc;
+        if (ctl->out != OUT_TABLE)
+            print_value(ctl, body);
+        else
+            printf("raft recovered: this node is now the only voter; the others rejoin as it "
+                   "adds them\n");
+        json_decref(body);
+        return 0;
+    }
     if (argc != 2 || strcmp(argv[1], "peers") != 0)
-        return usage_error("raft: expected 'raft peers'%s", "");
+        return usage_error("raft: expected 'raft peers' or 'raft recover [--force]'%s", "");
     json_t *body = NULL;
     int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/raft", NULL, &body);
     if (rc)

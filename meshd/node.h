@@ -62,6 +62,11 @@ struct node {
     struct event *autopilot_timer;
     struct write *writes;
     struct read *reads;
+    bool recovering;
+    struct evhttp_request *recover_req;
+    struct api_watch recover_watch;
+    struct event *recover_timer;
+    uint64_t recover_deadline;
     uint64_t started_ms;
     bool created_key;
     bool key_file_ignored;

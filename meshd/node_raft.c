@@ -105,6 +105,10 @@ static void h_raft(struct evhttp_request *req, const char *rest, void *ud)
 {
     struct node *n = ud;
     (void)rest;
+    if (!n->cluster) {
+        api_reply_error(req, 503, "raft is restarting on this node; try again");
+        return;
+    }
     json_t *servers = json_array();
     const struct raft_configuration *conf = cluster_configuration(n->cluster);
     struct cluster_info info;
@@ -214,7 +218,10 @@ static void on_local_applied(void *ud, int status, const struct fsm_result *res,
     struct write *w = ud;
     w->creq = NULL;
     if (status < 0) {
-        write_answer(w, 503, json_pack("{s:s}", "error", err ? err->msg : "write failed"));
+        char what[MESH_ERRMSG_LEN], msg[MESH_ERRMSG_LEN + 128];
+        snprintf(what, sizeof what, "%s", err ? err->msg : "write failed");
+        no_quorum_msg(w->n, what, msg, sizeof msg);
+        write_answer(w, 503, json_pack("{s:s}", "error", msg));
         return;
     }
     write_answer(w, outcome_http(res->outcome), result_json(w->name, res->outcome, res->version));
@@ -257,9 +264,10 @@ static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
         return;
     }
     if (rc < 0) {
-        char msg[MESH_ERRMSG_LEN + 64];
-        snprintf(msg, sizeof msg, "the leader did not take the write: %s",
+        char what[MESH_ERRMSG_LEN + 64], msg[MESH_ERRMSG_LEN + 192];
+        snprintf(what, sizeof what, "the leader did not take the write (%.200s)",
                  err ? err->msg : mesh_strerror(rc));
+        no_quorum_msg(w->n, what, msg, sizeof msg);
         write_answer(w, 503, json_pack("{s:s}", "error", msg));
         return;
     }
@@ -297,6 +305,11 @@ static void write_submit(struct node *n, struct evhttp_request *req, const char 
 {
     struct cluster_info info;
     char msg[256];
+    if (!n->cluster) {
+        raft_free(cmd->base);
+        api_reply_error(req, 503, "raft is restarting on this node; try again");
+        return;
+    }
     cluster_info(n->cluster, &info);
     if (!info.leader_id) {
         raft_free(cmd->base);
@@ -382,6 +395,10 @@ static void on_served_applied(void *ud, int status, const struct fsm_result *res
 static void serve_apply(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
+    if (!n->cluster) {
+        peers_respond(req, MESH_ESTATE, NULL, 0, "raft is restarting on this node");
+        return;
+    }
     struct raft_buffer cmd = {.base = raft_malloc(req->len ? req->len : 1), .len = req->len};
     if (!cmd.base) {
         peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
@@ -663,6 +680,10 @@ static void on_served_read_barrier(void *ud, int status)
 static void serve_read_index(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
+    if (!n->cluster) {
+        peers_respond(req, MESH_ESTATE, NULL, 0, "raft is restarting on this node");
+        return;
+    }
     struct served *sr = malloc(sizeof *sr);
     if (!sr) {
         peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
@@ -680,6 +701,10 @@ static void serve_read_index(void *ud, struct peers_req *req)
 static void app_read(struct node *n, struct evhttp_request *req, const char *name)
 {
     char q[16];
+    if (!n->cluster) {
+        api_reply_error(req, 503, "raft is restarting on this node; try again");
+        return;
+    }
     const char *c = api_query(req, "consistent", q, sizeof q);
     if (!c || strcmp(c, "true") != 0) {
         reply_read(n, req, name, false);
@@ -801,9 +826,9 @@ out:
     free(addrs);
 }
 
-/* ---- life cycle ----------------------------------------------------------------------------- */
+/* ---- recovery ---------------------------------------------------------------------------- */
 
-int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
+static int cluster_open(struct node *n, bool may_bootstrap, struct mesh_err *err)
 {
     struct transport_config tc = {.base = n->loop.base, .loop = &n->loop.uv, .peers = n->peers};
     int rc = transport_init(&n->transport, &tc, err);
@@ -811,7 +836,6 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
         return rc;
     n->transport_ready = true;
     char addr[MESH_ADDR_STRLEN];
-    n->raft_id = cluster_raft_id(n->ident.id);
     struct cluster_config cc = {
         .uv = &n->loop.uv,
         .data_dir = n->cfg.data_dir,
@@ -822,7 +846,118 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
         .timing = n->cfg.raft_timing,
         .target_voters = n->cfg.raft_voters,
     };
-    rc = cluster_start(&cc, &n->cluster, err);
+    return cluster_start(&cc, &n->cluster, err);
+}
+
+static void recover_gone(void *ud)
+{
+    struct node *n = ud;
+    n->recover_req = NULL;
+}
+
+static void recover_answer(struct node *n, int code, json_t *body)
+{
+    if (n->recover_req) {
+        api_unwatch(n->recover_req);
+        api_reply_json(n->recover_req, code, body);
+    } else {
+        json_decref(body);
+    }
+    n->recover_req = NULL;
+    n->recovering = false;
+}
+
+/* Raft is closed and its storage idle: rewrite the log with a configuration of this node
+ * alone, start again (canonical/raft's raft_recover; the Raft thesis §4.2.3 on forced
+ * reconfiguration). */
+static void recover_now(struct node *n)
+{
+    struct mesh_err err = {0}, err2 = {0};
+    char addr[MESH_ADDR_STRLEN];
+    int rc = cluster_recover(n->cfg.data_dir, n->raft_id,
+                             mesh_addr_format(&n->cfg.advertise, addr, sizeof addr), &err);
+    if (rc < 0)
+        log_error(&n->log, "raft recover failed: %s", err.msg);
+    else
+        log_warn(&n->log, "raft recovered: this node is the only voter of a new configuration; "
+                          "as leader it adds the other nodes again");
+    int rc2 = cluster_open(n, false, &err2);
+    if (rc2 < 0) {
+        log_error(&n->log, "raft did not restart after recover: %s", err2.msg);
+        recover_answer(n, 500, json_pack("{s:s}", "error", err2.msg));
+        return;
+    }
+    if (rc < 0)
+        recover_answer(n, 500, json_pack("{s:s}", "error", err.msg));
+    else
+        recover_answer(n, 200, json_pack("{s:s}", "result", "recovered"));
+}
+
+/* raft_uv finishes closing its segments on libuv's thread pool after the close callback: wait
+ * until the libuv loop has nothing left in flight before touching the files again. */
+static void on_recover_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
+    (void)fd;
+    (void)what;
+    if (uv_loop_alive(&n->loop.uv) && mesh_now_ms() < n->recover_deadline) {
+        struct timeval tv = {0, 20 * 1000};
+        evtimer_add(n->recover_timer, &tv);
+        return;
+    }
+    event_free(n->recover_timer);
+    n->recover_timer = NULL;
+    recover_now(n);
+}
+
+static void on_closed_for_recover(void *ud)
+{
+    struct node *n = ud;
+    n->cluster = NULL;
+    transport_free(&n->transport);
+    n->transport_ready = false;
+    n->recover_deadline = mesh_now_ms() + 5000;
+    n->recover_timer = evtimer_new(n->loop.base, on_recover_poll, n);
+    struct timeval tv = {0, 0};
+    if (!n->recover_timer || evtimer_add(n->recover_timer, &tv) != 0)
+        recover_now(n);
+}
+
+static void h_raft_recover(struct evhttp_request *req, const char *rest, void *ud)
+{
+    struct node *n = ud;
+    char q[16];
+    (void)rest;
+    if (!n->cluster || n->recovering) {
+        api_reply_error(req, 409, "raft is already restarting on this node");
+        return;
+    }
+    const char *force = api_query(req, "force", q, sizeof q);
+    struct cluster_info info;
+    cluster_info(n->cluster, &info);
+    if (info.leader_id && !(force && strcmp(force, "true") == 0)) {
+        char name[SWIM_NAME_MAX + 1];
+        raft_name(n, info.leader_id, name, sizeof name);
+        api_reply_error(req, 409,
+                        "the mesh has a leader (%s): recover is only for a mesh whose voters are "
+                        "lost for good (--force to override)",
+                        name);
+        return;
+    }
+    log_warn(&n->log, "raft recover requested: closing raft to rewrite its configuration");
+    n->recovering = true;
+    n->recover_req = req;
+    n->recover_watch = (struct api_watch){recover_gone, n};
+    api_watch(req, &n->recover_watch);
+    cluster_close(n->cluster, on_closed_for_recover, n);
+}
+
+/* ---- life cycle ----------------------------------------------------------------------------- */
+
+int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
+{
+    n->raft_id = cluster_raft_id(n->ident.id);
+    int rc = cluster_open(n, may_bootstrap, err);
     if (rc < 0)
         return rc;
     static const struct {
@@ -834,6 +969,7 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
         {"PUT", FOGMESH_API_PREFIX "/apps/", h_app_put},
         {"DELETE", FOGMESH_API_PREFIX "/apps/", h_app_delete},
         {"GET", FOGMESH_API_PREFIX "/raft", h_raft},
+        {"POST", FOGMESH_API_PREFIX "/raft/recover", h_raft_recover},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
         if ((rc = api_route(n->api, routes[i].method, routes[i].path, routes[i].fn, n)) < 0)
@@ -880,6 +1016,12 @@ void node_raft_stop(struct node *n)
         w->waiting_forward = false;
         write_free(w);
     }
+    if (n->recover_req)
+        api_unwatch(n->recover_req);
+    n->recover_req = NULL;
+    if (n->recover_timer)
+        event_free(n->recover_timer);
+    n->recover_timer = NULL;
     while (n->reads) {
         struct read *r = n->reads;
         if (r->req)
