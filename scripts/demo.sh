@@ -59,6 +59,18 @@ echo "\$ meshctl --socket $work/edge-a/api.sock status"
 ctl edge-a status
 echo
 
+# The desired state lives in Raft: deploy through one node (retrying while the leader is still
+# adding the others), read it on another.
+echo "\$ meshctl --socket $work/edge-b/api.sock deploy -f examples/sensors.yaml"
+for _ in $(seq 100); do ctl edge-b deploy -f examples/sensors.yaml 2>/dev/null && break; sleep 0.1; done
+echo
+echo "\$ meshctl --socket $work/edge-c/api.sock get apps"
+ctl edge-c get apps
+echo
+echo "\$ meshctl --socket $work/edge-c/api.sock raft peers"
+ctl edge-c raft peers
+echo
+
 if [ $once -eq 1 ]; then
   exit 0
 fi
