@@ -191,10 +191,22 @@ static void write_answer(struct write *w, int code, json_t *body)
         write_free(w);
 }
 
+/* The answer to a write. Outcomes answered with 4xx (outcome_http) carry an "error" too, like
+ * every other API error, so that clients (meshctl) can say what went wrong. */
 static json_t *result_json(const char *name, int outcome, uint64_t version)
 {
-    return json_pack("{s:s, s:s, s:I}", "name", name, "result", fsm_outcome_str(outcome), "version",
-                     (json_int_t)version);
+    json_t *o = json_pack("{s:s, s:s, s:I}", "name", name, "result", fsm_outcome_str(outcome),
+                          "version", (json_int_t)version);
+    char msg[FSM_APP_NAME_MAX + 96];
+    if (outcome == FSM_OUT_NOT_FOUND)
+        snprintf(msg, sizeof msg, "no application '%s'", name);
+    else if (outcome == FSM_OUT_REJECTED || outcome == FSM_OUT_UNKNOWN)
+        snprintf(msg, sizeof msg, "the replicated state machine %s the write for '%s'",
+                 outcome == FSM_OUT_REJECTED ? "rejected" : "did not understand", name);
+    else
+        return o;
+    json_object_set_new(o, "error", json_string(msg));
+    return o;
 }
 
 static int outcome_http(int outcome)
