@@ -404,7 +404,12 @@ static void on_join_done(void *ud, int rc, const struct mesh_err *err)
         node_stop(n, 1);
         return;
     }
-    if (!n->joined) {
+    /* Retries come every few seconds: say it again only when the reason changes, or once a
+     * minute. */
+    if (!n->joined && (strcmp(n->join_error, n->join_error_logged) != 0 ||
+                       log_ratelimit_ok(&n->join_log_rl, mesh_now_ms(), 60000))) {
+        n->join_log_rl.last_ms = mesh_now_ms();
+        snprintf(n->join_error_logged, sizeof n->join_error_logged, "%s", n->join_error);
         log_warn(&n->log, "cannot join yet (%s); retrying every %d s", n->join_error,
                  NODE_REJOIN_MS / 1000);
     }

@@ -83,6 +83,8 @@ struct node {
     size_t nseeds;
     char join_error[MESH_ERRMSG_LEN];
     char last_pp_error[MESH_ERRMSG_LEN];
+    char join_error_logged[MESH_ERRMSG_LEN];
+    struct log_ratelimit join_log_rl;
     struct log_ratelimit_hosts link_log_rl;
 };
 

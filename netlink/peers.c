@@ -854,7 +854,9 @@ static void cb_link_closed(void *ud, const struct mesh_err *why)
         else
             serving_free(s);
     }
-    if (p->hooks.on_link && (c->up || c->outgoing || c->adv_known))
+    /* Incoming links that never came up are reported too (with the remote socket address):
+     * a peer with the wrong key must be visible on the accepting side as well. */
+    if (p->hooks.on_link)
         p->hooks.on_link(p->hooks.ud, &c->adv, false, c->outgoing, why);
     conn_free(c);
 }
