@@ -27,14 +27,12 @@ through a follower, each a fresh process (what a person or a script pays), media
 
 import base64
 import datetime
-import errno
 import json
 import os
 import selectors
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import time
 
