@@ -62,6 +62,7 @@ struct node {
     struct event *autopilot_timer;
     struct write *writes;
     struct read *reads;
+    uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
     struct api_watch recover_watch;

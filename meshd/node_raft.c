@@ -14,7 +14,7 @@
 
 #define WRITE_TIMEOUT_MS    5000 /* a write that has not committed by then fails, with why */
 #define READ_WAIT_MS        5000 /* a consistent read waits this long for the replica */
-#define READ_YOUR_WRITES_MS 2000 /* a forwarded write waits this long for the replica */
+#define READ_YOUR_WRITES_MS 2000 /* a read after a forwarded write waits this long */
 #define AUTOPILOT_MS        250  /* one configuration change at a time, so steps come often */
 #define FORWARD_MAX_REPLY   1024
 #define FORWARD_MAX_REQUEST (FSM_SPEC_MAX + 1024)
@@ -145,10 +145,6 @@ struct write {
     bool forwarded;
     bool done;            /* answered (or the client is gone) */
     bool waiting_forward; /* a peers_call is in flight and owns a reference */
-    int outcome;          /* forwarded: the leader's answer, given once applied here */
-    uint64_t version;
-    uint64_t wait_index;
-    uint64_t wait_deadline;
     struct write *prev, *next;
 };
 
@@ -240,32 +236,6 @@ static void on_local_applied(void *ud, int status, const struct fsm_result *res,
 }
 
 /* Forwarded writes carry the command; the leader answers [outcome, version] or an error. */
-static void write_poll_applied(struct write *w);
-
-static void on_write_poll(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    write_poll_applied(arg);
-}
-
-/* Answers once this replica has applied the leader's index (or after a short bound: the write
- * is committed either way, the answer says so). */
-static void write_poll_applied(struct write *w)
-{
-    struct cluster_info info;
-    cluster_info(w->n->cluster, &info);
-    if (info.last_applied >= w->wait_index || mesh_now_ms() >= w->wait_deadline) {
-        write_answer(w, outcome_http(w->outcome), result_json(w->name, w->outcome, w->version));
-        return;
-    }
-    event_free(w->timer);
-    w->timer = evtimer_new(w->n->loop.base, on_write_poll, w);
-    struct timeval tv = {0, 5 * 1000};
-    if (!w->timer || evtimer_add(w->timer, &tv) != 0)
-        write_answer(w, outcome_http(w->outcome), result_json(w->name, w->outcome, w->version));
-}
-
 static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
                              const struct mesh_err *err)
 {
@@ -293,11 +263,12 @@ static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
         write_answer(w, 502, json_pack("{s:s}", "error", "malformed answer from the leader"));
         return;
     }
-    w->outcome = (int)outcome;
-    w->version = version;
-    w->wait_index = index;
-    w->wait_deadline = mesh_now_ms() + READ_YOUR_WRITES_MS;
-    write_poll_applied(w);
+    /* Committed. Answer now; reads on this node wait for the replica to reach the write's
+     * index instead (read_new), so the client still reads its own writes here without every
+     * forwarded write waiting for the next heartbeat to carry the commit index. */
+    if (index > w->n->rw_index)
+        w->n->rw_index = index;
+    write_answer(w, outcome_http((int)outcome), result_json(w->name, (int)outcome, version));
 }
 
 static void on_write_timeout(evutil_socket_t fd, short what, void *arg)
@@ -539,6 +510,7 @@ struct read {
     uint64_t deadline;
     bool waiting_call;
     bool done;
+    bool best_effort; /* a plain read waiting for our own last write: never fails */
     struct read *prev, *next;
 };
 
@@ -622,10 +594,12 @@ static void read_poll(struct read *r)
         return;
     }
     if (mesh_now_ms() >= r->deadline) {
-        read_finish(r, 503, "this replica did not catch up with the leader in time");
+        /* A plain read only waited to show the client its own write: answer what we have. */
+        read_finish(r, r->best_effort ? 200 : 503,
+                    "this replica did not catch up with the leader in time");
         return;
     }
-    struct timeval tv = {0, 10 * 1000};
+    struct timeval tv = {0, 5 * 1000};
     evtimer_add(r->timer, &tv);
 }
 
@@ -710,6 +684,30 @@ static void serve_read_index(void *ud, struct peers_req *req)
     }
 }
 
+/* A read that answers once this replica has applied index r->index (set by the caller). On
+ * failure replies 500 itself and returns NULL. */
+static struct read *read_new(struct node *n, struct evhttp_request *req, const char *name,
+                             uint64_t wait_ms)
+{
+    struct read *r = calloc(1, sizeof *r);
+    if (!r || !(r->timer = evtimer_new(n->loop.base, on_read_timer, r))) {
+        free(r);
+        api_reply_error(req, 500, "out of memory");
+        return NULL;
+    }
+    r->n = n;
+    r->req = req;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->deadline = mesh_now_ms() + wait_ms;
+    r->next = n->reads;
+    if (r->next)
+        r->next->prev = r;
+    n->reads = r;
+    r->watch = (struct api_watch){read_gone, r};
+    api_watch(req, &r->watch);
+    return r;
+}
+
 static void app_read(struct node *n, struct evhttp_request *req, const char *name)
 {
     char q[16];
@@ -719,7 +717,20 @@ static void app_read(struct node *n, struct evhttp_request *req, const char *nam
     }
     const char *c = api_query(req, "consistent", q, sizeof q);
     if (!c || strcmp(c, "true") != 0) {
-        reply_read(n, req, name, false);
+        /* Local read; after a write forwarded from here, once the replica has caught up with it
+         * (read your writes on this node). */
+        struct cluster_info now;
+        cluster_info(n->cluster, &now);
+        if (now.last_applied >= n->rw_index) {
+            reply_read(n, req, name, false);
+            return;
+        }
+        struct read *r = read_new(n, req, name, READ_YOUR_WRITES_MS);
+        if (r) {
+            r->index = n->rw_index;
+            r->best_effort = true;
+            read_poll(r);
+        }
         return;
     }
     struct cluster_info info;
@@ -730,22 +741,9 @@ static void app_read(struct node *n, struct evhttp_request *req, const char *nam
         api_reply_error(req, 503, "%s", msg);
         return;
     }
-    struct read *r = calloc(1, sizeof *r);
-    if (!r || !(r->timer = evtimer_new(n->loop.base, on_read_timer, r))) {
-        free(r);
-        api_reply_error(req, 500, "out of memory");
+    struct read *r = read_new(n, req, name, READ_WAIT_MS);
+    if (!r)
         return;
-    }
-    r->n = n;
-    r->req = req;
-    snprintf(r->name, sizeof r->name, "%s", name);
-    r->deadline = mesh_now_ms() + READ_WAIT_MS;
-    r->next = n->reads;
-    if (r->next)
-        r->next->prev = r;
-    n->reads = r;
-    r->watch = (struct api_watch){read_gone, r};
-    api_watch(req, &r->watch);
     int rc;
     if (info.leader_id == n->raft_id) {
         rc = cluster_barrier(n->cluster, on_local_barrier, r, NULL);
