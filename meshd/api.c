@@ -192,6 +192,17 @@ int api_route(struct api *api, const char *method, const char *path, api_handler
     return 0;
 }
 
+int api_route_table(struct api *api, const struct api_route_def *defs, size_t n, void *ud,
+                    struct mesh_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = api_route(api, defs[i].method, defs[i].path, defs[i].fn, ud);
+        if (rc < 0)
+            return mesh_errf(err, rc, "api: cannot register %s %s", defs[i].method, defs[i].path);
+    }
+    return 0;
+}
+
 /* Is anyone answering on the socket at path? */
 static int socket_live(const struct sockaddr_un *sa)
 {

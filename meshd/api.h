@@ -30,6 +30,14 @@ void api_free(struct api *api);
  * matches every path below it. */
 int api_route(struct api *api, const char *method, const char *path, api_handler_fn fn, void *ud);
 
+/* A table of routes, registered in one call (all with the same ud). */
+struct api_route_def {
+    const char *method, *path;
+    api_handler_fn fn;
+};
+int api_route_table(struct api *api, const struct api_route_def *defs, size_t n, void *ud,
+                    struct mesh_err *err);
+
 /* Sends body (a JSON value; the reference is stolen) with the given status code. */
 void api_reply_json(struct evhttp_request *req, int code, json_t *body);
 

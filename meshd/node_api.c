@@ -403,22 +403,17 @@ static void h_keys_op(struct evhttp_request *req, const char *rest, void *ud)
 
 int node_api_init(struct node *n, struct mesh_err *err)
 {
-    static const struct {
-        const char *method, *path;
-        api_handler_fn fn;
-    } routes[] = {
+    static const struct api_route_def routes[] = {
         {"GET", FOGMESH_API_PREFIX "/status", h_status},
         {"GET", FOGMESH_API_PREFIX "/members", h_members},
         {"POST", FOGMESH_API_PREFIX "/leave", h_leave},
         {"GET", FOGMESH_API_PREFIX "/keys", h_keys_list},
         {"POST", FOGMESH_API_PREFIX "/keys", h_keys_op},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        int rc = api_route(n->api, routes[i].method, routes[i].path, routes[i].fn, n);
-        if (rc < 0)
-            return mesh_errf(err, rc, "api: cannot register %s", routes[i].path);
-    }
-    int rc = peers_serve(n->peers, CALL_KEYOP, 256, serve_keyop, n);
+    int rc = api_route_table(n->api, routes, sizeof routes / sizeof routes[0], n, err);
+    if (rc < 0)
+        return rc;
+    rc = peers_serve(n->peers, CALL_KEYOP, 256, serve_keyop, n);
     if (rc < 0)
         return mesh_errf(err, rc, "cannot register the key service");
     return 0;

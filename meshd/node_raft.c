@@ -970,10 +970,7 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
     int rc = cluster_open(n, may_bootstrap, err);
     if (rc < 0)
         return rc;
-    static const struct {
-        const char *method, *path;
-        api_handler_fn fn;
-    } routes[] = {
+    static const struct api_route_def routes[] = {
         {"GET", FOGMESH_API_PREFIX "/apps", h_apps},
         {"GET", FOGMESH_API_PREFIX "/apps/", h_app_get},
         {"PUT", FOGMESH_API_PREFIX "/apps/", h_app_put},
@@ -981,9 +978,8 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
         {"GET", FOGMESH_API_PREFIX "/raft", h_raft},
         {"POST", FOGMESH_API_PREFIX "/raft/recover", h_raft_recover},
     };
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if ((rc = api_route(n->api, routes[i].method, routes[i].path, routes[i].fn, n)) < 0)
-            return mesh_errf(err, rc, "api: cannot register %s", routes[i].path);
+    if ((rc = api_route_table(n->api, routes, sizeof routes / sizeof routes[0], n, err)) < 0)
+        return rc;
     if ((rc = peers_serve(n->peers, CALL_RAFT_APPLY, FORWARD_MAX_REQUEST, serve_apply, n)) < 0 ||
         (rc = peers_serve(n->peers, CALL_RAFT_READ_INDEX, 64, serve_read_index, n)) < 0)
         return mesh_errf(err, rc, "cannot register the raft services");
