@@ -365,6 +365,11 @@ class Mesh:
         return reports
 
 
+def pytest_configure(config):
+    # Run by default like every test; `-m "not slow"` leaves these out for a quick round.
+    config.addinivalue_line("markers", "slow: waits out a long protocol timer (about a minute)")
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
