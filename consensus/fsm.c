@@ -11,6 +11,10 @@
 /* Whatever spec.c accepts, the machine must store. */
 _Static_assert(FSM_APP_NAME_MAX >= SPEC_NAME_MAX, "app names: fsm.h bound below spec.h's");
 _Static_assert(FSM_SPEC_MAX >= SPEC_MAX_ENCODED, "specs: fsm.h bound below spec.h's");
+_Static_assert(FSM_REPLICAS_MAX >= SPEC_MAX_REPLICAS, "replicas: fsm.h bound below spec.h's");
+_Static_assert(FSM_NODE_NAME_MAX >= SPEC_NODE_NAME_MAX, "nodes: fsm.h bound below spec.h's");
+_Static_assert(FSM_APP_NAME_MAX < 256 && FSM_NODE_NAME_MAX < 256 && FSM_REASON_MAX < 256,
+               "struct plc keeps string lengths in uint8_t");
 
 /* One application: name (NUL-terminated) and spec share one allocation, spec right after the
  * name's terminator. */
@@ -32,9 +36,39 @@ struct app_table {
     size_t cap;
 };
 
+/* One placement; the four strings (NUL-terminated) share the allocation, right after it. */
+struct plc {
+    uint32_t replica;
+    uint8_t app_len, ms_len, node_len, reason_len;
+    char *app, *ms, *node, *reason;
+};
+
+/* Placements sorted by (app, ms, replica): an application's are consecutive, which makes
+ * DELETE_APP one memmove and the snapshot canonical for free. */
+struct plc_table {
+    struct plc **v;
+    size_t n;
+    size_t cap;
+};
+
+struct cordon {
+    char node[FSM_NODE_NAME_MAX + 1];
+    uint8_t len;
+    bool drain;
+};
+
+/* Cordoned nodes sorted by name. */
+struct cordon_table {
+    struct cordon *v;
+    size_t n;
+    size_t cap;
+};
+
 struct fsm {
     struct raft_fsm raft;
     struct app_table apps;
+    struct plc_table plcs;
+    struct cordon_table cordons;
     uint64_t revision;
     struct fsm_stats stats;
     struct fsm_result result; /* the last apply's, handed to raft (fsm.h) */
@@ -131,6 +165,205 @@ bool fsm_app_name_valid(const char *name, size_t len)
     return true;
 }
 
+bool fsm_node_name_valid(const char *name, size_t len)
+{
+    if (!name || len == 0 || len > FSM_NODE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '-' && c != '_' && c != '.')))
+            return false;
+    }
+    return true;
+}
+
+/* Reasons reach terminals and JSON strings: printable ASCII only. */
+static bool reason_valid(const char *s, size_t len)
+{
+    if (len > FSM_REASON_MAX || (!s && len))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+/* ---- placements ---- */
+
+/* A placement key or record as lengths and pointers (strings not NUL-terminated). */
+struct plc_key {
+    const char *app;
+    size_t app_len;
+    const char *ms;
+    size_t ms_len;
+    uint32_t replica;
+};
+
+static struct plc *plc_new(const struct plc_key *k, const char *node, size_t node_len,
+                           const char *reason, size_t reason_len)
+{
+    struct plc *p = malloc(sizeof *p + k->app_len + k->ms_len + node_len + reason_len + 4);
+    if (!p)
+        return NULL;
+    char *s = (char *)(p + 1);
+    p->app = s;
+    memcpy(s, k->app, k->app_len);
+    s[k->app_len] = '\0';
+    s += k->app_len + 1;
+    p->ms = s;
+    memcpy(s, k->ms, k->ms_len);
+    s[k->ms_len] = '\0';
+    s += k->ms_len + 1;
+    p->node = s;
+    if (node_len)
+        memcpy(s, node, node_len);
+    s[node_len] = '\0';
+    s += node_len + 1;
+    p->reason = s;
+    if (reason_len)
+        memcpy(s, reason, reason_len);
+    s[reason_len] = '\0';
+    p->replica = k->replica;
+    p->app_len = (uint8_t)k->app_len;
+    p->ms_len = (uint8_t)k->ms_len;
+    p->node_len = (uint8_t)node_len;
+    p->reason_len = (uint8_t)reason_len;
+    return p;
+}
+
+static int plc_cmp(const struct plc *p, const struct plc_key *k)
+{
+    int c = name_cmp(p->app, p->app_len, k->app, k->app_len);
+    if (c)
+        return c;
+    c = name_cmp(p->ms, p->ms_len, k->ms, k->ms_len);
+    if (c)
+        return c;
+    return p->replica < k->replica ? -1 : p->replica > k->replica;
+}
+
+/* Index of k in t, or where it would go (and *found = false). */
+static size_t plc_find(const struct plc_table *t, const struct plc_key *k, bool *found)
+{
+    size_t lo = 0, hi = t->n;
+    *found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = plc_cmp(t->v[mid], k);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* First index whose app is not below app (lower bound over the app alone). */
+static size_t plc_app_lower(const struct plc_table *t, const char *app, size_t len, bool upper)
+{
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = name_cmp(t->v[mid]->app, t->v[mid]->app_len, app, len);
+        if (c < 0 || (upper && c == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void plc_clear(struct plc_table *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->v[i]);
+    free(t->v);
+    t->v = NULL;
+    t->n = t->cap = 0;
+}
+
+static int plc_reserve(struct plc_table *t, size_t want)
+{
+    if (want <= t->cap)
+        return 0;
+    if (want > FSM_PLACEMENTS_MAX)
+        return MESH_EFULL;
+    size_t cap = t->cap ? t->cap * 2 : 64;
+    while (cap < want)
+        cap *= 2;
+    if (cap > FSM_PLACEMENTS_MAX)
+        cap = FSM_PLACEMENTS_MAX;
+    struct plc **v = realloc(t->v, cap * sizeof *v);
+    if (!v)
+        return MESH_ENOMEM;
+    t->v = v;
+    t->cap = cap;
+    return 0;
+}
+
+/* Removes the placements of one application (consecutive). Returns how many. */
+static size_t plc_remove_app(struct plc_table *t, const char *app, size_t len)
+{
+    size_t lo = plc_app_lower(t, app, len, false), hi = plc_app_lower(t, app, len, true);
+    for (size_t i = lo; i < hi; i++)
+        free(t->v[i]);
+    memmove(&t->v[lo], &t->v[hi], (t->n - hi) * sizeof *t->v);
+    t->n -= hi - lo;
+    return hi - lo;
+}
+
+/* ---- cordons ---- */
+
+static size_t cordon_find(const struct cordon_table *t, const char *node, size_t len, bool *found)
+{
+    size_t lo = 0, hi = t->n;
+    *found = false;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = name_cmp(t->v[mid].node, t->v[mid].len, node, len);
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int cordon_reserve(struct cordon_table *t, size_t want)
+{
+    if (want <= t->cap)
+        return 0;
+    if (want > FSM_CORDONS_MAX)
+        return MESH_EFULL;
+    size_t cap = t->cap ? t->cap * 2 : 8;
+    while (cap < want)
+        cap *= 2;
+    if (cap > FSM_CORDONS_MAX)
+        cap = FSM_CORDONS_MAX;
+    struct cordon *v = realloc(t->v, cap * sizeof *v);
+    if (!v)
+        return MESH_ENOMEM;
+    t->v = v;
+    t->cap = cap;
+    return 0;
+}
+
+static void cordon_clear(struct cordon_table *t)
+{
+    free(t->v);
+    t->v = NULL;
+    t->n = t->cap = 0;
+}
+
 /* ---- lifecycle ---- */
 
 static int raft_apply_fn(struct raft_fsm *rf, const struct raft_buffer *buf, void **result);
@@ -156,6 +389,8 @@ void fsm_free(struct fsm *fsm)
     if (!fsm)
         return;
     table_clear(&fsm->apps);
+    plc_clear(&fsm->plcs);
+    cordon_clear(&fsm->cordons);
     free(fsm);
 }
 
@@ -175,29 +410,73 @@ static int count_write(void *data, const char *buf, size_t len)
     return 0;
 }
 
-/* Packs a command. spec == NULL means DELETE_APP. */
-static void pack_cmd(msgpack_packer *pk, const char *name, size_t name_len, const void *spec,
-                     size_t spec_len)
+/* A command's arguments, for packing. Strings are not NUL-terminated here. */
+struct cmd {
+    unsigned type;    /* enum fsm_cmd_type */
+    const char *name; /* PUT_APP, DELETE_APP: the app; PLACE, UNPLACE: the app; CORDON: node */
+    size_t name_len;
+    const void *spec; /* PUT_APP */
+    size_t spec_len;
+    uint64_t mod_rev; /* PLACE */
+    const char *ms;   /* PLACE, UNPLACE */
+    size_t ms_len;
+    uint32_t replica;
+    const char *node; /* PLACE */
+    size_t node_len;
+    const char *reason; /* PLACE */
+    size_t reason_len;
+    bool cordoned, drain; /* CORDON */
+};
+
+static void pack_cmd(msgpack_packer *pk, const struct cmd *c)
 {
-    msgpack_pack_array(pk, spec ? 4 : 3);
+    static const uint32_t nargs[] = {
+        [FSM_CMD_PUT_APP] = 2, [FSM_CMD_DELETE_APP] = 1, [FSM_CMD_PLACE] = 6,
+        [FSM_CMD_UNPLACE] = 3, [FSM_CMD_CORDON] = 3,
+    };
+    msgpack_pack_array(pk, 2 + nargs[c->type]);
     msgpack_pack_uint64(pk, FSM_CMD_FORMAT);
-    msgpack_pack_uint64(pk, spec ? FSM_CMD_PUT_APP : FSM_CMD_DELETE_APP);
-    wire_pack_str(pk, name, name_len);
-    if (spec)
-        wire_pack_bin(pk, spec, spec_len);
+    msgpack_pack_uint64(pk, c->type);
+    wire_pack_str(pk, c->name, c->name_len);
+    switch (c->type) {
+    case FSM_CMD_PUT_APP:
+        wire_pack_bin(pk, c->spec, c->spec_len);
+        break;
+    case FSM_CMD_PLACE:
+        msgpack_pack_uint64(pk, c->mod_rev);
+        wire_pack_str(pk, c->ms, c->ms_len);
+        msgpack_pack_uint64(pk, c->replica);
+        wire_pack_str(pk, c->node, c->node_len);
+        wire_pack_str(pk, c->reason, c->reason_len);
+        break;
+    case FSM_CMD_UNPLACE:
+        wire_pack_str(pk, c->ms, c->ms_len);
+        msgpack_pack_uint64(pk, c->replica);
+        break;
+    case FSM_CMD_CORDON:
+        if (c->cordoned)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        if (c->drain)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    default:
+        break;
+    }
 }
 
-static int encode_cmd(const char *name, const void *spec, size_t spec_len, struct raft_buffer *out)
+/* Encodes a checked command into a raft_malloc'ed, zero-padded buffer. */
+static int encode_cmd(const struct cmd *c, struct raft_buffer *out)
 {
-    if (!name || !out)
-        return MESH_EINVAL;
-    size_t name_len = strnlen(name, FSM_APP_NAME_MAX + 1);
-    if (!fsm_app_name_valid(name, name_len))
+    if (!out)
         return MESH_EINVAL;
     size_t need = 0;
     msgpack_packer counter;
     msgpack_packer_init(&counter, &need, count_write);
-    pack_cmd(&counter, name, name_len, spec, spec_len);
+    pack_cmd(&counter, c);
 
     /* raft_uv stores entries in 8-byte units and reads their lengths back rounded up (its
      * segment format pads every entry), so a command is padded with zeros to a multiple of 8;
@@ -209,7 +488,7 @@ static int encode_cmd(const char *name, const void *spec, size_t spec_len, struc
     memset(base + need, 0, padded - need);
     struct wire_wr w;
     wire_wr_init(&w, base, need);
-    pack_cmd(&w.pk, name, name_len, spec, spec_len);
+    pack_cmd(&w.pk, c);
     if (w.overflow || w.len != need) { /* cannot happen: both passes pack the same values */
         raft_free(base);
         return MESH_EINVAL;
@@ -219,18 +498,76 @@ static int encode_cmd(const char *name, const void *spec, size_t spec_len, struc
     return 0;
 }
 
+/* Sets c->name from a NUL-terminated app name; false when invalid. */
+static bool set_app_name(const char *name, const char **ret, size_t *ret_len)
+{
+    if (!name)
+        return false;
+    size_t len = strnlen(name, FSM_APP_NAME_MAX + 1);
+    if (!fsm_app_name_valid(name, len))
+        return false;
+    *ret = name;
+    *ret_len = len;
+    return true;
+}
+
 int fsm_cmd_put_app(const char *name, const void *spec, size_t len, struct raft_buffer *out)
 {
     if (len > FSM_SPEC_MAX)
         return MESH_ETOOBIG;
-    if (!spec || len == 0)
+    struct cmd c = {.type = FSM_CMD_PUT_APP, .spec = spec, .spec_len = len};
+    if (!spec || len == 0 || !set_app_name(name, &c.name, &c.name_len))
         return MESH_EINVAL;
-    return encode_cmd(name, spec, len, out);
+    return encode_cmd(&c, out);
 }
 
 int fsm_cmd_delete_app(const char *name, struct raft_buffer *out)
 {
-    return encode_cmd(name, NULL, 0, out);
+    struct cmd c = {.type = FSM_CMD_DELETE_APP};
+    if (!set_app_name(name, &c.name, &c.name_len))
+        return MESH_EINVAL;
+    return encode_cmd(&c, out);
+}
+
+int fsm_cmd_place(const char *app, uint64_t app_mod_rev, const char *ms, uint32_t replica,
+                  const char *node, const char *reason, struct raft_buffer *out)
+{
+    struct cmd c = {.type = FSM_CMD_PLACE, .mod_rev = app_mod_rev, .replica = replica};
+    if (!reason)
+        reason = "";
+    if (!node || !set_app_name(app, &c.name, &c.name_len) || !set_app_name(ms, &c.ms, &c.ms_len) ||
+        replica >= FSM_REPLICAS_MAX)
+        return MESH_EINVAL;
+    c.node = node;
+    c.node_len = strnlen(node, FSM_NODE_NAME_MAX + 1);
+    if (c.node_len && !fsm_node_name_valid(node, c.node_len))
+        return MESH_EINVAL;
+    c.reason = reason;
+    c.reason_len = strnlen(reason, FSM_REASON_MAX + 1);
+    if (!reason_valid(reason, c.reason_len))
+        return MESH_EINVAL;
+    return encode_cmd(&c, out);
+}
+
+int fsm_cmd_unplace(const char *app, const char *ms, uint32_t replica, struct raft_buffer *out)
+{
+    struct cmd c = {.type = FSM_CMD_UNPLACE, .replica = replica};
+    if (!set_app_name(app, &c.name, &c.name_len) || !set_app_name(ms, &c.ms, &c.ms_len) ||
+        replica >= FSM_REPLICAS_MAX)
+        return MESH_EINVAL;
+    return encode_cmd(&c, out);
+}
+
+int fsm_cmd_cordon(const char *node, bool cordoned, bool drain, struct raft_buffer *out)
+{
+    struct cmd c = {.type = FSM_CMD_CORDON, .cordoned = cordoned, .drain = drain};
+    if (!node || (drain && !cordoned))
+        return MESH_EINVAL;
+    c.name = node;
+    c.name_len = strnlen(node, FSM_NODE_NAME_MAX + 1);
+    if (!fsm_node_name_valid(node, c.name_len))
+        return MESH_EINVAL;
+    return encode_cmd(&c, out);
 }
 
 /* ---- commands: applying ---- */
@@ -349,11 +686,169 @@ static int apply_delete(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
     }
     struct app *a = t->v[i];
     uint64_t version = a->version;
+    plc_remove_app(&fsm->plcs, a->name, a->name_len);
     memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
     t->n--;
     free(a);
     fsm->revision++;
     set_result(fsm, FSM_OUT_DELETED, 0, version);
+    return 0;
+}
+
+/* Reads a microservice name (the app name rule) and a replica index. */
+static int rd_ms_replica(struct wire_rd *r, struct plc_key *k)
+{
+    uint32_t n;
+    uint64_t replica;
+    if (wire_rd_str(r, &k->ms, &n) || wire_rd_uint(r, &replica))
+        return MESH_EMALFORMED;
+    if (!fsm_app_name_valid(k->ms, n) || replica >= FSM_REPLICAS_MAX)
+        return MESH_EINVAL;
+    k->ms_len = n;
+    k->replica = (uint32_t)replica;
+    return 0;
+}
+
+static int apply_place(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+{
+    struct plc_key k;
+    uint32_t app_len, node_len, reason_len;
+    uint64_t mod_rev;
+    const char *node, *reason;
+    int rv;
+    if (nargs != 6)
+        return MESH_EMALFORMED;
+    if ((rv = rd_name(r, &k.app, &app_len)) != 0)
+        return rv;
+    k.app_len = app_len;
+    if (wire_rd_uint(r, &mod_rev))
+        return MESH_EMALFORMED;
+    if ((rv = rd_ms_replica(r, &k)) != 0)
+        return rv;
+    if (wire_rd_str(r, &node, &node_len) || wire_rd_str(r, &reason, &reason_len) || !at_end(r))
+        return MESH_EMALFORMED;
+    if ((node_len && !fsm_node_name_valid(node, node_len)) || !reason_valid(reason, reason_len))
+        return MESH_EINVAL;
+
+    /* Stale: the application is gone, or changed since the scheduler looked at it. */
+    bool found;
+    size_t ai = table_find(&fsm->apps, k.app, k.app_len, &found);
+    if (!found || fsm->apps.v[ai]->mod_rev != mod_rev) {
+        set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
+        return 0;
+    }
+    uint64_t version = fsm->apps.v[ai]->version;
+    struct plc_table *t = &fsm->plcs;
+    size_t i = plc_find(t, &k, &found);
+    if (found) {
+        struct plc *old = t->v[i];
+        if (old->node_len == node_len && memcmp(old->node, node, node_len) == 0 &&
+            old->reason_len == reason_len && memcmp(old->reason, reason, reason_len) == 0) {
+            set_result(fsm, FSM_OUT_UNCHANGED, 0, version);
+            return 0;
+        }
+        struct plc *p = plc_new(&k, node, node_len, reason, reason_len);
+        if (!p)
+            return MESH_ENOMEM;
+        t->v[i] = p;
+        free(old);
+        fsm->revision++;
+        set_result(fsm, FSM_OUT_UPDATED, 0, version);
+        return 0;
+    }
+    if (t->n >= FSM_PLACEMENTS_MAX)
+        return MESH_EFULL;
+    if ((rv = plc_reserve(t, t->n + 1)) != 0)
+        return rv;
+    struct plc *p = plc_new(&k, node, node_len, reason, reason_len);
+    if (!p)
+        return MESH_ENOMEM;
+    memmove(&t->v[i + 1], &t->v[i], (t->n - i) * sizeof *t->v);
+    t->v[i] = p;
+    t->n++;
+    fsm->revision++;
+    set_result(fsm, FSM_OUT_CREATED, 0, version);
+    return 0;
+}
+
+static int apply_unplace(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+{
+    struct plc_key k;
+    uint32_t app_len;
+    int rv;
+    if (nargs != 3)
+        return MESH_EMALFORMED;
+    if ((rv = rd_name(r, &k.app, &app_len)) != 0)
+        return rv;
+    k.app_len = app_len;
+    if ((rv = rd_ms_replica(r, &k)) != 0)
+        return rv;
+    if (!at_end(r))
+        return MESH_EMALFORMED;
+    struct plc_table *t = &fsm->plcs;
+    bool found;
+    size_t i = plc_find(t, &k, &found);
+    if (!found) {
+        set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
+        return 0;
+    }
+    free(t->v[i]);
+    memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
+    t->n--;
+    fsm->revision++;
+    set_result(fsm, FSM_OUT_DELETED, 0, 0);
+    return 0;
+}
+
+static int apply_cordon(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+{
+    const char *node;
+    uint32_t len;
+    bool cordoned, drain;
+    int rv;
+    if (nargs != 3)
+        return MESH_EMALFORMED;
+    if (wire_rd_str(r, &node, &len) || wire_rd_bool(r, &cordoned) || wire_rd_bool(r, &drain) ||
+        !at_end(r))
+        return MESH_EMALFORMED;
+    if (!fsm_node_name_valid(node, len) || (drain && !cordoned))
+        return MESH_EINVAL;
+    struct cordon_table *t = &fsm->cordons;
+    bool found;
+    size_t i = cordon_find(t, node, len, &found);
+    if (!cordoned) {
+        if (!found) {
+            set_result(fsm, FSM_OUT_UNCHANGED, 0, 0);
+            return 0;
+        }
+        memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
+        t->n--;
+        fsm->revision++;
+        set_result(fsm, FSM_OUT_DELETED, 0, 0);
+        return 0;
+    }
+    if (found) {
+        if (t->v[i].drain == drain) {
+            set_result(fsm, FSM_OUT_UNCHANGED, 0, 0);
+            return 0;
+        }
+        t->v[i].drain = drain;
+        fsm->revision++;
+        set_result(fsm, FSM_OUT_UPDATED, 0, 0);
+        return 0;
+    }
+    if (t->n >= FSM_CORDONS_MAX)
+        return MESH_EFULL;
+    if ((rv = cordon_reserve(t, t->n + 1)) != 0)
+        return rv;
+    memmove(&t->v[i + 1], &t->v[i], (t->n - i) * sizeof *t->v);
+    memcpy(t->v[i].node, node, len);
+    t->v[i].node[len] = '\0';
+    t->v[i].len = (uint8_t)len;
+    t->v[i].drain = drain;
+    t->n++;
+    fsm->revision++;
+    set_result(fsm, FSM_OUT_CREATED, 0, 0);
     return 0;
 }
 
@@ -380,6 +875,15 @@ static int apply(struct fsm *fsm, const uint8_t *p, size_t len)
         break;
     case FSM_CMD_DELETE_APP:
         rv = apply_delete(fsm, &r, n - 2);
+        break;
+    case FSM_CMD_PLACE:
+        rv = apply_place(fsm, &r, n - 2);
+        break;
+    case FSM_CMD_UNPLACE:
+        rv = apply_unplace(fsm, &r, n - 2);
+        break;
+    case FSM_CMD_CORDON:
+        rv = apply_cordon(fsm, &r, n - 2);
         break;
     default:
         set_result(fsm, FSM_OUT_UNKNOWN, MESH_EUNSUPPORTED, 0);
@@ -418,7 +922,7 @@ static int raft_apply_fn(struct raft_fsm *rf, const struct raft_buffer *buf, voi
 static void pack_snapshot(msgpack_packer *pk, const struct fsm *fsm)
 {
     const struct app_table *t = &fsm->apps;
-    msgpack_pack_array(pk, 3);
+    msgpack_pack_array(pk, 5);
     msgpack_pack_uint64(pk, FSM_SNAP_FORMAT);
     msgpack_pack_uint64(pk, fsm->revision);
     msgpack_pack_array(pk, (uint32_t)t->n);
@@ -429,6 +933,27 @@ static void pack_snapshot(msgpack_packer *pk, const struct fsm *fsm)
         wire_pack_bin(pk, a->spec, a->spec_len);
         msgpack_pack_uint64(pk, a->version);
         msgpack_pack_uint64(pk, a->mod_rev);
+    }
+    const struct plc_table *pt = &fsm->plcs;
+    msgpack_pack_array(pk, (uint32_t)pt->n);
+    for (size_t i = 0; i < pt->n; i++) {
+        const struct plc *p = pt->v[i];
+        msgpack_pack_array(pk, 5);
+        wire_pack_str(pk, p->app, p->app_len);
+        wire_pack_str(pk, p->ms, p->ms_len);
+        msgpack_pack_uint64(pk, p->replica);
+        wire_pack_str(pk, p->node, p->node_len);
+        wire_pack_str(pk, p->reason, p->reason_len);
+    }
+    const struct cordon_table *ct = &fsm->cordons;
+    msgpack_pack_array(pk, (uint32_t)ct->n);
+    for (size_t i = 0; i < ct->n; i++) {
+        msgpack_pack_array(pk, 2);
+        wire_pack_str(pk, ct->v[i].node, ct->v[i].len);
+        if (ct->v[i].drain)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
     }
 }
 
@@ -470,22 +995,26 @@ static int raft_snapshot_fn(struct raft_fsm *rf, struct raft_buffer *bufs[], uns
     return 0;
 }
 
-/* Decodes a snapshot into t (empty on entry) and *ret_revision. On error t may hold part of
- * the applications; the caller clears it. */
-static int decode_snapshot(const uint8_t *p, size_t len, struct app_table *t,
-                           uint64_t *ret_revision)
+/* A state being decoded, swapped in only once complete. */
+struct snap_state {
+    struct app_table apps;
+    struct plc_table plcs;
+    struct cordon_table cordons;
+    uint64_t revision;
+};
+
+static void snap_state_clear(struct snap_state *st)
 {
-    struct wire_rd r;
-    uint32_t n, napps;
-    uint64_t format, revision;
-    wire_rd_init(&r, p, len);
-    if (wire_rd_array(&r, &n) || n < 1 || wire_rd_uint(&r, &format))
-        return MESH_EMALFORMED;
-    if (format != FSM_SNAP_FORMAT)
-        return MESH_EUNSUPPORTED;
-    if (n != 3 || wire_rd_uint(&r, &revision) || wire_rd_array(&r, &napps))
-        return MESH_EMALFORMED;
-    if (napps > FSM_APPS_MAX)
+    table_clear(&st->apps);
+    plc_clear(&st->plcs);
+    cordon_clear(&st->cordons);
+}
+
+static int decode_apps(struct wire_rd *r, struct snap_state *st)
+{
+    struct app_table *t = &st->apps;
+    uint32_t napps;
+    if (wire_rd_array(r, &napps) || napps > FSM_APPS_MAX)
         return MESH_EMALFORMED;
     int rv = table_reserve(t, napps);
     if (rv)
@@ -495,12 +1024,12 @@ static int decode_snapshot(const uint8_t *p, size_t len, struct app_table *t,
         const char *name;
         const uint8_t *spec;
         uint64_t version, mod_rev;
-        if (wire_rd_array(&r, &fields) || fields != 4 || wire_rd_str(&r, &name, &name_len) ||
-            wire_rd_bin(&r, &spec, &spec_len) || wire_rd_uint(&r, &version) ||
-            wire_rd_uint(&r, &mod_rev))
+        if (wire_rd_array(r, &fields) || fields != 4 || wire_rd_str(r, &name, &name_len) ||
+            wire_rd_bin(r, &spec, &spec_len) || wire_rd_uint(r, &version) ||
+            wire_rd_uint(r, &mod_rev))
             return MESH_EMALFORMED;
         if (!fsm_app_name_valid(name, name_len) || spec_len == 0 || spec_len > FSM_SPEC_MAX ||
-            version == 0 || mod_rev == 0 || mod_rev > revision)
+            version == 0 || mod_rev == 0 || mod_rev > st->revision)
             return MESH_EMALFORMED;
         /* Strictly ascending names: canonical, and no duplicates. */
         if (t->n > 0) {
@@ -515,9 +1044,97 @@ static int decode_snapshot(const uint8_t *p, size_t len, struct app_table *t,
         a->mod_rev = mod_rev;
         t->v[t->n++] = a;
     }
+    return 0;
+}
+
+static int decode_plcs(struct wire_rd *r, struct snap_state *st)
+{
+    struct plc_table *t = &st->plcs;
+    uint32_t n;
+    if (wire_rd_array(r, &n) || n > FSM_PLACEMENTS_MAX)
+        return MESH_EMALFORMED;
+    int rv = plc_reserve(t, n);
+    if (rv)
+        return rv == MESH_ENOMEM ? rv : MESH_EMALFORMED;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t fields, app_len, node_len, reason_len;
+        const char *node, *reason;
+        struct plc_key k;
+        if (wire_rd_array(r, &fields) || fields != 5 || wire_rd_str(r, &k.app, &app_len))
+            return MESH_EMALFORMED;
+        k.app_len = app_len;
+        if (rd_ms_replica(r, &k) || wire_rd_str(r, &node, &node_len) ||
+            wire_rd_str(r, &reason, &reason_len))
+            return MESH_EMALFORMED;
+        bool found;
+        if (!fsm_app_name_valid(k.app, app_len) ||
+            (node_len && !fsm_node_name_valid(node, node_len)) || !reason_valid(reason, reason_len))
+            return MESH_EMALFORMED;
+        table_find(&st->apps, k.app, k.app_len, &found);
+        if (!found) /* every placement's application exists */
+            return MESH_EMALFORMED;
+        if (t->n > 0 && plc_cmp(t->v[t->n - 1], &k) >= 0)
+            return MESH_EMALFORMED;
+        struct plc *p = plc_new(&k, node, node_len, reason, reason_len);
+        if (!p)
+            return MESH_ENOMEM;
+        t->v[t->n++] = p;
+    }
+    return 0;
+}
+
+static int decode_cordons(struct wire_rd *r, struct snap_state *st)
+{
+    struct cordon_table *t = &st->cordons;
+    uint32_t n;
+    if (wire_rd_array(r, &n) || n > FSM_CORDONS_MAX)
+        return MESH_EMALFORMED;
+    int rv = cordon_reserve(t, n);
+    if (rv)
+        return rv == MESH_ENOMEM ? rv : MESH_EMALFORMED;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t fields, len;
+        const char *node;
+        bool drain;
+        if (wire_rd_array(r, &fields) || fields != 2 || wire_rd_str(r, &node, &len) ||
+            wire_rd_bool(r, &drain))
+            return MESH_EMALFORMED;
+        if (!fsm_node_name_valid(node, len))
+            return MESH_EMALFORMED;
+        if (t->n > 0 && name_cmp(t->v[t->n - 1].node, t->v[t->n - 1].len, node, len) >= 0)
+            return MESH_EMALFORMED;
+        struct cordon *c = &t->v[t->n++];
+        memcpy(c->node, node, len);
+        c->node[len] = '\0';
+        c->len = (uint8_t)len;
+        c->drain = drain;
+    }
+    return 0;
+}
+
+/* Decodes a snapshot of format 1 or 2 into st (empty on entry). On error st may hold part of
+ * the records; the caller clears it. */
+static int decode_snapshot(const uint8_t *p, size_t len, struct snap_state *st)
+{
+    struct wire_rd r;
+    uint32_t n;
+    uint64_t format;
+    int rv;
+    wire_rd_init(&r, p, len);
+    if (wire_rd_array(&r, &n) || n < 1 || wire_rd_uint(&r, &format))
+        return MESH_EMALFORMED;
+    if (format != 1 && format != 2)
+        return MESH_EUNSUPPORTED;
+    if (n != (format == 1 ? 3 : 5) || wire_rd_uint(&r, &st->revision))
+        return MESH_EMALFORMED;
+    if ((rv = decode_apps(&r, st)) != 0)
+        return rv;
+    if (format == 2) {
+        if ((rv = decode_plcs(&r, st)) != 0 || (rv = decode_cordons(&r, st)) != 0)
+            return rv;
+    }
     if (wire_rd_left(&r) != 0)
         return MESH_EMALFORMED;
-    *ret_revision = revision;
     return 0;
 }
 
@@ -525,16 +1142,19 @@ int fsm_restore_bytes(struct fsm *fsm, const void *data, size_t len)
 {
     if (!fsm || (!data && len))
         return MESH_EINVAL;
-    struct app_table fresh = {0};
-    uint64_t revision = 0;
-    int rv = decode_snapshot(data, len, &fresh, &revision);
+    struct snap_state fresh = {0};
+    int rv = decode_snapshot(data, len, &fresh);
     if (rv) {
-        table_clear(&fresh);
+        snap_state_clear(&fresh);
         return rv;
     }
     table_clear(&fsm->apps);
-    fsm->apps = fresh;
-    fsm->revision = revision;
+    plc_clear(&fsm->plcs);
+    cordon_clear(&fsm->cordons);
+    fsm->apps = fresh.apps;
+    fsm->plcs = fresh.plcs;
+    fsm->cordons = fresh.cordons;
+    fsm->revision = fresh.revision;
     fsm->stats.restores++;
     memset(&fsm->result, 0, sizeof fsm->result);
     return 0;
@@ -594,6 +1214,86 @@ int fsm_app_at(const struct fsm *fsm, size_t i, struct fsm_app *ret_app)
     ret_app->spec_len = a->spec_len;
     ret_app->version = a->version;
     ret_app->mod_rev = a->mod_rev;
+    return 0;
+}
+
+size_t fsm_placement_count(const struct fsm *fsm)
+{
+    return fsm ? fsm->plcs.n : 0;
+}
+
+static void plc_out(const struct plc *p, struct fsm_placement *ret)
+{
+    ret->app = p->app;
+    ret->ms = p->ms;
+    ret->replica = p->replica;
+    ret->node = p->node;
+    ret->reason = p->reason;
+}
+
+int fsm_placement_at(const struct fsm *fsm, size_t i, struct fsm_placement *ret)
+{
+    if (!fsm || i >= fsm->plcs.n)
+        return MESH_ENOTFOUND;
+    plc_out(fsm->plcs.v[i], ret);
+    return 0;
+}
+
+int fsm_placement_get(const struct fsm *fsm, const char *app, const char *ms, uint32_t replica,
+                      struct fsm_placement *ret)
+{
+    if (!fsm || !app || !ms)
+        return MESH_ENOTFOUND;
+    struct plc_key k = {.app = app,
+                        .app_len = strnlen(app, FSM_APP_NAME_MAX + 1),
+                        .ms = ms,
+                        .ms_len = strnlen(ms, FSM_APP_NAME_MAX + 1),
+                        .replica = replica};
+    bool found;
+    size_t i = plc_find(&fsm->plcs, &k, &found);
+    if (!found)
+        return MESH_ENOTFOUND;
+    plc_out(fsm->plcs.v[i], ret);
+    return 0;
+}
+
+void fsm_placement_range(const struct fsm *fsm, const char *app, size_t *ret_first,
+                         size_t *ret_count)
+{
+    size_t lo = 0, hi = 0;
+    if (fsm && app) {
+        size_t len = strnlen(app, FSM_APP_NAME_MAX + 1);
+        lo = plc_app_lower(&fsm->plcs, app, len, false);
+        hi = plc_app_lower(&fsm->plcs, app, len, true);
+    }
+    *ret_first = lo;
+    *ret_count = hi - lo;
+}
+
+size_t fsm_cordon_count(const struct fsm *fsm)
+{
+    return fsm ? fsm->cordons.n : 0;
+}
+
+int fsm_cordon_at(const struct fsm *fsm, size_t i, struct fsm_cordon *ret)
+{
+    if (!fsm || i >= fsm->cordons.n)
+        return MESH_ENOTFOUND;
+    ret->node = fsm->cordons.v[i].node;
+    ret->drain = fsm->cordons.v[i].drain;
+    return 0;
+}
+
+int fsm_cordon_get(const struct fsm *fsm, const char *node, bool *ret_drain)
+{
+    if (!fsm || !node)
+        return MESH_ENOTFOUND;
+    bool found;
+    size_t i = cordon_find(&fsm->cordons, node, strnlen(node, FSM_NODE_NAME_MAX + 1), &found);
+    if (!found)
+        return MESH_ENOTFOUND;
+    if (ret_drain)
+        *ret_drain = fsm->cordons.v[i].drain;
     return 0;
 }
 

@@ -1,18 +1,47 @@
 /* The desired-state machine: what the Raft log means.
  *
- * A struct fsm holds the mesh's desired state, replicated by canonical/raft to every node: for
- * now the applications (name -> canonical JSON spec, produced and validated by spec.c on the node
- * that took the write; opaque bytes here). It plugs into raft as a `struct raft_fsm` (version 1:
- * raft frees the snapshot buffers itself, raft.h "version 2" comment), with no I/O and no logging.
+ * A struct fsm holds the mesh's desired state, replicated by canonical/raft to every node: the
+ * applications (name -> canonical JSON spec, produced and validated by spec.c on the node that
+ * took the write; opaque bytes here), the placements the leader's scheduler decided (sched.h)
+ * and the node cordons. It plugs into raft as a `struct raft_fsm` (version 1: raft frees the
+ * snapshot buffers itself, raft.h "version 2" comment), with no I/O and no logging.
  *
  * Commands (the payload of every RAFT_COMMAND entry) are msgpack arrays
  *     [format_version, command_type, args...]
  * with format_version FSM_CMD_FORMAT (1) and, for that format:
  *     PUT_APP     [1, 1, name: str, spec: bin]
  *     DELETE_APP  [1, 2, name: str]
+ *     PLACE       [1, 3, app: str, app_mod_rev: uint, ms: str, replica: uint, node: str,
+ *                  reason: str]
+ *     UNPLACE     [1, 4, app: str, ms: str, replica: uint]
+ *     CORDON      [1, 5, node: str, cordoned: bool, drain: bool]
  * A command carries exactly its arguments: a new argument means a new command type (or a new
  * format), never a silently ignored extra element, so every replica decodes an entry the same
- * way. Types 3.. are reserved for later records (placements, node cordons).
+ * way. Every encoded command is padded with zeros to a multiple of 8 bytes (raft_uv stores
+ * entries in 8-byte units); apply accepts that padding and nothing else after the command.
+ *
+ * Placements. One record per replica (app, ms, replica) -> node, or "" when pending, with a
+ * reason (printable ASCII, at most FSM_REASON_MAX bytes: why it is there, or why it cannot be
+ * placed). The machine does not parse specs, so it cannot check a placement against one; it
+ * keeps only the invariant that every placement's application exists:
+ *   - PLACE names the mod_rev of the application the scheduler saw. When the application is
+ *     gone or has changed since (another mod_rev), the PLACE is stale: outcome NOT_FOUND, state
+ *     untouched, and the scheduler decides again on the new state. Otherwise CREATED (a new
+ *     record, at most FSM_PLACEMENTS_MAX in all), UPDATED (node or reason changed) or
+ *     UNCHANGED (same node and reason: no revision bump).
+ *   - UNPLACE removes a record: DELETED, or NOT_FOUND.
+ *   - DELETE_APP removes the application's placements with it, in the same apply.
+ *   - PUT_APP (an update) leaves placements alone: the scheduler removes those of deleted
+ *     microservices and scaled-down replicas, and moves those that no longer fit.
+ * Cordons. A cordoned node takes no new placements; a drained one (cordoned with drain) also
+ * has its placements moved off by the scheduler. CORDON(node, true, drain) sets the record
+ * (CREATED, UPDATED when drain changed, UNCHANGED); CORDON(node, false, false) removes it
+ * (DELETED, or UNCHANGED when the node was not cordoned); CORDON(node, false, true) is
+ * rejected. At most FSM_CORDONS_MAX nodes are cordoned. Node names follow meshd's rule
+ * (config_name_valid: 1..64 of [A-Za-z0-9._-], starting with a letter or digit), restated here
+ * because consensus/ does not link meshd/.
+ * fsm_result.version is the application's version for PLACE when applied (so a caller can tell
+ * which spec the placement was made for), and 0 for UNPLACE and CORDON.
  *
  * A committed entry can never be refused: it is already in every log. So apply never fails on
  * content: a malformed command, one that breaks a bound, or one of an unknown type or format (a
@@ -32,8 +61,15 @@
  * Both are deterministic (a counter in the machine, not wall-clock time or the raft index, which
  * canonical/raft 0.15 does not pass to apply).
  *
- * Snapshots are msgpack as well, versioned, and canonical (applications in name order):
- *     [FSM_SNAP_FORMAT (1), revision, [[name: str, spec: bin, version, mod_rev], ...]]
+ * Snapshots are msgpack as well, versioned, and canonical (every list strictly ascending by its
+ * key, names compared bytewise, shorter first on a common prefix):
+ *     [2, revision, [[name: str, spec: bin, version, mod_rev], ...],
+ *                   [[app: str, ms: str, replica: uint, node: str, reason: str], ...],
+ *                   [[node: str, drain: bool], ...]]
+ * ordered by name; by (app, ms, replica); by node. Format 1, written before placements existed,
+ *     [1, revision, [[name: str, spec: bin, version, mod_rev], ...]]
+ * is still read (no placements, no cordons); format 2 is always written. A placement whose
+ * application is not in the snapshot makes it malformed.
  * Later record kinds come with a new snapshot format; a node refuses a format it does not know
  * (restore fails, raft keeps it on its old state) rather than dropping records it cannot read.
  * Restore decodes with the bounded reader (common/wire.h), checks every bound and the order,
@@ -50,24 +86,37 @@
 #include <raft.h>
 
 #define FSM_CMD_FORMAT   1
-#define FSM_SNAP_FORMAT  1
+#define FSM_SNAP_FORMAT  2            /* written; format 1 is still read */
 #define FSM_APPS_MAX     1024         /* applications in the state */
 #define FSM_APP_NAME_MAX 63           /* bytes; spec.h's SPEC_NAME_MAX (a DNS label) */
 #define FSM_SPEC_MAX     (256 * 1024) /* bytes of one spec; spec.h's SPEC_MAX_ENCODED */
+/* Placements in all. The spec bounds allow 1024 apps x 64 microservices x 100 replicas (6.5M
+ * records, gigabytes in every replica and every snapshot): far beyond an edge mesh, so the total
+ * is bounded instead. 65536 records are at most ~30 MB with the longest strings and a snapshot
+ * of a few MB in practice; the scheduler leaves replicas beyond it unrecorded (sched.h). */
+#define FSM_PLACEMENTS_MAX 65536
+#define FSM_REPLICAS_MAX   100  /* replica indices are 0..FSM_REPLICAS_MAX-1; SPEC_MAX_REPLICAS */
+#define FSM_NODE_NAME_MAX  64   /* meshd's CONFIG_NAME_MAX, spec.h's SPEC_NODE_NAME_MAX */
+#define FSM_REASON_MAX     255  /* bytes of a placement's reason */
+#define FSM_CORDONS_MAX    4096 /* cordoned nodes */
 
 enum fsm_cmd_type {
     FSM_CMD_PUT_APP = 1,
     FSM_CMD_DELETE_APP = 2,
-    /* 3.. reserved: placements, node cordons */
+    FSM_CMD_PLACE = 3,
+    FSM_CMD_UNPLACE = 4,
+    FSM_CMD_CORDON = 5,
+    /* 6.. reserved */
 };
 
 /* What applying one command did. */
 enum fsm_outcome {
-    FSM_OUT_CREATED = 1, /* PUT_APP: new application, version 1 */
-    FSM_OUT_UPDATED,     /* PUT_APP: spec replaced, version is the new one */
-    FSM_OUT_UNCHANGED,   /* PUT_APP: same bytes as stored; version is the stored one */
-    FSM_OUT_DELETED,     /* DELETE_APP: removed; version is the one it had */
-    FSM_OUT_NOT_FOUND,   /* DELETE_APP: no such application */
+    FSM_OUT_CREATED = 1, /* PUT_APP: new application, version 1; PLACE, CORDON: new record */
+    FSM_OUT_UPDATED,     /* PUT_APP: spec replaced, version is the new one; PLACE, CORDON */
+    FSM_OUT_UNCHANGED,   /* PUT_APP: same bytes as stored; version is the stored one; PLACE,
+                            CORDON: same record (no revision bump) */
+    FSM_OUT_DELETED,     /* DELETE_APP: removed; version is the one it had; UNPLACE, CORDON */
+    FSM_OUT_NOT_FOUND,   /* DELETE_APP, UNPLACE: no such record; PLACE: stale (see above) */
     FSM_OUT_REJECTED,    /* malformed or out of bounds; err says why; state untouched */
     FSM_OUT_UNKNOWN,     /* unknown format version or command type; skipped */
 };
@@ -139,6 +188,23 @@ int fsm_cmd_put_app(const char *name, const void *spec, size_t len, struct raft_
 /* Encodes DELETE_APP(name); ownership and errors as fsm_cmd_put_app. */
 int fsm_cmd_delete_app(const char *name, struct raft_buffer *out);
 
+/* Encodes PLACE(app, app_mod_rev, ms, replica, node, reason): node "" means pending. All strings
+ * NUL-terminated and borrowed; reason may be NULL (""). Ownership of *out as fsm_cmd_put_app.
+ * Returns MESH_EINVAL (a bad name, replica >= FSM_REPLICAS_MAX, a reason longer than
+ * FSM_REASON_MAX or with bytes outside printable ASCII) or MESH_ENOMEM, *out untouched. */
+int fsm_cmd_place(const char *app, uint64_t app_mod_rev, const char *ms, uint32_t replica,
+                  const char *node, const char *reason, struct raft_buffer *out);
+
+/* Encodes UNPLACE(app, ms, replica); ownership and errors as fsm_cmd_place. */
+int fsm_cmd_unplace(const char *app, const char *ms, uint32_t replica, struct raft_buffer *out);
+
+/* Encodes CORDON(node, cordoned, drain); ownership and errors as fsm_cmd_place (MESH_EINVAL for
+ * drain without cordoned). */
+int fsm_cmd_cordon(const char *node, bool cordoned, bool drain, struct raft_buffer *out);
+
+/* Whether name is a node name the machine accepts (meshd's rule, above). */
+bool fsm_node_name_valid(const char *name, size_t len);
+
 /* Whether name is acceptable to the machine: 1..FSM_APP_NAME_MAX bytes of letters, digits,
  * '-', '_' and '.'. (spec.c applies the stricter DNS-label rule before a name gets here; the
  * machine still checks, since a committed entry may come from any node.) */
@@ -175,6 +241,47 @@ size_t fsm_app_count(const struct fsm *fsm);
  * (borrowed pointers, as struct fsm_app says), or MESH_ENOTFOUND when i is out of range. Indices
  * shift when the state changes: iterate without applying in between. */
 int fsm_app_at(const struct fsm *fsm, size_t i, struct fsm_app *ret_app);
+
+/* One placement as the read API shows it. Strings are NUL-terminated and borrowed from the fsm,
+ * valid until the next apply, restore or fsm_free. node is "" while pending. */
+struct fsm_placement {
+    const char *app;
+    const char *ms;
+    uint32_t replica;
+    const char *node;
+    const char *reason;
+};
+
+/* Number of placements. */
+size_t fsm_placement_count(const struct fsm *fsm);
+
+/* Iteration in (app, ms, replica) order, as fsm_app_at: returns 0 and fills *ret (borrowed), or
+ * MESH_ENOTFOUND when i is out of range. */
+int fsm_placement_at(const struct fsm *fsm, size_t i, struct fsm_placement *ret);
+
+/* Looks one placement up (strings borrowed). Returns 0 and *ret (borrowed), or MESH_ENOTFOUND
+ * leaving *ret untouched. */
+int fsm_placement_get(const struct fsm *fsm, const char *app, const char *ms, uint32_t replica,
+                      struct fsm_placement *ret);
+
+/* The placements of one application are consecutive: sets *ret_first and *ret_count (0 when it
+ * has none) so that fsm_placement_at(first .. first+count-1) iterates them. */
+void fsm_placement_range(const struct fsm *fsm, const char *app, size_t *ret_first,
+                         size_t *ret_count);
+
+/* A cordoned node; node is borrowed as in struct fsm_placement. */
+struct fsm_cordon {
+    const char *node;
+    bool drain;
+};
+
+/* Number of cordoned nodes, and iteration in name order as fsm_placement_at. */
+size_t fsm_cordon_count(const struct fsm *fsm);
+int fsm_cordon_at(const struct fsm *fsm, size_t i, struct fsm_cordon *ret);
+
+/* Whether node (NUL-terminated, borrowed) is cordoned: returns 0 and *ret_drain (when not NULL),
+ * or MESH_ENOTFOUND when it is not. */
+int fsm_cordon_get(const struct fsm *fsm, const char *node, bool *ret_drain);
 
 /* The machine's revision: 0 when empty and new, +1 on every change. */
 uint64_t fsm_revision(const struct fsm *fsm);

@@ -396,6 +396,9 @@ static void expect_restore_fails(struct fsm *g, const void *p, size_t len, int w
     raft_free(after.base);
 }
 
+/* Hand-made snapshots below use format 1 (applications only), which is still read. */
+#define SNAP_V1 1
+
 /* Packs a snapshot of apps {name, spec, version, mod_rev} by hand. */
 struct happ {
     const char *name;
@@ -438,7 +441,7 @@ static void restore_rejects_garbage_and_keeps_state(void **state)
 
     /* Every proper prefix of a valid snapshot fails; the whole succeeds. */
     struct happ ok[] = {{"a", "{}", 1, 1}, {"b", "{\"x\":1}", 3, 4}};
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, ok, 2);
+    n = hand_snapshot(&p, SNAP_V1, 4, ok, 2);
     for (size_t i = 0; i < n; i++)
         expect_restore_fails(g, p.buf, i, MESH_EMALFORMED);
     /* Trailing byte. */
@@ -451,22 +454,22 @@ static void restore_rejects_garbage_and_keeps_state(void **state)
 
     /* Out of order, duplicates, bad name, empty spec, version 0, mod_rev beyond revision. */
     struct happ unsorted[] = {{"b", "{}", 1, 1}, {"a", "{}", 1, 2}};
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, unsorted, 2);
+    n = hand_snapshot(&p, SNAP_V1, 4, unsorted, 2);
     expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
     struct happ dup[] = {{"a", "{}", 1, 1}, {"a", "{}", 1, 2}};
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, dup, 2);
+    n = hand_snapshot(&p, SNAP_V1, 4, dup, 2);
     expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
     struct happ badname[] = {{"a b", "{}", 1, 1}};
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, badname, 1);
+    n = hand_snapshot(&p, SNAP_V1, 4, badname, 1);
     expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
     struct happ empty[] = {{"a", "", 1, 1}};
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, empty, 1);
+    n = hand_snapshot(&p, SNAP_V1, 4, empty, 1);
     expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
     struct happ v0[] = {{"a", "{}", 0, 1}};
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, v0, 1);
+    n = hand_snapshot(&p, SNAP_V1, 4, v0, 1);
     expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
     struct happ future[] = {{"a", "{}", 1, 5}};
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, future, 1);
+    n = hand_snapshot(&p, SNAP_V1, 4, future, 1);
     expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
 
     /* More applications than the bound. */
@@ -474,7 +477,7 @@ static void restore_rejects_garbage_and_keeps_state(void **state)
     struct wire_wr w;
     wire_wr_init(&w, many, sizeof many);
     msgpack_pack_array(&w.pk, 3);
-    msgpack_pack_uint64(&w.pk, FSM_SNAP_FORMAT);
+    msgpack_pack_uint64(&w.pk, SNAP_V1);
     msgpack_pack_uint64(&w.pk, 5000);
     msgpack_pack_array(&w.pk, FSM_APPS_MAX + 1);
     for (int i = 0; i < FSM_APPS_MAX + 1; i++) {
@@ -494,10 +497,464 @@ static void restore_rejects_garbage_and_keeps_state(void **state)
     assert_int_equal(fsm_get_stats(g).restores, 0);
 
     /* The valid one does restore. */
-    n = hand_snapshot(&p, FSM_SNAP_FORMAT, 4, ok, 2);
+    n = hand_snapshot(&p, SNAP_V1, 4, ok, 2);
     assert_int_equal(fsm_restore_bytes(g, p.buf, n), 0);
     assert_spec(g, "b", "{\"x\":1}", 3);
     assert_int_equal(fsm_app_get(g, "kept", NULL, NULL, NULL), MESH_ENOTFOUND);
+    fsm_free(g);
+}
+
+/* ---- placements and cordons ---- */
+
+static struct fsm_result place(struct fsm *f, const char *app, uint64_t mod_rev, const char *ms,
+                               uint32_t replica, const char *node, const char *reason)
+{
+    struct raft_buffer b;
+    struct fsm_result r;
+    assert_int_equal(fsm_cmd_place(app, mod_rev, ms, replica, node, reason, &b), 0);
+    assert_int_equal(b.len % 8, 0);
+    assert_int_equal(fsm_apply_cmd(f, b.base, b.len, &r), 0);
+    raft_free(b.base);
+    return r;
+}
+
+static struct fsm_result unplace(struct fsm *f, const char *app, const char *ms, uint32_t replica)
+{
+    struct raft_buffer b;
+    struct fsm_result r;
+    assert_int_equal(fsm_cmd_unplace(app, ms, replica, &b), 0);
+    assert_int_equal(b.len % 8, 0);
+    assert_int_equal(fsm_apply_cmd(f, b.base, b.len, &r), 0);
+    raft_free(b.base);
+    return r;
+}
+
+static struct fsm_result cordon(struct fsm *f, const char *node, bool on, bool drain)
+{
+    struct raft_buffer b;
+    struct fsm_result r;
+    assert_int_equal(fsm_cmd_cordon(node, on, drain, &b), 0);
+    assert_int_equal(b.len % 8, 0);
+    assert_int_equal(fsm_apply_cmd(f, b.base, b.len, &r), 0);
+    raft_free(b.base);
+    return r;
+}
+
+static uint64_t mod_rev_of(const struct fsm *f, const char *name)
+{
+    for (size_t i = 0; i < fsm_app_count(f); i++) {
+        struct fsm_app a;
+        assert_int_equal(fsm_app_at(f, i, &a), 0);
+        if (strcmp(a.name, name) == 0)
+            return a.mod_rev;
+    }
+    fail_msg("no app %s", name);
+    return 0;
+}
+
+static void assert_placed(const struct fsm *f, const char *app, const char *ms, uint32_t replica,
+                          const char *node, const char *reason)
+{
+    struct fsm_placement p;
+    assert_int_equal(fsm_placement_get(f, app, ms, replica, &p), 0);
+    assert_string_equal(p.app, app);
+    assert_string_equal(p.ms, ms);
+    assert_int_equal(p.replica, replica);
+    assert_string_equal(p.node, node);
+    assert_string_equal(p.reason, reason);
+}
+
+static void place_update_unplace_and_stale(void **state)
+{
+    (void)state;
+    struct fsm *f = new_fsm();
+    put(f, "web", "{\"v\":1}");
+    uint64_t mr = mod_rev_of(f, "web");
+    uint64_t rev = fsm_revision(f);
+
+    struct fsm_result r = place(f, "web", mr, "front", 0, "n1", "scheduled");
+    assert_int_equal(r.outcome, FSM_OUT_CREATED);
+    assert_int_equal(r.version, 1);
+    assert_int_equal(r.revision, rev + 1);
+    assert_placed(f, "web", "front", 0, "n1", "scheduled");
+    r = place(f, "web", mr, "front", 0, "n1", "scheduled");
+    assert_int_equal(r.outcome, FSM_OUT_UNCHANGED);
+    assert_int_equal(r.revision, rev + 1);
+    r = place(f, "web", mr, "front", 0, "n1", "moved by request");
+    assert_int_equal(r.outcome, FSM_OUT_UPDATED);
+    r = place(f, "web", mr, "front", 1, "", "no node matches: 2 nodes dead");
+    assert_int_equal(r.outcome, FSM_OUT_CREATED);
+    assert_placed(f, "web", "front", 1, "", "no node matches: 2 nodes dead");
+    r = place(f, "web", mr, "back", 0, "n2", NULL);
+    assert_int_equal(r.outcome, FSM_OUT_CREATED);
+    assert_placed(f, "web", "back", 0, "n2", "");
+    assert_int_equal(fsm_placement_count(f), 3);
+
+    /* (app, ms, replica) order. */
+    struct fsm_placement p;
+    assert_int_equal(fsm_placement_at(f, 0, &p), 0);
+    assert_string_equal(p.ms, "back");
+    assert_int_equal(fsm_placement_at(f, 2, &p), 0);
+    assert_int_equal(p.replica, 1);
+    assert_int_equal(fsm_placement_at(f, 3, &p), MESH_ENOTFOUND);
+
+    /* Stale: the app changed since the scheduler looked, or is not there. */
+    put(f, "web", "{\"v\":2}");
+    rev = fsm_revision(f);
+    r = place(f, "web", mr, "front", 2, "n1", "");
+    assert_int_equal(r.outcome, FSM_OUT_NOT_FOUND);
+    assert_int_equal(r.revision, rev);
+    r = place(f, "nothing", 1, "front", 0, "n1", "");
+    assert_int_equal(r.outcome, FSM_OUT_NOT_FOUND);
+    assert_int_equal(fsm_placement_get(f, "web", "front", 2, &p), MESH_ENOTFOUND);
+    /* The update left the placements alone. */
+    assert_int_equal(fsm_placement_count(f), 3);
+    assert_int_equal(place(f, "web", mod_rev_of(f, "web"), "front", 2, "n1", "").outcome,
+                     FSM_OUT_CREATED);
+
+    r = unplace(f, "web", "front", 1);
+    assert_int_equal(r.outcome, FSM_OUT_DELETED);
+    r = unplace(f, "web", "front", 1);
+    assert_int_equal(r.outcome, FSM_OUT_NOT_FOUND);
+    assert_int_equal(fsm_placement_count(f), 3);
+    assert_int_equal(fsm_get_stats(f).rejected, 0);
+    fsm_free(f);
+}
+
+static void delete_app_removes_its_placements(void **state)
+{
+    (void)state;
+    struct fsm *f = new_fsm();
+    static const char *const apps[] = {"a", "ab", "b"};
+    for (size_t i = 0; i < 3; i++) {
+        put(f, apps[i], "{}");
+        uint64_t mr = mod_rev_of(f, apps[i]);
+        for (uint32_t k = 0; k < 3; k++)
+            assert_int_equal(place(f, apps[i], mr, "m", k, "n1", "").outcome, FSM_OUT_CREATED);
+    }
+    size_t first, count;
+    fsm_placement_range(f, "ab", &first, &count);
+    assert_int_equal(first, 3);
+    assert_int_equal(count, 3);
+    fsm_placement_range(f, "zz", &first, &count);
+    assert_int_equal(count, 0);
+
+    uint64_t rev = fsm_revision(f);
+    struct fsm_result r = del(f, "a");
+    assert_int_equal(r.outcome, FSM_OUT_DELETED);
+    assert_int_equal(r.revision, rev + 1); /* one change */
+    assert_int_equal(fsm_placement_count(f), 6);
+    fsm_placement_range(f, "a", &first, &count);
+    assert_int_equal(count, 0);
+    fsm_placement_range(f, "ab", &first, &count);
+    assert_int_equal(first, 0);
+    assert_int_equal(count, 3);
+    assert_placed(f, "ab", "m", 0, "n1", "");
+    /* Re-created: a placement made for the old one is stale. */
+    put(f, "a", "{}");
+    assert_int_equal(place(f, "a", 1, "m", 0, "n1", "").outcome, FSM_OUT_NOT_FOUND);
+    del(f, "b");
+    del(f, "ab");
+    assert_int_equal(fsm_placement_count(f), 0);
+    fsm_free(f);
+}
+
+static void cordons(void **state)
+{
+    (void)state;
+    struct fsm *f = new_fsm();
+    bool drain = true;
+    assert_int_equal(fsm_cordon_get(f, "n1", &drain), MESH_ENOTFOUND);
+    assert_int_equal(cordon(f, "n2", true, false).outcome, FSM_OUT_CREATED);
+    assert_int_equal(cordon(f, "n1", true, false).outcome, FSM_OUT_CREATED);
+    assert_int_equal(cordon(f, "n1", true, false).outcome, FSM_OUT_UNCHANGED);
+    assert_int_equal(fsm_revision(f), 2);
+    assert_int_equal(fsm_cordon_get(f, "n1", &drain), 0);
+    assert_false(drain);
+    assert_int_equal(cordon(f, "n1", true, true).outcome, FSM_OUT_UPDATED);
+    assert_int_equal(fsm_cordon_get(f, "n1", &drain), 0);
+    assert_true(drain);
+    assert_int_equal(fsm_cordon_count(f), 2);
+    struct fsm_cordon c;
+    assert_int_equal(fsm_cordon_at(f, 0, &c), 0);
+    assert_string_equal(c.node, "n1");
+    assert_true(c.drain);
+    assert_int_equal(fsm_cordon_at(f, 1, &c), 0);
+    assert_string_equal(c.node, "n2");
+    assert_false(c.drain);
+    assert_int_equal(fsm_cordon_at(f, 2, &c), MESH_ENOTFOUND);
+
+    assert_int_equal(cordon(f, "n1", false, false).outcome, FSM_OUT_DELETED);
+    assert_int_equal(cordon(f, "n1", false, false).outcome, FSM_OUT_UNCHANGED);
+    assert_int_equal(fsm_cordon_get(f, "n1", NULL), MESH_ENOTFOUND);
+    assert_int_equal(fsm_cordon_count(f), 1);
+    assert_int_equal(fsm_revision(f), 4);
+
+    /* Drain without cordon: the encoder refuses; by hand, the machine rejects it. */
+    struct raft_buffer b = {.base = (void *)0x1, .len = 3};
+    assert_int_equal(fsm_cmd_cordon("n1", false, true, &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_cordon("-n1", true, false, &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_cordon("", true, false, &b), MESH_EINVAL);
+    assert_ptr_equal(b.base, (void *)0x1);
+    struct pk p;
+    msgpack_packer *pk = pk_start(&p);
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_uint64(pk, FSM_CMD_FORMAT);
+    msgpack_pack_uint64(pk, FSM_CMD_CORDON);
+    wire_pack_str(pk, "n1", 2);
+    msgpack_pack_false(pk);
+    msgpack_pack_true(pk);
+    struct fsm_result r = apply_raw(f, p.buf, p.w.len);
+    assert_int_equal(r.outcome, FSM_OUT_REJECTED);
+    assert_int_equal(r.err, MESH_EINVAL);
+    fsm_free(f);
+}
+
+static void placement_encoders_refuse_bad_input(void **state)
+{
+    (void)state;
+    struct raft_buffer b = {.base = (void *)0x1, .len = 3};
+    char reason[FSM_REASON_MAX + 2], node[FSM_NODE_NAME_MAX + 2];
+    memset(reason, 'r', sizeof reason - 1);
+    reason[sizeof reason - 1] = '\0';
+    memset(node, 'n', sizeof node - 1);
+    node[sizeof node - 1] = '\0';
+    assert_int_equal(fsm_cmd_place("a", 1, "m", FSM_REPLICAS_MAX, "n", "", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a", 1, "m", 0, node, "", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a", 1, "m", 0, "n", reason, &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a", 1, "m", 0, "n", "tab\there", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a", 1, "m", 0, "n", "\xc3\xa9", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a", 1, "m/x", 0, "n", "", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a b", 1, "m", 0, "n", "", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a", 1, "m", 0, ".n", "", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_place("a", 1, "m", 0, NULL, "", &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_unplace("a", "", 0, &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_unplace("a", "m", FSM_REPLICAS_MAX, &b), MESH_EINVAL);
+    assert_ptr_equal(b.base, (void *)0x1);
+
+    /* The longest of everything passes. */
+    reason[FSM_REASON_MAX] = '\0';
+    node[FSM_NODE_NAME_MAX] = '\0';
+    char name[FSM_APP_NAME_MAX + 1];
+    memset(name, 'x', FSM_APP_NAME_MAX);
+    name[FSM_APP_NAME_MAX] = '\0';
+    struct fsm *f = new_fsm();
+    put(f, name, "{}");
+    struct fsm_result r = place(f, name, 1, name, FSM_REPLICAS_MAX - 1, node, reason);
+    assert_int_equal(r.outcome, FSM_OUT_CREATED);
+    assert_placed(f, name, name, FSM_REPLICAS_MAX - 1, node, reason);
+
+    /* Committed by hand: wrong argument count, bad node, bad reason, replica out of range. */
+    struct pk p;
+    msgpack_packer *pk;
+    for (int variant = 0; variant < 5; variant++) {
+        pk = pk_start(&p);
+        msgpack_pack_array(pk, variant == 0 ? 7 : 8);
+        msgpack_pack_uint64(pk, FSM_CMD_FORMAT);
+        msgpack_pack_uint64(pk, FSM_CMD_PLACE);
+        wire_pack_str(pk, name, FSM_APP_NAME_MAX);
+        msgpack_pack_uint64(pk, 1);
+        wire_pack_str(pk, "m", 1);
+        msgpack_pack_uint64(pk, variant == 3 ? FSM_REPLICAS_MAX : 0);
+        if (variant != 0)
+            wire_pack_str(pk, variant == 1 ? "n 1" : "n1", 3 - (variant != 1));
+        wire_pack_str(pk, variant == 2 ? "a\nb" : "ok", variant == 2 ? 3 : 2);
+        if (variant == 4)
+            msgpack_pack_nil(pk); /* one too many */
+        r = apply_raw(f, p.buf, p.w.len);
+        assert_int_equal(r.outcome, FSM_OUT_REJECTED);
+    }
+    assert_int_equal(fsm_get_stats(f).rejected, 5);
+    assert_int_equal(fsm_placement_count(f), 1);
+    fsm_free(f);
+}
+
+static void placement_limit(void **state)
+{
+    (void)state;
+    struct fsm *f = new_fsm();
+    put(f, "big", "{}");
+    uint64_t mr = mod_rev_of(f, "big");
+    char ms[16];
+    for (int i = 0; i < FSM_PLACEMENTS_MAX; i++) {
+        snprintf(ms, sizeof ms, "m%04d", i / FSM_REPLICAS_MAX);
+        assert_int_equal(
+            place(f, "big", mr, ms, (uint32_t)(i % FSM_REPLICAS_MAX), "n1", "").outcome,
+            FSM_OUT_CREATED);
+    }
+    struct fsm_result r = place(f, "big", mr, "zzz", 0, "n1", "");
+    assert_int_equal(r.outcome, FSM_OUT_REJECTED);
+    assert_int_equal(r.err, MESH_EFULL);
+    /* Updates still work at the limit. */
+    assert_int_equal(place(f, "big", mr, "m0000", 0, "n2", "").outcome, FSM_OUT_UPDATED);
+
+    struct raft_buffer b = snap(f);
+    struct fsm *g = new_fsm();
+    assert_int_equal(fsm_restore_bytes(g, b.base, b.len), 0);
+    assert_same_state(f, g);
+    assert_int_equal(fsm_placement_count(g), FSM_PLACEMENTS_MAX);
+    raft_free(b.base);
+    /* Deleting the app frees them all. */
+    del(g, "big");
+    assert_int_equal(fsm_placement_count(g), 0);
+    fsm_free(g);
+    fsm_free(f);
+}
+
+static void snapshot_v2_round_trip(void **state)
+{
+    (void)state;
+    struct fsm *f = new_fsm();
+    put(f, "web", "{}");
+    put(f, "db", "{}");
+    place(f, "web", mod_rev_of(f, "web"), "front", 1, "n2", "scheduled");
+    place(f, "web", mod_rev_of(f, "web"), "front", 0, "", "no node matches: 1 node dead");
+    place(f, "db", mod_rev_of(f, "db"), "pg", 0, "n1", "pinned");
+    cordon(f, "n3", true, true);
+    cordon(f, "n1", true, false);
+    struct raft_buffer b = snap(f);
+    assert_int_equal(((const uint8_t *)b.base)[1], FSM_SNAP_FORMAT); /* [2, ... */
+
+    struct fsm *g = new_fsm();
+    put(g, "stale", "{}");
+    cordon(g, "gone", true, false);
+    assert_int_equal(fsm_restore_bytes(g, b.base, b.len), 0);
+    assert_same_state(f, g);
+    assert_placed(g, "web", "front", 0, "", "no node matches: 1 node dead");
+    assert_placed(g, "db", "pg", 0, "n1", "pinned");
+    assert_int_equal(fsm_cordon_get(g, "gone", NULL), MESH_ENOTFOUND);
+    bool drain = false;
+    assert_int_equal(fsm_cordon_get(g, "n3", &drain), 0);
+    assert_true(drain);
+    /* Both go on identically. */
+    struct fsm_result rf = del(f, "web"), rg = del(g, "web");
+    assert_memory_equal(&rf, &rg, sizeof rf);
+    assert_same_state(f, g);
+    assert_int_equal(fsm_placement_count(g), 1);
+    raft_free(b.base);
+    fsm_free(g);
+    fsm_free(f);
+}
+
+/* A format-2 snapshot by hand: apps {name}, placements, cordons. */
+struct hplc {
+    const char *app, *ms;
+    uint64_t replica;
+    const char *node, *reason;
+};
+struct hcordon {
+    const char *node;
+    bool drain;
+};
+
+static size_t hand_snapshot_v2(struct pk *p, const char *const *apps, size_t napps,
+                               const struct hplc *plcs, size_t nplcs, const struct hcordon *cs,
+                               size_t ncs)
+{
+    msgpack_packer *pk = pk_start(p);
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_uint64(pk, 2);
+    msgpack_pack_uint64(pk, 10);
+    msgpack_pack_array(pk, (uint32_t)napps);
+    for (size_t i = 0; i < napps; i++) {
+        msgpack_pack_array(pk, 4);
+        wire_pack_str(pk, apps[i], strlen(apps[i]));
+        wire_pack_bin(pk, "{}", 2);
+        msgpack_pack_uint64(pk, 1);
+        msgpack_pack_uint64(pk, i + 1);
+    }
+    msgpack_pack_array(pk, (uint32_t)nplcs);
+    for (size_t i = 0; i < nplcs; i++) {
+        msgpack_pack_array(pk, 5);
+        wire_pack_str(pk, plcs[i].app, strlen(plcs[i].app));
+        wire_pack_str(pk, plcs[i].ms, strlen(plcs[i].ms));
+        msgpack_pack_uint64(pk, plcs[i].replica);
+        wire_pack_str(pk, plcs[i].node, strlen(plcs[i].node));
+        wire_pack_str(pk, plcs[i].reason, strlen(plcs[i].reason));
+    }
+    msgpack_pack_array(pk, (uint32_t)ncs);
+    for (size_t i = 0; i < ncs; i++) {
+        msgpack_pack_array(pk, 2);
+        wire_pack_str(pk, cs[i].node, strlen(cs[i].node));
+        if (cs[i].drain)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+    }
+    assert_false(p->w.overflow);
+    return p->w.len;
+}
+
+static void restore_v2_rejects_bad_records(void **state)
+{
+    (void)state;
+    struct fsm *g = new_fsm();
+    put(g, "kept", "{}");
+    place(g, "kept", 1, "m", 0, "n1", "");
+    struct pk p;
+    size_t n;
+    static const char *const apps[] = {"a", "b"};
+    const struct hplc good[] = {
+        {"a", "m", 0, "n1", ""}, {"a", "m", 1, "", "x"}, {"b", "m", 0, "n2", "y"}};
+    const struct hcordon goodc[] = {{"n1", false}, {"n2", true}};
+
+    n = hand_snapshot_v2(&p, apps, 2, good, 3, goodc, 2);
+    for (size_t i = 0; i < n; i++)
+        expect_restore_fails(g, p.buf, i, MESH_EMALFORMED);
+    p.buf[n] = 0;
+    expect_restore_fails(g, p.buf, n + 1, MESH_EMALFORMED);
+
+    const struct hplc orphan[] = {{"c", "m", 0, "n1", ""}};
+    n = hand_snapshot_v2(&p, apps, 2, orphan, 1, NULL, 0);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    const struct hplc unsorted[] = {{"a", "m", 1, "n1", ""}, {"a", "m", 0, "n1", ""}};
+    n = hand_snapshot_v2(&p, apps, 2, unsorted, 2, NULL, 0);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    const struct hplc dup[] = {{"a", "m", 0, "n1", ""}, {"a", "m", 0, "n2", ""}};
+    n = hand_snapshot_v2(&p, apps, 2, dup, 2, NULL, 0);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    const struct hplc badnode[] = {{"a", "m", 0, "n 1", ""}};
+    n = hand_snapshot_v2(&p, apps, 2, badnode, 1, NULL, 0);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    const struct hplc badreason[] = {{"a", "m", 0, "n1", "\x1b[2J"}};
+    n = hand_snapshot_v2(&p, apps, 2, badreason, 1, NULL, 0);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    const struct hplc badreplica[] = {{"a", "m", FSM_REPLICAS_MAX, "n1", ""}};
+    n = hand_snapshot_v2(&p, apps, 2, badreplica, 1, NULL, 0);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    const struct hcordon dupc[] = {{"n1", false}, {"n1", true}};
+    n = hand_snapshot_v2(&p, apps, 2, NULL, 0, dupc, 2);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    const struct hcordon badc[] = {{"", false}};
+    n = hand_snapshot_v2(&p, apps, 2, NULL, 0, badc, 1);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+
+    /* Format 2 with format 1's shape, and the other way round. */
+    struct happ one[] = {{"a", "{}", 1, 1}};
+    n = hand_snapshot(&p, 2, 4, one, 1);
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    n = hand_snapshot_v2(&p, apps, 2, good, 3, goodc, 2);
+    p.buf[1] = 1;
+    expect_restore_fails(g, p.buf, n, MESH_EMALFORMED);
+    assert_int_equal(fsm_get_stats(g).restores, 0);
+    assert_placed(g, "kept", "m", 0, "n1", "");
+
+    n = hand_snapshot_v2(&p, apps, 2, good, 3, goodc, 2);
+    assert_int_equal(fsm_restore_bytes(g, p.buf, n), 0);
+    assert_int_equal(fsm_placement_count(g), 3);
+    assert_int_equal(fsm_cordon_count(g), 2);
+    assert_placed(g, "b", "m", 0, "n2", "y");
+    /* Re-encoded, it is the same bytes (canonical). */
+    struct raft_buffer b = snap(g);
+    assert_int_equal(b.len, n);
+    assert_memory_equal(b.base, p.buf, n);
+    raft_free(b.base);
+
+    /* Format 1 restores with no placements or cordons. */
+    n = hand_snapshot(&p, SNAP_V1, 4, one, 1);
+    assert_int_equal(fsm_restore_bytes(g, p.buf, n), 0);
+    assert_int_equal(fsm_placement_count(g), 0);
+    assert_int_equal(fsm_cordon_count(g), 0);
     fsm_free(g);
 }
 
@@ -655,6 +1112,18 @@ static void cluster_replicates_commands(void **state)
     assert_int_equal(a.result.outcome, FSM_OUT_NOT_FOUND);
     cluster_put(&c, "web", "{}", &a, N_SERVERS);
 
+    /* Placements and cordons replicate the same way. */
+    struct raft_buffer pb;
+    assert_int_equal(
+        fsm_cmd_place("web", mod_rev_of(c.fsms[0], "web"), "front", 0, "n2", "scheduled", &pb), 0);
+    cluster_apply(&c, pb, &a, N_SERVERS);
+    assert_int_equal(a.result.outcome, FSM_OUT_CREATED);
+    assert_int_equal(fsm_cmd_cordon("n2", true, true, &pb), 0);
+    cluster_apply(&c, pb, &a, N_SERVERS);
+    assert_int_equal(a.result.outcome, FSM_OUT_CREATED);
+    assert_placed(c.fsms[2], "web", "front", 0, "n2", "scheduled");
+    assert_int_equal(fsm_cordon_get(c.fsms[1], "n2", NULL), 0);
+
     for (unsigned i = 1; i < N_SERVERS; i++)
         assert_same_state(c.fsms[0], c.fsms[i]);
     assert_spec(c.fsms[2], "sensors", "{\"v\":2}", 2);
@@ -720,6 +1189,13 @@ int main(void)
         cmocka_unit_test(app_limit),
         cmocka_unit_test(snapshot_round_trip),
         cmocka_unit_test(restore_rejects_garbage_and_keeps_state),
+        cmocka_unit_test(place_update_unplace_and_stale),
+        cmocka_unit_test(delete_app_removes_its_placements),
+        cmocka_unit_test(cordons),
+        cmocka_unit_test(placement_encoders_refuse_bad_input),
+        cmocka_unit_test(placement_limit),
+        cmocka_unit_test(snapshot_v2_round_trip),
+        cmocka_unit_test(restore_v2_rejects_bad_records),
         cmocka_unit_test(raft_callbacks_ownership),
         cmocka_unit_test(cluster_replicates_commands),
         cmocka_unit_test(lagging_server_catches_up_by_snapshot),
