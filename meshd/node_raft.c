@@ -70,8 +70,17 @@ static void no_quorum_msg(struct node *n, const char *what, char *buf, size_t le
                  what);
         return;
     }
-    snprintf(buf, len, "%s: %u of %u voters reachable, a majority (%u) is needed", what, alive,
-             total, total / 2 + 1);
+    unsigned majority = total / 2 + 1;
+    /* Gossip notices a dead leader a few seconds after Raft does: with a majority still
+     * reachable the write failed for another reason (most often an election in progress). */
+    if (alive >= majority)
+        snprintf(buf, len,
+                 "%s: %u of %u voters reachable, enough for a majority (%u); the leader is "
+                 "probably changing: retry in a moment",
+                 what, alive, total, majority);
+    else
+        snprintf(buf, len, "%s: %u of %u voters reachable, a majority (%u) is needed", what, alive,
+                 total, majority);
 }
 
 /* ---- status -------------------------------------------------------------------------------- */
