@@ -311,6 +311,12 @@ def test_leader_kill9_fails_over_and_follower_takes_writes(mesh):
     assert out in ("app after-failover created (version 1)\n",
                    "app after-failover unchanged (version 1)\n"), out
     assert out.endswith("created (version 1)\n") or errors, out
+    # The errors meanwhile are consistent: "N of M voters reachable, a majority (K) is needed"
+    # only when N < K (gossip still reports the killed leader alive for a second or two).
+    for e in errors:
+        assert e.startswith("meshctl: meshd answered 5"), e
+        m = re.search(r"(\d+) of (\d+) voters reachable, a majority \((\d+)\) is needed", e)
+        assert not m or int(m[1]) < int(m[3]), e
 
     vs = wait_raft(rest, lambda w: (len({v["leader"] for v in w.values()}) == 1 and
                                     next(iter(w.values()))["leader"] not in (None, old)),
