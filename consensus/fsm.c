@@ -310,6 +310,8 @@ static int plc_reserve(struct plc_table *t, size_t want)
 static size_t plc_remove_app(struct plc_table *t, const char *app, size_t len)
 {
     size_t lo = plc_app_lower(t, app, len, false), hi = plc_app_lower(t, app, len, true);
+    if (hi == lo)
+        return 0; /* t->v may be NULL: no memmove */
     for (size_t i = lo; i < hi; i++)
         free(t->v[i]);
     memmove(&t->v[lo], &t->v[hi], (t->n - hi) * sizeof *t->v);
