@@ -1,4 +1,4 @@
-/* libFuzzer harness for the leader's scheduler (consensus/sched.h): arbitrary bytes become up
+/* libFuzzer harness for the leader's scheduler (consensus/scheduler.h): arbitrary bytes become up
  * to 8 nodes (state, age, cordon, drain, engine, arch, a label, capacity), one application of
  * up to 4 microservices (replicas, resources, pin, arch, label, images) validated by spec.c,
  * and up to 32 placements recorded in a real fsm. Checks:
@@ -10,7 +10,7 @@
  *     run when not capped).
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon -Iconsensus \
- *       tests/fuzz/fuzz_sched.c consensus/sched.c consensus/fsm.c consensus/spec.c \
+ *       tests/fuzz/fuzz_sched.c consensus/scheduler.c consensus/fsm.c consensus/spec.c \
  *       common/wire.c common/err.c common/addr.c -lraft -lmsgpackc -ljansson -o fuzz_sched */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,7 +19,7 @@
 
 #include "err.h"
 #include "fsm.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "spec.h"
 
 struct rd {

@@ -1,4 +1,4 @@
-/* The leader's scheduler (consensus/sched.h), table-driven: each case is nodes, application
+/* The leader's scheduler (consensus/scheduler.h), table-driven: each case is nodes, application
  * specs (validated to canonical form by spec.c) and placements already recorded in a real fsm,
  * a time, and the exact changes expected. For every case the runner also checks:
  *   - determinism: the same input, and the input in reverse order, give the same bytes;
@@ -17,7 +17,7 @@
 
 #include "err.h"
 #include "fsm.h"
-#include "sched.h"
+#include "scheduler.h"
 #include "spec.h"
 
 #define GI (1024ull * 1024 * 1024)

@@ -87,8 +87,8 @@
  * Cordon and drain are node records in the fsm (fsm_cmd_cordon) that the caller copies into
  * struct sched_node; `meshctl drain` is CORDON(node, true, drain=true), after which runs move
  * everything off. `meshctl move` is sched_move(). */
-#ifndef FOGMESH_CONSENSUS_SCHED_H
-#define FOGMESH_CONSENSUS_SCHED_H
+#ifndef FOGMESH_CONSENSUS_SCHEDULER_H
+#define FOGMESH_CONSENSUS_SCHEDULER_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,6 @@
-/* The leader's scheduler; the rules are in sched.h. */
-#include "sched.h"
+/* The leader's scheduler; the rules are in scheduler.h. (Not sched.h: consensus/ is on the
+ * include path, and a sched.h there would shadow the system <sched.h> that pthread.h needs.) */
+#include "scheduler.h"
 
 #include <stdio.h>
 #include <stdlib.h>
