@@ -42,6 +42,10 @@ static void usage(FILE *f)
           "  deploy -f FILE       create or update the application in FILE (YAML or JSON;\n"
           "                       - reads standard input)\n"
           "  get apps             the applications: name, version, microservices\n"
+          "  get microservices    every replica: app, name, node, state, message\n"
+          "  get nodes            nodes with resources, engine state, microservice count\n"
+          "  cordon|uncordon|drain NODE\n"
+          "                       stop placing work on NODE / allow it again / move it off\n"
           "  describe app NAME    one application's spec (-o yaml or -o json deploys again)\n"
           "  delete app NAME      delete an application\n"
           "  raft peers           the Raft configuration: voters, standbys, the leader\n"
@@ -481,8 +485,92 @@ static int need_kind(int argc, char **argv, const char *verb, const char *kind, 
     return 0;
 }
 
+static int get_microservices(struct ctl *ctl)
+{
+    json_t *body = NULL;
+    int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/microservices", NULL, &body);
+    if (rc)
+        return rc;
+    json_t *arr = json_object_get(body, "microservices");
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, arr);
+    } else {
+        printf("%-20s %-20s %-7s %-16s %-10s %s\n", "APP", "NAME", "REPLICA", "NODE", "STATE",
+               "MESSAGE");
+        size_t i;
+        json_t *m;
+        json_array_foreach(arr, i, m)
+        {
+            printf("%-20s %-20s %-7lld %-16s %-10s %s\n", jstr(m, "app"), jstr(m, "name"),
+                   (long long)json_integer_value(json_object_get(m, "replica")),
+                   json_is_string(json_object_get(m, "node")) ? jstr(m, "node") : "-",
+                   jstr(m, "state"), jstr(m, "message"));
+        }
+    }
+    json_decref(body);
+    return 0;
+}
+
+static int get_nodes(struct ctl *ctl)
+{
+    json_t *body = NULL;
+    int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/nodes", NULL, &body);
+    if (rc)
+        return rc;
+    json_t *arr = json_object_get(body, "nodes");
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, arr);
+    } else {
+        printf("%-20s %-8s %-6s %-5s %-9s %-12s %-9s %s\n", "NAME", "STATUS", "ARCH", "CPUS",
+               "MEMORY", "ENGINE", "SCHEDULE", "MICROSERVICES");
+        size_t i;
+        json_t *nd;
+        json_array_foreach(arr, i, nd)
+        {
+            double gib = (double)json_integer_value(json_object_get(nd, "memory")) / 1073741824.0;
+            bool cordoned = json_is_true(json_object_get(nd, "cordoned"));
+            bool draining = json_is_true(json_object_get(nd, "draining"));
+            printf("%-20s %-8s %-6s %-5lld %-9.1f %-12s %-9s %lld\n", jstr(nd, "name"),
+                   jstr(nd, "status"), jstr(nd, "arch"),
+                   (long long)json_integer_value(json_object_get(nd, "cpus")), gib,
+                   jstr(nd, "engine"),
+                   draining   ? "draining"
+                   : cordoned ? "cordoned"
+                              : "yes",
+                   (long long)json_integer_value(json_object_get(nd, "microservices")));
+        }
+    }
+    json_decref(body);
+    return 0;
+}
+
+static int cmd_node_op(struct ctl *ctl, int argc, char **argv)
+{
+    if (argc != 2)
+        return usage_error("%s needs one NODE", argv[0]);
+    char path[256];
+    snprintf(path, sizeof path, FOGMESH_API_PREFIX "/nodes/%.64s/%s", argv[1], argv[0]);
+    json_t *body = NULL;
+    int rc = call(ctl, "POST", path, NULL, &body);
+    if (rc)
+        return rc;
+    if (ctl->out != OUT_TABLE)
+        print_value(ctl, body);
+    else
+        printf("node %s %s\n", argv[1],
+               strcmp(argv[0], "cordon") == 0  ? "cordoned: no new work is placed on it"
+               : strcmp(argv[0], "drain") == 0 ? "draining: its work moves elsewhere"
+                                               : "uncordoned");
+    json_decref(body);
+    return 0;
+}
+
 static int cmd_get(struct ctl *ctl, int argc, char **argv)
 {
+    if (argc == 2 && (strcmp(argv[1], "microservices") == 0 || strcmp(argv[1], "ms") == 0))
+        return get_microservices(ctl);
+    if (argc == 2 && strcmp(argv[1], "nodes") == 0)
+        return get_nodes(ctl);
     int rc = need_kind(argc, argv, "get", "apps", 0);
     if (rc)
         return rc;
@@ -603,10 +691,11 @@ static const struct command {
     const char *name;
     int (*fn)(struct ctl *, int, char **);
 } commands[] = {
-    {"status", cmd_status},   {"version", cmd_version}, {"keygen", cmd_keygen},
-    {"members", cmd_members}, {"leave", cmd_leave},     {"keys", cmd_keys},
-    {"deploy", cmd_deploy},   {"get", cmd_get},         {"describe", cmd_describe},
-    {"delete", cmd_delete},   {"raft", cmd_raft},
+    {"status", cmd_status},    {"version", cmd_version}, {"keygen", cmd_keygen},
+    {"members", cmd_members},  {"leave", cmd_leave},     {"keys", cmd_keys},
+    {"deploy", cmd_deploy},    {"get", cmd_get},         {"describe", cmd_describe},
+    {"delete", cmd_delete},    {"raft", cmd_raft},       {"cordon", cmd_node_op},
+    {"uncordon", cmd_node_op}, {"drain", cmd_node_op},
 };
 
 int main(int argc, char **argv)

@@ -25,6 +25,7 @@ enum opt_id {
     OPT_REAP_AFTER,
     OPT_RAFT_VOTERS,
     OPT_RAFT_TIMING,
+    OPT_RESCHEDULE_AFTER,
     OPT_CONFIG,
     OPT_COUNT_
 };
@@ -45,6 +46,7 @@ static const char *const opt_names[OPT_COUNT_] = {
     [OPT_REAP_AFTER] = "reap-after",
     [OPT_RAFT_VOTERS] = "raft-voters",
     [OPT_RAFT_TIMING] = "raft-timing",
+    [OPT_RESCHEDULE_AFTER] = "reschedule-after",
 };
 
 const char *config_usage(void)
@@ -70,6 +72,7 @@ const char *config_usage(void)
            "                         (default: 24h; e.g. 90s, 30m)\n"
            "  --raft-voters N        Raft voters the leader keeps (default: 5; odd)\n"
            "  --raft-timing T        election timing: lan (default), wan, or a multiplier\n"
+           "  --reschedule-after D   move work off a node dead this long (default: 10s)\n"
            "  --config FILE          config file: `key = value` lines with the keys above;\n"
            "                         flags win over the file\n"
            "  --help, --version\n";
@@ -244,6 +247,12 @@ static int apply(struct meshd_config *cfg, enum opt_id id, const char *val, bool
                              "30m or 24h",
                              val);
         break;
+    case OPT_RESCHEDULE_AFTER:
+        if (config_duration_parse(val, &cfg->reschedule_after_ms) < 0 ||
+            cfg->reschedule_after_ms < 1000)
+            return mesh_errf(err, MESH_EINVAL,
+                             "--reschedule-after %s: expected a duration of at least 1s", val);
+        break;
     case OPT_RAFT_VOTERS: {
         char *end;
         unsigned long v = strtoul(val, &end, 10);
@@ -370,6 +379,7 @@ int config_parse(int argc, char **argv, struct meshd_config *cfg, enum config_ac
     cfg->reap_after_ms = MESH_DEFAULT_REAP;
     cfg->raft_voters = 5;
     cfg->raft_timing = 1;
+    cfg->reschedule_after_ms = 10000;
     mesh_addr_parse("0.0.0.0", MESH_DEFAULT_PORT, &cfg->bind);
 
     for (int i = 1; i < argc; i++) {

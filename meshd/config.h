@@ -41,9 +41,10 @@ struct meshd_config {
     char engine[CONFIG_PATH_MAX];
     enum log_level log_level;
     enum gossip_profile gossip_profile;
-    uint64_t reap_after_ms; /* dead and left members leave the table after this long */
-    unsigned raft_voters;   /* target voter count (odd; the leader keeps it) */
-    double raft_timing;     /* 1 = lan, 5 = wan, or a multiplier */
+    uint64_t reap_after_ms;       /* dead and left members leave the table after this long */
+    unsigned raft_voters;         /* target voter count (odd; the leader keeps it) */
+    double raft_timing;           /* 1 = lan, 5 = wan, or a multiplier */
+    uint64_t reschedule_after_ms; /* replicas on a node dead this long move elsewhere */
     char config_file[CONFIG_PATH_MAX];
 };
 

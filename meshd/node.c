@@ -670,6 +670,7 @@ void node_close(struct node *n)
     while (n->pp_calls)
         pp_call_free(n->pp_calls);
     node_api_close(n);
+    node_sched_stop(n);
     if (n->transport_ready && !n->cluster)
         transport_free(&n->transport); /* after raft closed it (transport.h) */
     n->transport_ready = false;

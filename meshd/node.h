@@ -62,7 +62,10 @@ struct node {
     struct event *autopilot_timer;
     struct write *writes;
     struct read *reads;
-    uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
+    struct event *sched_timer;
+    size_t sched_inflight; /* placement changes proposed, not applied yet */
+    uint64_t leader_since; /* when this node last became leader (0: not leader) */
+    uint64_t rw_index;     /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
     struct api_watch recover_watch;
@@ -114,6 +117,21 @@ int node_api_init(struct node *n, struct mesh_err *err);
 
 /* Starts raft on the mesh transport and registers the applications API (node_raft.c). */
 int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err);
+/* Submits a command (raft_malloc'ed, always consumed) through the leader for an API client:
+ * applied here when leading, else forwarded; answers req with {"name", "result", "version"}. */
+void node_raft_write(struct node *n, struct evhttp_request *req, const char *name,
+                     struct raft_buffer *cmd);
+/* Reads from the local replica for an API client: at once, or once it has applied this node's
+ * last forwarded write, or (?consistent=true) the leader's read index. reply() answers; `name`
+ * is passed through ("" when unused); `consistent` says whether the read was linearizable. */
+typedef void (*node_read_fn)(struct node *n, struct evhttp_request *req, const char *name,
+                             bool consistent);
+void node_raft_read(struct node *n, struct evhttp_request *req, const char *name,
+                    node_read_fn reply);
+/* The leader's scheduler loop and the placement API (node_sched.c). */
+int node_sched_start(struct node *n, struct mesh_err *err);
+void node_sched_stop(struct node *n);
+
 /* Closes raft while the loop still runs; bounded in time. */
 void node_raft_stop(struct node *n);
 /* {"state", "leader", "term", "commit_index", "voters", "standbys"} by node name. */

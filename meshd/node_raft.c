@@ -292,8 +292,8 @@ static void on_write_timeout(evutil_socket_t fd, short what, void *arg)
 
 /* Sends cmd (raft_malloc'ed, always consumed) to the leader: applied here when we lead, else
  * forwarded. The client gets its answer from the callbacks above. */
-static void write_submit(struct node *n, struct evhttp_request *req, const char *name,
-                         struct raft_buffer *cmd)
+void node_raft_write(struct node *n, struct evhttp_request *req, const char *name,
+                     struct raft_buffer *cmd)
 {
     struct cluster_info info;
     char msg[256];
@@ -466,7 +466,7 @@ static void h_app_put(struct evhttp_request *req, const char *rest, void *ud)
         api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
         return;
     }
-    write_submit(n, req, name, &cmd);
+    node_raft_write(n, req, name, &cmd);
 }
 
 static void h_app_delete(struct evhttp_request *req, const char *rest, void *ud)
@@ -481,7 +481,7 @@ static void h_app_delete(struct evhttp_request *req, const char *rest, void *ud)
         api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
         return;
     }
-    write_submit(n, req, name, &cmd);
+    node_raft_write(n, req, name, &cmd);
 }
 
 /* Whether reads may be stale: no leader known to this replica. */
@@ -515,6 +515,7 @@ struct read {
     struct api_watch watch;
     struct event *timer;
     char name[FSM_APP_NAME_MAX + 1]; /* "" = list */
+    node_read_fn reply;              /* answers from the local replica */
     uint64_t index;                  /* wait until applied >= index */
     uint64_t deadline;
     bool waiting_call;
@@ -585,7 +586,7 @@ static void read_finish(struct read *r, int code, const char *msg)
         if (r->req) {
             api_unwatch(r->req);
             if (code == 200)
-                reply_read(r->n, r->req, r->name, true);
+                r->reply(r->n, r->req, r->name, !r->best_effort);
             else
                 api_reply_error(r->req, code, "%s", msg);
         }
@@ -696,7 +697,7 @@ static void serve_read_index(void *ud, struct peers_req *req)
 /* A read that answers once this replica has applied index r->index (set by the caller). On
  * failure replies 500 itself and returns NULL. */
 static struct read *read_new(struct node *n, struct evhttp_request *req, const char *name,
-                             uint64_t wait_ms)
+                             node_read_fn reply, uint64_t wait_ms)
 {
     struct read *r = calloc(1, sizeof *r);
     if (!r || !(r->timer = evtimer_new(n->loop.base, on_read_timer, r))) {
@@ -706,6 +707,7 @@ static struct read *read_new(struct node *n, struct evhttp_request *req, const c
     }
     r->n = n;
     r->req = req;
+    r->reply = reply;
     snprintf(r->name, sizeof r->name, "%s", name);
     r->deadline = mesh_now_ms() + wait_ms;
     r->next = n->reads;
@@ -717,7 +719,8 @@ static struct read *read_new(struct node *n, struct evhttp_request *req, const c
     return r;
 }
 
-static void app_read(struct node *n, struct evhttp_request *req, const char *name)
+void node_raft_read(struct node *n, struct evhttp_request *req, const char *name,
+                    node_read_fn reply)
 {
     char q[16];
     if (!n->cluster) {
@@ -731,10 +734,10 @@ static void app_read(struct node *n, struct evhttp_request *req, const char *nam
         struct cluster_info now;
         cluster_info(n->cluster, &now);
         if (now.last_applied >= n->rw_index) {
-            reply_read(n, req, name, false);
+            reply(n, req, name, false);
             return;
         }
-        struct read *r = read_new(n, req, name, READ_YOUR_WRITES_MS);
+        struct read *r = read_new(n, req, name, reply, READ_YOUR_WRITES_MS);
         if (r) {
             r->index = n->rw_index;
             r->best_effort = true;
@@ -750,7 +753,7 @@ static void app_read(struct node *n, struct evhttp_request *req, const char *nam
         api_reply_error(req, 503, "%s", msg);
         return;
     }
-    struct read *r = read_new(n, req, name, READ_WAIT_MS);
+    struct read *r = read_new(n, req, name, reply, READ_WAIT_MS);
     if (!r)
         return;
     int rc;
@@ -773,7 +776,7 @@ static void app_read(struct node *n, struct evhttp_request *req, const char *nam
 static void h_apps(struct evhttp_request *req, const char *rest, void *ud)
 {
     (void)rest;
-    app_read(ud, req, "");
+    node_raft_read(ud, req, "", reply_read);
 }
 
 static void h_app_get(struct evhttp_request *req, const char *rest, void *ud)
@@ -781,7 +784,7 @@ static void h_app_get(struct evhttp_request *req, const char *rest, void *ud)
     char name[FSM_APP_NAME_MAX + 1];
     if (!app_name_from_path(req, rest, name, sizeof name))
         return;
-    app_read(ud, req, name);
+    node_raft_read(ud, req, name, reply_read);
 }
 
 /* ---- autopilot ------------------------------------------------------------------------------ */
@@ -987,7 +990,8 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
         {"GET", FOGMESH_API_PREFIX "/raft", h_raft},
         {"POST", FOGMESH_API_PREFIX "/raft/recover", h_raft_recover},
     };
-    if ((rc = api_route_table(n->api, routes, sizeof routes / sizeof routes[0], n, err)) < 0)
+    if ((rc = api_route_table(n->api, routes, sizeof routes / sizeof routes[0], n, err)) < 0 ||
+        (rc = node_sched_start(n, err)) < 0)
         return rc;
     if ((rc = peers_serve(n->peers, CALL_RAFT_APPLY, FORWARD_MAX_REQUEST, serve_apply, n)) < 0 ||
         (rc = peers_serve(n->peers, CALL_RAFT_READ_INDEX, 64, serve_read_index, n)) < 0)
@@ -1016,6 +1020,7 @@ static void on_close_deadline(evutil_socket_t fd, short what, void *arg)
 /* Closes raft while the loop still runs (its close is asynchronous), bounded in time. */
 void node_raft_stop(struct node *n)
 {
+    node_sched_stop(n);
     if (n->autopilot_timer) {
         event_free(n->autopilot_timer);
         n->autopilot_timer = NULL;

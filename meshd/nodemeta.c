@@ -23,6 +23,18 @@ const char *nodemeta_arch_name(const char *machine)
     return machine;
 }
 
+const char *nodemeta_engine_name(enum nodemeta_engine e)
+{
+    switch (e) {
+    case NODEMETA_ENGINE_UP:
+        return "available";
+    case NODEMETA_ENGINE_DOWN:
+        return "unavailable";
+    default:
+        return "none";
+    }
+}
+
 void nodemeta_local(struct node_meta *m, const struct meshd_config *cfg)
 {
     struct utsname u;
@@ -45,7 +57,7 @@ int nodemeta_encode(const struct node_meta *m, uint8_t *buf, size_t cap)
 {
     struct wire_wr w;
     wire_wr_init(&w, buf, cap);
-    msgpack_pack_array(&w.pk, 7);
+    msgpack_pack_array(&w.pk, 8);
     msgpack_pack_uint8(&w.pk, NODEMETA_VERSION);
     wire_pack_str(&w.pk, m->arch, strlen(m->arch));
     wire_pack_str(&w.pk, m->os, strlen(m->os));
@@ -58,6 +70,7 @@ int nodemeta_encode(const struct node_meta *m, uint8_t *buf, size_t cap)
         wire_pack_str(&w.pk, m->labels[i].key, strlen(m->labels[i].key));
         wire_pack_str(&w.pk, m->labels[i].value, strlen(m->labels[i].value));
     }
+    msgpack_pack_uint8(&w.pk, (uint8_t)m->engine);
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
@@ -103,8 +116,15 @@ int nodemeta_decode(const uint8_t *buf, size_t len, struct node_meta *ret)
             return MESH_EMALFORMED;
     }
     m.nlabels = nl;
+    /* Element 8 (the engine's state) came later: older nodes do not send it. */
+    if (n >= 8) {
+        uint64_t engine;
+        if (wire_rd_uint(&r, &engine) < 0 || engine > NODEMETA_ENGINE_DOWN)
+            return MESH_EMALFORMED;
+        m.engine = (enum nodemeta_engine)engine;
+    }
     /* Trailing elements belong to later versions: skip them. */
-    for (uint32_t i = 7; i < n; i++)
+    for (uint32_t i = 8; i < n; i++)
         if (wire_rd_skip(&r, 8) < 0)
             return MESH_EMALFORMED;
     *ret = m;
@@ -116,7 +136,7 @@ json_t *nodemeta_json(const struct node_meta *m)
     json_t *labels = json_object();
     for (size_t i = 0; i < m->nlabels; i++)
         json_object_set_new(labels, m->labels[i].key, json_string(m->labels[i].value));
-    return json_pack("{s:s, s:s, s:i, s:I, s:s, s:o}", "arch", m->arch, "os", m->os, "cpus",
+    return json_pack("{s:s, s:s, s:i, s:I, s:s, s:o, s:s}", "arch", m->arch, "os", m->os, "cpus",
                      (int)m->cpus, "memory", (json_int_t)m->memory, "version", m->version, "labels",
-                     labels);
+                     labels, "engine", nodemeta_engine_name(m->engine));
 }

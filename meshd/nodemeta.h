@@ -1,8 +1,9 @@
 /* What a node tells the mesh about itself through gossip metadata (observed state, never Raft):
  * architecture, OS, CPU count, memory, meshd version and labels. Encoded as one msgpack array
  *
- *     [1, arch, os, cpus, memory_bytes, version, [[key, value], ...]]
+ *     [1, arch, os, cpus, memory_bytes, version, [[key, value], ...], engine]
  *
+ * (engine, the container engine's state, came later and may be missing: "none").
  * that fits SWIM_META_MAX bytes. Decoders ignore trailing elements, so later capabilities can
  * append their own (engine state, resources in use) without breaking older nodes. */
 #ifndef FOGMESH_MESHD_NODEMETA_H
@@ -17,6 +18,13 @@
 
 #define NODEMETA_VERSION 1
 
+enum nodemeta_engine {
+    NODEMETA_ENGINE_NONE = 0, /* no engine configured or found, or not known yet */
+    NODEMETA_ENGINE_UP = 1,
+    NODEMETA_ENGINE_DOWN = 2,
+};
+const char *nodemeta_engine_name(enum nodemeta_engine e);
+
 struct node_meta {
     char arch[16]; /* Docker's names: amd64, arm64, arm, ... */
     char os[16];
@@ -25,6 +33,7 @@ struct node_meta {
     char version[24];
     struct config_label labels[CONFIG_LABEL_MAX];
     size_t nlabels;
+    enum nodemeta_engine engine;
 };
 
 /* This host's facts and cfg's labels. */

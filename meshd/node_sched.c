@@ -1,0 +1,306 @@
+/* The leader's scheduler loop (consensus/scheduler.h) and the placement API: which replica of
+ * which microservice runs where, node cordons and drains. Placements are Raft writes; only the
+ * leader decides them, from the desired state and gossip's view of the nodes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+#include "scheduler.h"
+#include "version.h"
+
+#define SCHED_TICK_MS     500 /* also how soon a node's death past the grace is acted on */
+#define SCHED_CHANGES_MAX 256 /* proposed per run; the rest come in the next */
+
+static enum sched_node_state node_state(enum swim_member_state st)
+{
+    switch (st) {
+    case SWIM_ALIVE:
+        return SCHED_NODE_ALIVE;
+    case SWIM_SUSPECT:
+        return SCHED_NODE_SUSPECT;
+    case SWIM_LEFT:
+        return SCHED_NODE_LEFT;
+    default:
+        return SCHED_NODE_DEAD;
+    }
+}
+
+/* Everything one scheduler run reads, built from the replica and from gossip. */
+struct sched_view {
+    struct sched_app *apps;
+    json_t **specs;
+    size_t napps;
+    struct fsm_placement *placements;
+    size_t nplacements;
+    struct sched_node *nodes;
+    struct node_meta *metas;
+    struct sched_label *labels; /* CONFIG_LABEL_MAX per node */
+    size_t nnodes;
+};
+
+static void view_free(struct sched_view *v)
+{
+    for (size_t i = 0; i < v->napps; i++)
+        json_decref(v->specs[i]);
+    free(v->apps);
+    free(v->specs);
+    free(v->placements);
+    free(v->nodes);
+    free(v->metas);
+    free(v->labels);
+    memset(v, 0, sizeof *v);
+}
+
+static int view_build(struct node *n, struct sched_view *v)
+{
+    struct fsm *fsm = cluster_fsm(n->cluster);
+    const struct swim *sw = gossip_swim(n->gossip);
+    size_t napps = fsm_app_count(fsm), np = fsm_placement_count(fsm);
+    size_t nm = swim_member_count(sw);
+    if (nm > SCHED_NODES_MAX)
+        nm = SCHED_NODES_MAX;
+    memset(v, 0, sizeof *v);
+    v->apps = calloc(napps + 1, sizeof *v->apps);
+    v->specs = calloc(napps + 1, sizeof *v->specs);
+    v->placements = calloc(np + 1, sizeof *v->placements);
+    v->nodes = calloc(nm + 1, sizeof *v->nodes);
+    v->metas = calloc(nm + 1, sizeof *v->metas);
+    v->labels = calloc((nm + 1) * CONFIG_LABEL_MAX, sizeof *v->labels);
+    if (!v->apps || !v->specs || !v->placements || !v->nodes || !v->metas || !v->labels) {
+        view_free(v);
+        return MESH_ENOMEM;
+    }
+    for (size_t i = 0; i < napps; i++) {
+        struct fsm_app a;
+        if (fsm_app_at(fsm, i, &a) < 0)
+            break;
+        json_t *spec = json_loadb((const char *)a.spec, a.spec_len, 0, NULL);
+        v->specs[v->napps] = spec;
+        v->apps[v->napps] = (struct sched_app){a.name, a.mod_rev, spec};
+        v->napps++;
+    }
+    for (size_t i = 0; i < np; i++)
+        if (fsm_placement_at(fsm, i, &v->placements[v->nplacements]) == 0)
+            v->nplacements++;
+    for (size_t i = 0; i < nm; i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        struct node_meta *meta = &v->metas[v->nnodes];
+        struct sched_node *sn = &v->nodes[v->nnodes];
+        bool drain = false;
+        nodemeta_decode(m->meta, m->meta_len, meta); /* zeroed on failure: unknown facts */
+        sn->name = m->name;
+        sn->state = node_state(m->state);
+        sn->since_ms = m->state_change;
+        sn->cordoned = fsm_cordon_get(fsm, m->name, &drain) == 0;
+        sn->drain = sn->cordoned && drain;
+        sn->engine_ok = meta->engine == NODEMETA_ENGINE_UP;
+        sn->engine_down_since_ms = m->state_change;
+        sn->arch = meta->arch;
+        sn->cpus = meta->cpus;
+        sn->memory_bytes = meta->memory;
+        struct sched_label *lab = &v->labels[v->nnodes * CONFIG_LABEL_MAX];
+        for (size_t k = 0; k < meta->nlabels; k++)
+            lab[k] = (struct sched_label){meta->labels[k].key, meta->labels[k].value};
+        sn->labels = lab;
+        sn->nlabels = meta->nlabels;
+        v->nnodes++;
+    }
+    return 0;
+}
+
+static void on_change_applied(void *ud, int status, const struct fsm_result *res,
+                              const struct mesh_err *err)
+{
+    struct node *n = ud;
+    (void)res;
+    if (status < 0)
+        log_debug(&n->log, "scheduler: a placement did not commit: %s",
+                  err ? err->msg : mesh_strerror(status));
+    if (n->sched_inflight > 0)
+        n->sched_inflight--;
+}
+
+static void sched_tick(struct node *n)
+{
+    struct cluster_info info;
+    if (!n->cluster || n->leaving)
+        return;
+    cluster_info(n->cluster, &info);
+    if (info.state != RAFT_LEADER) {
+        n->leader_since = 0;
+        return;
+    }
+    if (!n->leader_since)
+        n->leader_since = mesh_now_ms();
+    if (n->sched_inflight > 0)
+        return; /* one run at a time: the next sees what this one did */
+    struct sched_view v;
+    if (view_build(n, &v) < 0)
+        return;
+    struct sched_input in = {
+        .apps = v.apps,
+        .napps = v.napps,
+        .placements = v.placements,
+        .nplacements = v.nplacements,
+        .nodes = v.nodes,
+        .nnodes = v.nnodes,
+        .now_ms = mesh_now_ms(),
+        .reschedule_after_ms = n->cfg.reschedule_after_ms,
+        .unknown_since_ms = n->leader_since,
+    };
+    struct sched_change *ch = calloc(SCHED_CHANGES_MAX, sizeof *ch);
+    size_t nch = 0;
+    struct sched_stats st;
+    if (ch && sched_run(&in, ch, SCHED_CHANGES_MAX, &nch, &st) == 0) {
+        for (size_t i = 0; i < nch; i++) {
+            struct raft_buffer cmd;
+            if (sched_change_cmd(&ch[i], &cmd) < 0)
+                continue;
+            if (cluster_apply(n->cluster, &cmd, on_change_applied, n, NULL) < 0) {
+                raft_free(cmd.base);
+                break;
+            }
+            n->sched_inflight++;
+            if (ch[i].op == SCHED_PLACE && ch[i].to[0] && strcmp(ch[i].from, ch[i].to) != 0)
+                log_info(&n->log, "scheduler: %s/%s[%u] -> %s%s%s", ch[i].app, ch[i].ms,
+                         ch[i].replica, ch[i].to, ch[i].from[0] ? " from " : "", ch[i].from);
+        }
+    }
+    free(ch);
+    view_free(&v);
+}
+
+static void on_sched_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sched_tick(arg);
+}
+
+/* ---- API --------------------------------------------------------------------------------- */
+
+static void reply_microservices(struct node *n, struct evhttp_request *req, const char *name,
+                                bool consistent)
+{
+    (void)name;
+    (void)consistent;
+    struct fsm *fsm = cluster_fsm(n->cluster);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < fsm_placement_count(fsm); i++) {
+        struct fsm_placement p;
+        if (fsm_placement_at(fsm, i, &p) < 0)
+            break;
+        /* Observed state comes from the node that runs it (gossip); until it reports, what
+         * the desired state says. */
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:i, s:s?, s:s, s:s}", "app", p.app, "name", p.ms, "replica",
+                           (int)p.replica, "node", p.node[0] ? p.node : NULL, "state",
+                           p.node[0] ? "scheduled" : "pending", "message", p.reason));
+    }
+    api_reply_json(req, 200, json_pack("{s:o}", "microservices", arr));
+}
+
+static void reply_nodes(struct node *n, struct evhttp_request *req, const char *name,
+                        bool consistent)
+{
+    (void)name;
+    (void)consistent;
+    struct fsm *fsm = cluster_fsm(n->cluster);
+    const struct swim *sw = gossip_swim(n->gossip);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < swim_member_count(sw); i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        struct node_meta meta = {0};
+        bool drain = false;
+        nodemeta_decode(m->meta, m->meta_len, &meta);
+        bool cordoned = fsm_cordon_get(fsm, m->name, &drain) == 0;
+        int count = 0;
+        for (size_t k = 0; k < fsm_placement_count(fsm); k++) {
+            struct fsm_placement p;
+            if (fsm_placement_at(fsm, k, &p) == 0 && strcmp(p.node, m->name) == 0)
+                count++;
+        }
+        json_t *o = nodemeta_json(&meta);
+        json_object_set_new(o, "name", json_string(m->name));
+        json_object_set_new(o, "status", json_string(node_member_status(m)));
+        json_object_set_new(o, "cordoned", json_boolean(cordoned));
+        json_object_set_new(o, "draining", json_boolean(cordoned && drain));
+        json_object_set_new(o, "microservices", json_integer(count));
+        json_array_append_new(arr, o);
+    }
+    api_reply_json(req, 200, json_pack("{s:o}", "nodes", arr));
+}
+
+static void h_microservices(struct evhttp_request *req, const char *rest, void *ud)
+{
+    (void)rest;
+    node_raft_read(ud, req, "", reply_microservices);
+}
+
+static void h_nodes(struct evhttp_request *req, const char *rest, void *ud)
+{
+    (void)rest;
+    node_raft_read(ud, req, "", reply_nodes);
+}
+
+/* POST /v1/nodes/{name}/cordon|uncordon|drain */
+static void h_node_op(struct evhttp_request *req, const char *rest, void *ud)
+{
+    struct node *n = ud;
+    char name[FSM_NODE_NAME_MAX + 1];
+    const char *slash = strrchr(rest, '/');
+    size_t len = slash ? (size_t)(slash - rest) : 0;
+    if (!slash || len == 0 || len > FSM_NODE_NAME_MAX) {
+        api_reply_error(req, 404, "expected /v1/nodes/NAME/cordon, uncordon or drain");
+        return;
+    }
+    memcpy(name, rest, len);
+    name[len] = '\0';
+    const char *op = slash + 1;
+    bool on, drain;
+    if (strcmp(op, "cordon") == 0)
+        on = true, drain = false;
+    else if (strcmp(op, "drain") == 0)
+        on = true, drain = true;
+    else if (strcmp(op, "uncordon") == 0)
+        on = false, drain = false;
+    else {
+        api_reply_error(req, 404, "unknown node operation '%.32s'", op);
+        return;
+    }
+    if (!swim_member_find(gossip_swim(n->gossip), name)) {
+        api_reply_error(req, 404, "no node '%s' in the mesh", name);
+        return;
+    }
+    struct raft_buffer cmd;
+    int rc = fsm_cmd_cordon(name, on, drain, &cmd);
+    if (rc < 0) {
+        api_reply_error(req, 400, "node %s: %s", name, mesh_strerror(rc));
+        return;
+    }
+    node_raft_write(n, req, name, &cmd);
+}
+
+int node_sched_start(struct node *n, struct mesh_err *err)
+{
+    static const struct api_route_def routes[] = {
+        {"GET", FOGMESH_API_PREFIX "/microservices", h_microservices},
+        {"GET", FOGMESH_API_PREFIX "/nodes", h_nodes},
+        {"POST", FOGMESH_API_PREFIX "/nodes/", h_node_op},
+    };
+    int rc = api_route_table(n->api, routes, sizeof routes / sizeof routes[0], n, err);
+    if (rc < 0)
+        return rc;
+    n->sched_timer = event_new(n->loop.base, -1, EV_PERSIST, on_sched_timer, n);
+    struct timeval tv = {0, SCHED_TICK_MS * 1000};
+    if (!n->sched_timer || event_add(n->sched_timer, &tv) != 0)
+        return mesh_errf(err, MESH_ENOMEM, "out of memory");
+    return 0;
+}
+
+void node_sched_stop(struct node *n)
+{
+    if (n->sched_timer)
+        event_free(n->sched_timer);
+    n->sched_timer = NULL;
+}
