@@ -390,3 +390,31 @@ def mesh(request):
 
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=30, **kw)
+
+
+@pytest.fixture
+def lab(request, mesh):
+    """Five namespaces on a bridge (netlab.Lab); the nodes are stopped before their
+    namespaces go."""
+    from netlab import Lab, lab_available
+
+    # Set up after mesh, so torn down before it: stop the nodes here, before their
+    # namespaces go (mesh's teardown then only scans their logs).
+    why = lab_available()
+    if why:
+        pytest.skip(why)
+    lab = Lab(5)
+    try:
+        lab.setup()
+        yield lab
+    finally:
+        live = [n for n in mesh.nodes if n.running()]
+        for n in live:
+            n.send_signal(signal.SIGTERM)
+        for n in live:
+            try:
+                n.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                n.kill9()
+        errors = lab.teardown()
+        assert not errors, errors

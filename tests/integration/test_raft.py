@@ -490,33 +490,7 @@ def test_all_five_kill9_and_restart_keep_every_application(mesh):
 
 # ---- 5. minority partition --------------------------------------------------------------------
 
-@pytest.fixture
-def raft_lab(mesh):
-    """Five network namespaces on a bridge (test_partition's Lab); the nodes are stopped
-    before their namespaces go."""
-    from test_partition import Lab, lab_available
-    why = lab_available()
-    if why:
-        pytest.skip(why)
-    lab = Lab(5)
-    try:
-        lab.setup()
-        yield lab
-    finally:
-        live = [n for n in mesh.nodes if n.running()]
-        for n in live:
-            n.send_signal(signal.SIGTERM)
-        for n in live:
-            try:
-                n.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                n.kill9()
-        errors = lab.teardown()
-        assert not errors, errors
-
-
-def test_minority_partition_cannot_write_majority_can_and_all_converge(mesh, raft_lab):
-    lab = raft_lab
+def test_minority_partition_cannot_write_majority_can_and_all_converge(mesh, lab):
     safety = Safety()
     key = mesh.keygen()
     nodes = []
