@@ -11,6 +11,8 @@ pkgs=(
   libcurl4-openssl-dev libyaml-dev
   # tests
   libcmocka-dev python3-pytest iproute2 iptables procps
+  # tests: a private container engine (scripts/engine.sh) and its busybox test image
+  podman runc busybox-static curl
   # benchmarks: peers to measure against
   serf
 )

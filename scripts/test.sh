@@ -42,6 +42,32 @@ step "format (clang-format)"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+# A private Podman (scripts/engine.sh) for the tests that need a container engine; they find it
+# in FOGMESH_ENGINE_SOCKET. It is stopped after the tests, and on any exit (trap).
+ENGINE_DIR=""
+stop_engine() {
+  [ -n "$ENGINE_DIR" ] && "$ROOT/scripts/engine.sh" stop "$ENGINE_DIR" >/dev/null 2>&1
+  ENGINE_DIR=""
+}
+trap stop_engine EXIT
+trap 'exit 130' INT TERM
+step "container engine (private Podman, scripts/engine.sh)"
+ENGINE_DIR=$(mktemp -d /tmp/fogmesh-engine.XXXXXX)
+t0=$(date +%s.%N)
+if sock=$("$ROOT/scripts/engine.sh" start "$ENGINE_DIR" 2>"$RESULTS/engine-start.log"); then
+  export FOGMESH_ENGINE_SOCKET=unix://$sock
+  echo "engine: $FOGMESH_ENGINE_SOCKET, ready with localhost/bbox:latest in" \
+    "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+  echo '<testsuite name="engine"><testcase classname="engine" name="start"/></testsuite>' \
+    >"$RESULTS/engine.xml"
+else
+  cat "$RESULTS/engine-start.log"
+  echo '<testsuite name="engine"><testcase classname="engine" name="start"><failure message="scripts/engine.sh start failed, see engine-start.log"/></testcase></testsuite>' \
+    >"$RESULTS/engine.xml"
+  stop_engine
+fi
+
 for b in build build-asan; do
   step "unit tests ($b)"
   meson test -C "$b" --suite unit --print-errorlogs --no-rebuild \
@@ -51,6 +77,8 @@ for b in build build-asan; do
   FOGMESH_BUILD=$ROOT/$b $PY -m pytest -q -p no:cacheprovider tests/integration \
     --junitxml="$RESULTS/integration-$b.xml" -o junit_suite_name="integration-$b" 2>&1 | tail -25
 done
+stop_engine
+unset FOGMESH_ENGINE_SOCKET
 
 if [ "$FUZZ_SECONDS" != 0 ]; then
   step "fuzzing (${FUZZ_SECONDS}s per harness)"
