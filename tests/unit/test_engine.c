@@ -532,6 +532,27 @@ static bool fake_has_requests(void *arg)
     return a->f->requests >= (int)a->n;
 }
 
+struct free_ctx {
+    struct t *t;
+    struct res first;
+    struct res others[5];
+};
+
+static void on_done_free(struct engine_req *req, const struct engine_reply *r, void *data)
+{
+    struct free_ctx *fc = data;
+    on_done(req, r, &fc->first);
+    engine_free(fc->t->e);
+    fc->t->e = NULL;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(fc->others[i].calls, 1);
+}
+
+static bool free_done(void *arg)
+{
+    return ((struct free_ctx *)arg)->first.calls > 0;
+}
+
 static void fake_cancel_bound_timeout(void **state)
 {
     struct engine_config cfg = {.max_active = 4};
@@ -584,6 +605,26 @@ static void fake_cancel_bound_timeout(void **state)
     for (int i = 0; i < 6; i++) {
         assert_int_equal(xs[i].calls, 1);
         assert_int_equal(xs[i].status, MESH_ECLOSED);
+    }
+    fake_stop(&f);
+    t_free(t);
+
+    /* engine_free() from a done callback, with requests in flight and queued: the others fail
+     * with ECLOSED at once, and the teardown waits for the libevent callback to unwind. */
+    t = calloc(1, sizeof *t);
+    t->base = event_base_new();
+    fake_start(&f, t, FAKE_HANG);
+    struct engine_config fcfg = {.url = f.path, .timeout_ms = 100, .max_active = 2};
+    assert_int_equal(engine_new(t->base, &fcfg, &t->e, &err), 0);
+    struct free_ctx fc = {.t = t};
+    CALL(engine_ping(t->e, on_done_free, &fc, NULL));
+    for (int i = 0; i < 5; i++)
+        CALL(engine_ping(t->e, on_done, &fc.others[i], NULL));
+    run_until(t, free_done, &fc);
+    assert_int_equal(fc.first.status, MESH_EIO);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(fc.others[i].calls, 1);
+        assert_int_equal(fc.others[i].status, MESH_ECLOSED);
     }
     fake_stop(&f);
     t_free(t);
