@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
 # Starts or stops a private Podman API service (Docker Engine API v1.41) for the tests.
 #
-#   scripts/engine.sh start DIR   prints the socket path (DIR/podman.sock) on stdout when ready
-#   scripts/engine.sh stop DIR    stops the service, removes its containers, unmounts, removes DIR
+#   scripts/engine.sh start DIR [NETNS]  prints the socket path (DIR/podman.sock) when ready
+#   scripts/engine.sh stop DIR            stops the service, removes its containers, unmounts,
+#                                         removes DIR
 #
 # Everything lives under DIR: containers.conf, storage.conf, graphroot, runroot, the service's
 # pid and log. The machine's own /etc/containers is untouched (CONTAINERS_CONF and
 # CONTAINERS_STORAGE_CONF point at private files). The settings come from
 # ../shared/notes/test-environment.md: default_ulimits (root lacks CAP_SYS_RESOURCE, hard
 # nofile 20000), cgroupfs (systemd is not PID 1), events in a file, k8s-file logs, runc.
-# Containers use host networking by default: the bridge backend would create podman0 and
-# iptables rules in the host's namespace.
+# Networking: without NETNS, bridge networking is made impossible (the CNI plugin directory is
+# an empty one under DIR), because the Docker-compatible API defaults to a bridge when a create
+# body has no HostConfig.NetworkMode (containers.conf's netns = "host" only applies to the
+# podman CLI), and the bridge would create cni-podman0 and iptables rules in the host's
+# namespace. Callers must ask for "NetworkMode": "host" (or "none"); a bridge create fails with a
+# clear error instead of touching the host. With NETNS (a name in /run/netns made by the test),
+# the service runs inside that namespace (nsenter --net, not `ip netns exec`), and bridges,
+# ports and their iptables rules stay in there.
+#
+# Outside DIR, podman still writes its blob-info cache to /var/lib/containers/cache (root's
+# default; containers.conf has no setting for it), runc keeps /run/runc (empty after), and with
+# NETNS the CNI host-local IPAM keeps its leases in /var/lib/cni/networks/podman.
 #
 # Storage driver: vfs. overlay works too but leaves mounts under DIR when the service dies with
 # containers still around; vfs has no mounts to leak and the test image is a few MB. `stop`
@@ -24,7 +35,8 @@ die() { echo "engine.sh: $*" >&2; exit 1; }
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: engine.sh start|stop DIR"
+netns=${3:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: engine.sh start DIR [NETNS] | stop DIR"
 
 env_for() { # dir
   export CONTAINERS_CONF=$1/containers.conf
@@ -52,6 +64,15 @@ start() {
     die "a service already runs for $dir"
   mkdir -p "$dir/graph" "$dir/run" "$dir/tmp" "$dir/xdg" "$dir/xdg-config" "$dir/xdg-data"
   chmod 700 "$dir/xdg"
+  local net_conf
+  if [ -n "$netns" ]; then
+    [ -e "/run/netns/$netns" ] || die "no network namespace /run/netns/$netns"
+    net_conf='network_backend = "cni"'
+  else
+    mkdir -p "$dir/no-cni-plugins"
+    net_conf="network_backend = \"cni\"
+cni_plugin_dirs = [\"$dir/no-cni-plugins\"]"
+  fi
   cat >"$dir/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -72,6 +93,7 @@ infra_image = "localhost/bbox:latest"
 
 [network]
 network_config_dir = "$dir/net"
+$net_conf
 EOF
   cat >"$dir/storage.conf" <<EOF
 [storage]
@@ -86,7 +108,9 @@ EOF
   env_for "$dir"
   rm -f "$sock"
   # setsid: the service outlives this script and is not in the caller's process group.
-  setsid podman --log-level=warn system service --time=0 "unix://$sock" \
+  local wrap=()
+  [ -n "$netns" ] && wrap=(nsenter "--net=/run/netns/$netns")
+  setsid "${wrap[@]}" podman --log-level=warn system service --time=0 "unix://$sock" \
     >"$dir/podman.log" 2>&1 </dev/null &
   echo $! >"$dir/podman.pid"
   local i
