@@ -1,6 +1,7 @@
 /* meshd: one node of a fogmesh mesh. Parses the configuration, builds the node and runs its
  * loop. Exit codes: 0 after a clean shutdown, 2 for bad configuration or a failed start (one
  * line on stderr says why; nothing is left half-started), 1 when the loop fails later. */
+#include <curl/curl.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -33,11 +34,13 @@ int main(int argc, char **argv)
         printf("meshd %s\n", FOGMESH_VERSION);
         return 0;
     }
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* the engine client's libcurl (runtime/engine.h) */
     if (node_start(&node, &cfg, &err) < 0) {
         fprintf(stderr, "meshd: %s\n", err.msg);
         return 2;
     }
     int code = node_run(&node);
     node_close(&node);
+    curl_global_cleanup();
     return code;
 }

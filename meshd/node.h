@@ -65,7 +65,13 @@ struct node {
     struct event *sched_timer;
     size_t sched_inflight; /* placement changes proposed, not applied yet */
     uint64_t leader_since; /* when this node last became leader (0: not leader) */
-    uint64_t rw_index;     /* reads here wait for this index: the last write forwarded from here */
+    struct engine *engine; /* NULL: no container engine on this node */
+    struct event *ping_timer;
+    struct event *reconcile_timer;
+    bool engine_pinging;
+    struct rt_pass *rt_pass; /* the reconcile pass in progress */
+    json_t *rt_status;       /* "app/ms/replica" -> {"state", "message"} observed here */
+    uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
     struct api_watch recover_watch;
@@ -128,6 +134,13 @@ typedef void (*node_read_fn)(struct node *n, struct evhttp_request *req, const c
                              bool consistent);
 void node_raft_read(struct node *n, struct evhttp_request *req, const char *name,
                     node_read_fn reply);
+/* The container runtime: engine ping, gossip of its state, reconcile passes (node_runtime.c).
+ * Without --engine and without a default socket the node runs no containers. */
+int node_runtime_start(struct node *n, struct mesh_err *err);
+void node_runtime_stop(struct node *n);
+/* What this node observed of one of its replicas ({"state", "message"}, borrowed), or NULL. */
+json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uint32_t replica);
+
 /* The leader's scheduler loop and the placement API (node_sched.c). */
 int node_sched_start(struct node *n, struct mesh_err *err);
 void node_sched_stop(struct node *n);

@@ -190,12 +190,19 @@ static void reply_microservices(struct node *n, struct evhttp_request *req, cons
         struct fsm_placement p;
         if (fsm_placement_at(fsm, i, &p) < 0)
             break;
-        /* Observed state comes from the node that runs it (gossip); until it reports, what
-         * the desired state says. */
-        json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:i, s:s?, s:s, s:s}", "app", p.app, "name", p.ms, "replica",
-                           (int)p.replica, "node", p.node[0] ? p.node : NULL, "state",
-                           p.node[0] ? "scheduled" : "pending", "message", p.reason));
+        /* Observed state: this node knows its own replicas; for the others, what the desired
+         * state says. */
+        json_t *obs = strcmp(p.node, n->cfg.name) == 0
+                          ? node_runtime_status(n, p.app, p.ms, p.replica)
+                          : NULL;
+        const char *state = obs         ? json_string_value(json_object_get(obs, "state"))
+                            : p.node[0] ? "scheduled"
+                                        : "pending";
+        const char *msg = obs ? json_string_value(json_object_get(obs, "message")) : p.reason;
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:s?, s:s, s:s}", "app", p.app,
+                                             "name", p.ms, "replica", (int)p.replica, "node",
+                                             p.node[0] ? p.node : NULL, "state", state ? state : "",
+                                             "message", msg ? msg : ""));
     }
     api_reply_json(req, 200, json_pack("{s:o}", "microservices", arr));
 }

@@ -1,0 +1,150 @@
+#include "reconcile.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+void rt_hash(const json_t *ms_spec, const char *image, char out[static RT_HASH_LEN + 1])
+{
+    json_t *copy = json_deep_copy(ms_spec);
+    json_object_del(copy, "config");
+    char *text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(copy);
+    uint8_t h[RT_HASH_LEN / 2];
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    if (text)
+        crypto_generichash_update(&st, (const uint8_t *)text, strlen(text));
+    crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
+    if (image)
+        crypto_generichash_update(&st, (const uint8_t *)image, strlen(image));
+    crypto_generichash_final(&st, h, sizeof h);
+    sodium_bin2hex(out, RT_HASH_LEN + 1, h, sizeof h);
+    free(text);
+}
+
+static bool same_replica(const struct rt_desired *d, const struct rt_observed *o)
+{
+    return d->replica == o->replica && strcmp(d->app, o->app) == 0 && strcmp(d->ms, o->ms) == 0;
+}
+
+size_t rt_plan(const struct rt_desired *desired, size_t nd, const struct rt_observed *observed,
+               size_t no, struct rt_action *actions, size_t cap)
+{
+    size_t n = 0;
+    /* keep[i]: observed i is the one container kept for its replica. */
+    bool *keep = calloc(no ? no : 1, sizeof *keep);
+    bool *have = calloc(nd ? nd : 1, sizeof *have);
+    if (!keep || !have)
+        goto out;
+    for (size_t d = 0; d < nd; d++) {
+        /* Prefer a running matching container, then any matching one. */
+        size_t best = SIZE_MAX;
+        for (size_t o = 0; o < no; o++) {
+            if (keep[o] || !same_replica(&desired[d], &observed[o]) ||
+                strcmp(observed[o].hash, desired[d].hash) != 0)
+                continue;
+            if (best == SIZE_MAX || (observed[o].running && !observed[best].running))
+                best = o;
+        }
+        if (best != SIZE_MAX) {
+            keep[best] = true;
+            have[d] = true;
+        }
+    }
+    for (size_t o = 0; o < no && n < cap; o++)
+        if (!keep[o])
+            actions[n++] = (struct rt_action){.op = RT_REMOVE, .id = observed[o].id};
+    for (size_t o = 0; o < no && n < cap; o++)
+        if (keep[o] && !observed[o].running)
+            actions[n++] = (struct rt_action){.op = RT_START, .id = observed[o].id};
+    for (size_t d = 0; d < nd && n < cap; d++)
+        if (!have[d])
+            actions[n++] = (struct rt_action){.op = RT_CREATE, .desired = d};
+out:
+    free(keep);
+    free(have);
+    return n;
+}
+
+void rt_container_name(const char *node, const struct rt_desired *d, char *buf, size_t len)
+{
+    snprintf(buf, len, "fm-%s-%s-%s-%u", node, d->app, d->ms, (unsigned)d->replica);
+}
+
+json_t *rt_create_body(const char *node, const struct rt_desired *d)
+{
+    char replica[16];
+    snprintf(replica, sizeof replica, "%u", (unsigned)d->replica);
+    json_t *labels =
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", RT_LABEL_NODE, node, RT_LABEL_APP, d->app,
+                  RT_LABEL_MS, d->ms, RT_LABEL_REPLICA, replica, RT_LABEL_HASH, d->hash);
+    json_t *env = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)json_object_get(d->ms_spec, "env"), k, v)
+    {
+        char line[8192];
+        snprintf(line, sizeof line, "%s=%s", k, json_string_value(v) ? json_string_value(v) : "");
+        json_array_append_new(env, json_string(line));
+    }
+    const char *restart = json_string_value(json_object_get(d->ms_spec, "restart"));
+    const char *policy = !restart || strcmp(restart, "always") == 0 ? "always"
+                         : strcmp(restart, "on-failure") == 0       ? "on-failure"
+                                                                    : "no";
+    json_t *host =
+        json_pack("{s:s, s:{s:s}}", "NetworkMode", "host", "RestartPolicy", "Name", policy);
+    json_t *res = json_object_get(d->ms_spec, "resources");
+    json_t *mem = json_object_get(res, "memory_bytes");
+    if (json_is_integer(mem))
+        json_object_set(host, "Memory", mem);
+    json_t *cpus = json_object_get(res, "cpus");
+    if (json_is_number(cpus))
+        json_object_set_new(host, "NanoCpus",
+                            json_integer((json_int_t)(json_number_value(cpus) * 1e9)));
+    json_t *binds = json_array();
+    size_t i;
+    json_array_foreach(json_object_get(d->ms_spec, "volumes"), i, v)
+    {
+        char b[8300];
+        snprintf(b, sizeof b, "%s:%s:%s", json_string_value(json_object_get(v, "host")),
+                 json_string_value(json_object_get(v, "container")),
+                 json_is_true(json_object_get(v, "readonly")) ? "ro" : "rw");
+        json_array_append_new(binds, json_string(b));
+    }
+    json_object_set_new(host, "Binds", binds);
+    json_t *body = json_pack("{s:s, s:o, s:o, s:o}", "Image", d->image, "Labels", labels, "Env",
+                             env, "HostConfig", host);
+    json_t *cmd = json_object_get(d->ms_spec, "command");
+    if (json_is_array(cmd) && json_array_size(cmd) > 0)
+        json_object_set(body, "Cmd", cmd);
+    return body;
+}
+
+int rt_observed_from_json(const json_t *entry, struct rt_observed *ret)
+{
+    json_t *labels = json_object_get(entry, "Labels");
+    const char *app = json_string_value(json_object_get(labels, RT_LABEL_APP));
+    const char *ms = json_string_value(json_object_get(labels, RT_LABEL_MS));
+    const char *rep = json_string_value(json_object_get(labels, RT_LABEL_REPLICA));
+    const char *hash = json_string_value(json_object_get(labels, RT_LABEL_HASH));
+    const char *id = json_string_value(json_object_get(entry, "Id"));
+    const char *state = json_string_value(json_object_get(entry, "State"));
+    if (!app || !ms || !rep || !hash || !id)
+        return MESH_ENOTFOUND;
+    char *end;
+    unsigned long r = strtoul(rep, &end, 10);
+    if (*end || r > UINT32_MAX)
+        return MESH_ENOTFOUND;
+    *ret = (struct rt_observed){
+        .id = id,
+        .app = app,
+        .ms = ms,
+        .replica = (uint32_t)r,
+        .hash = hash,
+        .running = state && strcmp(state, "running") == 0,
+    };
+    return 0;
+}
