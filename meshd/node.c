@@ -671,6 +671,7 @@ void node_close(struct node *n)
         pp_call_free(n->pp_calls);
     node_api_close(n);
     node_sched_stop(n);
+    node_sched_close(n);
     node_runtime_stop(n);
     if (n->transport_ready && !n->cluster)
         transport_free(&n->transport); /* after raft closed it (transport.h) */

@@ -25,6 +25,7 @@ enum node_call_type {
     CALL_KEYOP = LINK_CHAN_CONTROL | 2,
     CALL_RAFT_APPLY = LINK_CHAN_CONTROL | 3,      /* a follower forwards a write */
     CALL_RAFT_READ_INDEX = LINK_CHAN_CONTROL | 4, /* a follower asks for a read index */
+    CALL_RT_STATUS = LINK_CHAN_CONTROL | 5,       /* what a node observes of its replicas */
     /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
 };
 
@@ -63,9 +64,10 @@ struct node {
     struct write *writes;
     struct read *reads;
     struct event *sched_timer;
-    size_t sched_inflight; /* placement changes proposed, not applied yet */
-    uint64_t leader_since; /* when this node last became leader (0: not leader) */
-    struct engine *engine; /* NULL: no container engine on this node */
+    struct fanout *fanouts; /* listings waiting for other nodes' observed state */
+    size_t sched_inflight;  /* placement changes proposed, not applied yet */
+    uint64_t leader_since;  /* when this node last became leader (0: not leader) */
+    struct engine *engine;  /* NULL: no container engine on this node */
     struct event *ping_timer;
     struct event *reconcile_timer;
     bool engine_pinging;
@@ -144,6 +146,8 @@ json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uin
 /* The leader's scheduler loop and the placement API (node_sched.c). */
 int node_sched_start(struct node *n, struct mesh_err *err);
 void node_sched_stop(struct node *n);
+/* Frees listings in flight; after peers_free (their calls never answer then). */
+void node_sched_close(struct node *n);
 
 /* Closes raft while the loop still runs; bounded in time. */
 void node_raft_stop(struct node *n);

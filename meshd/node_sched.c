@@ -179,22 +179,19 @@ static void on_sched_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- API --------------------------------------------------------------------------------- */
 
-static void reply_microservices(struct node *n, struct evhttp_request *req, const char *name,
-                                bool consistent)
+/* The replicas with what their nodes observe: `observed` maps node name -> that node's status
+ * map ("app/ms/replica" -> {"state", "message"}); a node missing from it has not answered. */
+static json_t *microservices_json(struct node *n, const json_t *observed)
 {
-    (void)name;
-    (void)consistent;
     struct fsm *fsm = cluster_fsm(n->cluster);
     json_t *arr = json_array();
     for (size_t i = 0; i < fsm_placement_count(fsm); i++) {
         struct fsm_placement p;
+        char key[256];
         if (fsm_placement_at(fsm, i, &p) < 0)
             break;
-        /* Observed state: this node knows its own replicas; for the others, what the desired
-         * state says. */
-        json_t *obs = strcmp(p.node, n->cfg.name) == 0
-                          ? node_runtime_status(n, p.app, p.ms, p.replica)
-                          : NULL;
+        snprintf(key, sizeof key, "%s/%s/%u", p.app, p.ms, (unsigned)p.replica);
+        json_t *obs = json_object_get(json_object_get(observed, p.node), key);
         const char *state = obs         ? json_string_value(json_object_get(obs, "state"))
                             : p.node[0] ? "scheduled"
                                         : "pending";
@@ -204,7 +201,124 @@ static void reply_microservices(struct node *n, struct evhttp_request *req, cons
                                              p.node[0] ? p.node : NULL, "state", state ? state : "",
                                              "message", msg ? msg : ""));
     }
-    api_reply_json(req, 200, json_pack("{s:o}", "microservices", arr));
+    return json_pack("{s:o}", "microservices", arr);
+}
+
+/* Observed state lives on the node that runs each replica: a listing asks those nodes over the
+ * mesh (bounded by a short timeout; a node that does not answer shows "scheduled"). */
+struct fanout_call {
+    struct fanout *f;
+    char node[SWIM_NAME_MAX + 1];
+};
+
+struct fanout {
+    struct node *n;
+    struct fanout *next; /* in n->fanouts, so that node_sched_stop frees what is in flight */
+    struct evhttp_request *req;
+    struct api_watch watch;
+    json_t *observed;
+    size_t pending;
+    struct fanout_call calls[];
+};
+
+static void fanout_free(struct fanout *f)
+{
+    for (struct fanout **pp = &f->n->fanouts; *pp; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    }
+    json_decref(f->observed);
+    free(f);
+}
+
+static void fanout_gone(void *ud)
+{
+    struct fanout *f = ud;
+    f->req = NULL;
+}
+
+static void fanout_finish(struct fanout *f)
+{
+    if (f->pending > 0)
+        return;
+    if (f->req) {
+        api_unwatch(f->req);
+        if (f->n->cluster)
+            api_reply_json(f->req, 200, microservices_json(f->n, f->observed));
+        else
+            api_reply_error(f->req, 503, "raft is restarting on this node; try again");
+    }
+    fanout_free(f);
+}
+
+static void on_status_reply(void *ud, int rc, const uint8_t *reply, size_t len,
+                            const struct mesh_err *err)
+{
+    struct fanout_call *c = ud;
+    struct fanout *f = c->f;
+    (void)err;
+    if (rc == 0) {
+        json_t *m = json_loadb((const char *)reply, len, 0, NULL);
+        if (json_is_object(m))
+            json_object_set(f->observed, c->node, m);
+        json_decref(m);
+    }
+    f->pending--;
+    fanout_finish(f);
+}
+
+static void serve_rt_status(void *ud, struct peers_req *req)
+{
+    struct node *n = ud;
+    char *text = n->rt_status ? json_dumps(n->rt_status, JSON_COMPACT) : NULL;
+    peers_respond(req, 0, (const uint8_t *)(text ? text : "{}"), text ? strlen(text) : 2, NULL);
+    free(text);
+}
+
+static void reply_microservices(struct node *n, struct evhttp_request *req, const char *name,
+                                bool consistent)
+{
+    (void)name;
+    (void)consistent;
+    struct fsm *fsm = cluster_fsm(n->cluster);
+    const struct swim *sw = gossip_swim(n->gossip);
+    size_t nm = swim_member_count(sw);
+    struct fanout *f = calloc(1, sizeof *f + (nm + 1) * sizeof f->calls[0]);
+    if (!f) {
+        api_reply_error(req, 500, "out of memory");
+        return;
+    }
+    f->n = n;
+    f->req = req;
+    f->observed = json_object();
+    if (n->rt_status)
+        json_object_set(f->observed, n->cfg.name, n->rt_status);
+    f->next = n->fanouts;
+    n->fanouts = f;
+    f->watch = (struct api_watch){fanout_gone, f};
+    api_watch(req, &f->watch);
+    size_t ncalls = 0;
+    for (size_t i = 0; i < nm; i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        if (m == swim_self(sw) || m->state != SWIM_ALIVE)
+            continue;
+        bool hosts = false;
+        for (size_t k = 0; k < fsm_placement_count(fsm) && !hosts; k++) {
+            struct fsm_placement p;
+            hosts = fsm_placement_at(fsm, k, &p) == 0 && strcmp(p.node, m->name) == 0;
+        }
+        if (!hosts)
+            continue;
+        struct fanout_call *c = &f->calls[ncalls++];
+        c->f = f;
+        snprintf(c->node, sizeof c->node, "%s", m->name);
+        if (peers_call(n->peers, &m->addr, CALL_RT_STATUS, NULL, 0, 1u << 20, 2000, on_status_reply,
+                       c) == 0)
+            f->pending++;
+    }
+    fanout_finish(f);
 }
 
 static void reply_nodes(struct node *n, struct evhttp_request *req, const char *name,
@@ -298,11 +412,24 @@ int node_sched_start(struct node *n, struct mesh_err *err)
     int rc = api_route_table(n->api, routes, sizeof routes / sizeof routes[0], n, err);
     if (rc < 0)
         return rc;
+    rc = peers_serve(n->peers, CALL_RT_STATUS, 0, serve_rt_status, n);
+    if (rc < 0)
+        return mesh_errf(err, rc, "cannot register the status service");
     n->sched_timer = event_new(n->loop.base, -1, EV_PERSIST, on_sched_timer, n);
     struct timeval tv = {0, SCHED_TICK_MS * 1000};
     if (!n->sched_timer || event_add(n->sched_timer, &tv) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");
     return 0;
+}
+
+void node_sched_close(struct node *n)
+{
+    /* After peers_free no call answers: drop the listings in flight. */
+    while (n->fanouts) {
+        if (n->fanouts->req)
+            api_unwatch(n->fanouts->req);
+        fanout_free(n->fanouts);
+    }
 }
 
 void node_sched_stop(struct node *n)
