@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job for a newcomer: installs what is missing, builds, and starts a local demo mesh of
-# three meshd nodes on loopback (127.0.0.1, ports 17946-17948) that join one mesh with a fresh
-# key, then shows what meshctl sees.
+# The main job for a newcomer: installs what is missing, builds, starts a private container
+# engine (Podman, in a root of its own under the demo's temp dir, host networking) and a local
+# demo mesh of three meshd nodes on loopback (127.0.0.1, ports 17946-17948) that join one mesh
+# with a fresh key, deploys a sample application of two microservices and shows them running.
 # The nodes run until Ctrl-C; `scripts/demo.sh --once` shows and stops.
 #
 # Everything lives in a temp dir that is removed at exit; the nodes only talk over loopback.
@@ -22,9 +23,14 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  "$ROOT/scripts/engine.sh" stop "$work/engine" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+
+echo "starting a private container engine (Podman) in $work/engine"
+"$ROOT/scripts/engine.sh" start "$work/engine" >"$work/engine.log" 2>&1 ||
+  { echo "demo: the container engine did not start:"; cat "$work/engine.log"; exit 1; }
 
 "$MESHCTL" keygen >"$work/mesh.key"
 chmod 600 "$work/mesh.key"
@@ -34,7 +40,8 @@ for i in 0 1 2; do
   name=${names[$i]}
   port=$((17946 + i))
   args=(--name "$name" --data-dir "$work/$name" --bind "127.0.0.1:$port"
-        --key-file "$work/mesh.key" --label "demo=true")
+        --key-file "$work/mesh.key" --label "demo=true"
+        --engine "unix://$work/engine/podman.sock")
   [ "$i" -gt 0 ] && args+=(--join 127.0.0.1:17946)
   "$MESHD" "${args[@]}" 2>>"$work/$name.log" &
   pids+=($!)
@@ -64,6 +71,16 @@ echo
 echo "\$ meshctl --socket $work/edge-b/api.sock deploy -f examples/sensors.yaml"
 for _ in $(seq 100); do ctl edge-b deploy -f examples/sensors.yaml 2>/dev/null && break; sleep 0.1; done
 echo
+# Bounded wait until every replica runs (the hosting nodes report it).
+for _ in $(seq 300); do
+  out=$(ctl edge-c get microservices -o json 2>/dev/null) || out=""
+  [ -n "$out" ] && ! grep -q '"state": "\(pending\|scheduled\|starting\|stopped\|failed\)"' <<<"$out" &&
+    grep -q '"state": "running"' <<<"$out" && break
+  sleep 0.1
+done
+echo "\$ meshctl --socket $work/edge-c/api.sock get microservices"
+ctl edge-c get microservices
+echo
 echo "\$ meshctl --socket $work/edge-c/api.sock get apps"
 ctl edge-c get apps
 echo
@@ -72,6 +89,7 @@ ctl edge-c raft peers
 echo
 
 if [ $once -eq 1 ]; then
+  ctl edge-a delete app sensors >/dev/null 2>&1 || true
   exit 0
 fi
 cat <<EOT
