@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "peers_harness.h"
 #include "addr.h"
 #include "err.h"
 #include "keyring.h"
@@ -100,17 +101,6 @@ static void on_reply(void *ud, int rc, const uint8_t *reply, size_t len, const s
         r->err_code = err->code;
         snprintf(r->msg, sizeof r->msg, "%s", err->msg);
     }
-}
-
-static int hs_hook(void *ud, const uint8_t peer_static[LINK_KEY_LEN], const uint8_t *payload,
-                   size_t len, struct mesh_addr *ret_adv)
-{
-    (void)ud;
-    (void)peer_static;
-    if (len != sizeof *ret_adv)
-        return MESH_EPROTO;
-    memcpy(ret_adv, payload, sizeof *ret_adv);
-    return 0;
 }
 
 static void link_hook(void *ud, const struct mesh_addr *addr, bool up, bool outgoing,
@@ -201,20 +191,6 @@ static void serve_hold(void *ud, struct peers_req *req)
 
 /* ---- nodes and the loop ------------------------------------------------------------------ */
 
-static int listen_socket(struct mesh_addr *ret_addr)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(listen(fd, 64), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
-    assert_int_equal(mesh_addr_from_sockaddr((struct sockaddr *)&ss, ret_addr), 0);
-    return fd;
-}
-
 static void node_start(struct env *e, struct node *n, const uint8_t key[MESH_KEY_LEN],
                        size_t max_links)
 {
@@ -224,13 +200,13 @@ static void node_start(struct env *e, struct node *n, const uint8_t key[MESH_KEY
     n->env = e;
     keyring_init(&n->kr, key);
     randombytes_buf(priv, sizeof priv);
-    int fd = listen_socket(&n->addr);
+    int fd = harness_listen_socket(&n->addr);
     struct peers_config cfg = {.static_priv = priv,
                                .kr = &n->kr,
                                .payload = (const uint8_t *)&n->addr,
                                .payload_len = sizeof n->addr,
                                .max_links = max_links};
-    struct peers_hooks hooks = {.ud = n, .on_handshake = hs_hook, .on_link = link_hook};
+    struct peers_hooks hooks = {.ud = n, .on_handshake = harness_hs_hook, .on_link = link_hook};
     if (peers_new(e->base, fd, &cfg, &hooks, &n->p, &err) < 0)
         fail_msg("peers_new: %s", err.msg);
     sodium_memzero(priv, sizeof priv);
@@ -564,7 +540,7 @@ static void test_timeout_nothing_listens(void **state)
     struct env *e = *state;
     struct result r = {0};
     struct mesh_addr dead;
-    close(listen_socket(&dead)); /* a port nobody listens on any more */
+    close(harness_listen_socket(&dead)); /* a port nobody listens on any more */
     assert_int_equal(call(&e->n[0], &dead, T_ECHO, "x", 1, 64, 300, &r), 0);
     assert_true(run_until(e, fired, &r));
     assert_true(r.rc == -ETIMEDOUT || r.rc == MESH_EIO);
@@ -579,7 +555,7 @@ static void test_timeout_never_accepts(void **state)
     struct env *e = *state;
     struct result r = {0};
     struct mesh_addr silent;
-    int fd = listen_socket(&silent); /* the kernel completes connects; nobody answers */
+    int fd = harness_listen_socket(&silent); /* the kernel completes connects; nobody answers */
     assert_int_equal(call(&e->n[0], &silent, T_ECHO, "x", 1, 64, 200, &r), 0);
     assert_true(run_until(e, fired, &r));
     assert_int_equal(r.fired, 1);

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "peers_harness.h"
 #include "addr.h"
 #include "err.h"
 #include "keyring.h"
@@ -253,31 +254,6 @@ static uint32_t on_accept(void *ud, struct peers_stream *s, const struct peers_s
 
 /* ---- nodes and the loop ------------------------------------------------------------------ */
 
-static int hs_hook(void *ud, const uint8_t peer_static[LINK_KEY_LEN], const uint8_t *payload,
-                   size_t len, struct mesh_addr *ret_adv)
-{
-    (void)ud;
-    (void)peer_static;
-    if (len != sizeof *ret_adv)
-        return MESH_EPROTO;
-    memcpy(ret_adv, payload, sizeof *ret_adv);
-    return 0;
-}
-
-static int listen_socket(struct mesh_addr *ret_addr)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(listen(fd, 64), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
-    assert_int_equal(mesh_addr_from_sockaddr((struct sockaddr *)&ss, ret_addr), 0);
-    return fd;
-}
-
 static void node_start(struct env *e, struct node *n)
 {
     uint8_t priv[LINK_KEY_LEN];
@@ -286,12 +262,12 @@ static void node_start(struct env *e, struct node *n)
     n->env = e;
     keyring_init(&n->kr, key1);
     randombytes_buf(priv, sizeof priv);
-    int fd = listen_socket(&n->addr);
+    int fd = harness_listen_socket(&n->addr);
     struct peers_config cfg = {.static_priv = priv,
                                .kr = &n->kr,
                                .payload = (const uint8_t *)&n->addr,
                                .payload_len = sizeof n->addr};
-    struct peers_hooks hooks = {.ud = n, .on_handshake = hs_hook};
+    struct peers_hooks hooks = {.ud = n, .on_handshake = harness_hs_hook};
     if (peers_new(e->base, fd, &cfg, &hooks, &n->p, &err) < 0)
         fail_msg("peers_new: %s", err.msg);
     sodium_memzero(priv, sizeof priv);
@@ -591,7 +567,7 @@ static void test_open_timeout(void **state)
     struct env *e = *state;
     /* A socket that listens but never accepts: the link handshake never completes. */
     struct mesh_addr dead;
-    int fd = listen_socket(&dead);
+    int fd = harness_listen_socket(&dead);
     struct end a = {.consume = true};
     uint64_t t0 = (uint64_t)time(NULL);
     assert_int_equal(open_stream(&e->n[0], &dead, S_SINK, NULL, 300, &a), 0);

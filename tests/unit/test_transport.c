@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "peers_harness.h"
 #include "addr.h"
 #include "err.h"
 #include "keyring.h"
@@ -120,31 +121,6 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 
 /* ---- nodes ------------------------------------------------------------------------------- */
 
-static int hs_hook(void *ud, const uint8_t peer_static[LINK_KEY_LEN], const uint8_t *payload,
-                   size_t len, struct mesh_addr *ret_adv)
-{
-    (void)ud;
-    (void)peer_static;
-    if (len != sizeof *ret_adv)
-        return MESH_EPROTO;
-    memcpy(ret_adv, payload, sizeof *ret_adv);
-    return 0;
-}
-
-static int listen_socket(struct mesh_addr *ret_addr)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(listen(fd, 64), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
-    assert_int_equal(mesh_addr_from_sockaddr((struct sockaddr *)&ss, ret_addr), 0);
-    return fd;
-}
-
 static void node_peers(struct env *e, struct tnode *n, int idx)
 {
     uint8_t priv[LINK_KEY_LEN];
@@ -153,13 +129,13 @@ static void node_peers(struct env *e, struct tnode *n, int idx)
     n->idx = idx;
     keyring_init(&n->kr, key1);
     randombytes_buf(priv, sizeof priv);
-    int fd = listen_socket(&n->addr);
+    int fd = harness_listen_socket(&n->addr);
     mesh_addr_format(&n->addr, n->address, sizeof n->address);
     struct peers_config cfg = {.static_priv = priv,
                                .kr = &n->kr,
                                .payload = (const uint8_t *)&n->addr,
                                .payload_len = sizeof n->addr};
-    struct peers_hooks hooks = {.ud = n, .on_handshake = hs_hook};
+    struct peers_hooks hooks = {.ud = n, .on_handshake = harness_hs_hook};
     if (peers_new(e->loop.base, fd, &cfg, &hooks, &n->p, &err) < 0)
         fail_msg("peers_new: %s", err.msg);
     sodium_memzero(priv, sizeof priv);
@@ -863,7 +839,7 @@ static void test_pump_backpressure_and_close(void **state)
      * is canceled before close_cb, and close_cb fires once per transport. */
     struct mesh_addr dead;
     char dead_s[MESH_ADDR_STRLEN];
-    int dead_fd = listen_socket(&dead);
+    int dead_fd = harness_listen_socket(&dead);
     mesh_addr_format(&dead, dead_s, sizeof dead_s);
     pe.req2.data = &pe;
     assert_int_equal(e->n[0].tr.connect(&e->n[0].tr, &pe.req2, 9, dead_s, pump_cancel_cb), 0);
