@@ -1,6 +1,8 @@
 /* The desired-state machine; the format and the rules are in fsm.h. */
 #include "fsm.h"
 
+#include "names.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,15 +169,7 @@ bool fsm_app_name_valid(const char *name, size_t len)
 
 bool fsm_node_name_valid(const char *name, size_t len)
 {
-    if (!name || len == 0 || len > FSM_NODE_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (!alnum && (i == 0 || (c != '-' && c != '_' && c != '.')))
-            return false;
-    }
-    return true;
+    return mesh_node_name_valid(name, len);
 }
 
 /* Reasons reach terminals and JSON strings: printable ASCII only. */

@@ -8,6 +8,8 @@
  * on, so that one pass reports all of them. Supporting a new field is one table entry. */
 #include "spec.h"
 
+#include "names.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -273,32 +275,14 @@ static bool dns_name_valid(const char *s)
 
 /* The rules of meshd's node names and labels (meshd/config.c), which placement must match;
  * consensus/ does not link meshd/, so they are restated here. */
-static bool node_char(char ch, bool slash)
-{
-    return is_alpha(ch) || is_digit(ch) || ch == '.' || ch == '_' || ch == '-' ||
-           (slash && ch == '/');
-}
-
 static bool node_name_valid(const char *s)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > SPEC_NODE_NAME_MAX || !(is_alpha(s[0]) || is_digit(s[0])))
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!node_char(s[i], false))
-            return false;
-    return true;
+    return mesh_node_name_valid(s, strlen(s));
 }
 
 static bool label_part_valid(const char *s, size_t max)
 {
-    size_t len = strlen(s);
-    if (len == 0 || len > max)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!node_char(s[i], true))
-            return false;
-    return true;
+    return mesh_label_part_valid(s, strlen(s), max);
 }
 
 static bool env_name_valid(const char *s)

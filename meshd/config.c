@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "names.h"
+
 enum opt_id {
     OPT_NAME,
     OPT_DATA_DIR,
@@ -80,15 +82,12 @@ const char *config_usage(void)
 
 bool config_name_valid(const char *name)
 {
-    size_t len = strlen(name);
-    if (len == 0 || len > CONFIG_NAME_MAX || !isalnum((unsigned char)name[0]))
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (!isalnum(c) && c != '.' && c != '_' && c != '-')
-            return false;
-    }
-    return true;
+    return mesh_node_name_valid(name, strlen(name));
+}
+
+static bool label_part_valid(const char *s, size_t max)
+{
+    return mesh_label_part_valid(s, strlen(s), max);
 }
 
 int config_duration_parse(const char *s, uint64_t *ret_ms)
@@ -113,19 +112,6 @@ int config_duration_parse(const char *s, uint64_t *ret_ms)
         }
     }
     return MESH_EINVAL;
-}
-
-static bool label_part_valid(const char *s, size_t max)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > max)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '.' && c != '_' && c != '-' && c != '/')
-            return false;
-    }
-    return true;
 }
 
 static int copy_str(char *dst, size_t cap, const char *src, const char *what, struct mesh_err *err)
