@@ -14,7 +14,7 @@ pkgs=(
   # tests: a private container engine (scripts/engine.sh) and its busybox test image
   podman runc busybox-static curl
   # benchmarks: peers to measure against
-  serf
+  serf etcd-server etcd-client
 )
 
 missing=()
