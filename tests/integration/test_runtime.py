@@ -17,7 +17,9 @@ import pytest
 
 from conftest import MESHCTL, TIMEOUT, wait_for
 
-ENGINE = os.environ.get("FOGMESH_ENGINE_SOCKET")
+ENGINE = os.environ.get("FOGMESH_ENGINE_SOCKET")  # a path, or a unix:// URL
+if ENGINE and ENGINE.startswith("unix://"):
+    ENGINE = ENGINE[len("unix://"):]
 pytestmark = pytest.mark.skipif(not ENGINE, reason="no container engine: run scripts/test.sh, "
                                 "or scripts/engine.sh start DIR and set FOGMESH_ENGINE_SOCKET")
 
