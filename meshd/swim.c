@@ -21,6 +21,8 @@
 /* Upper bound of one push-pull entry: fixarray, name, id, addr, incarnation, state, meta. */
 #define PP_ENTRY_MAX (1 + 66 + 18 + 21 + 9 + 1 + 515)
 #define PP_HDR_MAX   512
+/* After a join, the first anti-entropy push-pull comes within 1-2 of these (ms). */
+#define JOIN_SETTLE_MS 2000
 
 /* Lifeguard §4.2 (and memberlist suspicion.go): a suspicion whose timeout starts at `max` and
  * shrinks towards `min` as independent members confirm it. Confirmers are remembered by a hash
@@ -1185,8 +1187,15 @@ int swim_pushpull_merge(struct swim *s, uint64_t req, const uint8_t *buf, size_t
     }
     pp_apply(s, buf, len, now);
     s->stats.pushpull_ok++;
-    if (join)
+    if (join) {
+        /* Nodes that join at the same moment learn of each other only through gossip, which
+         * a node can miss while many joins are in flight; one early full exchange with a
+         * random member (instead of waiting a whole push-pull interval) closes that gap. */
+        uint64_t soon = now + JOIN_SETTLE_MS + rnd(s) % JOIN_SETTLE_MS;
+        if (soon < s->next_pushpull)
+            s->next_pushpull = soon;
         join_finish(s, 0, NULL);
+    }
     return 0;
 }
 
