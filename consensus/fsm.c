@@ -105,6 +105,27 @@ static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
 }
 
 /* Index of name in t, or where it would go (and *found = false). */
+/* Grows an array (*v, *cap elements of size elem) to hold want elements: doubling from first,
+ * never beyond max. The one growth rule of the three tables. MESH_EFULL past max. */
+static int grow(void **v, size_t *cap, size_t elem, size_t want, size_t first, size_t max)
+{
+    if (want <= *cap)
+        return 0;
+    if (want > max)
+        return MESH_EFULL;
+    size_t n = *cap ? *cap * 2 : first;
+    while (n < want)
+        n *= 2;
+    if (n > max)
+        n = max;
+    void *nv = realloc(*v, n * elem);
+    if (!nv)
+        return MESH_ENOMEM;
+    *v = nv;
+    *cap = n;
+    return 0;
+}
+
 static size_t table_find(const struct app_table *t, const char *name, size_t len, bool *found)
 {
     size_t lo = 0, hi = t->n;
@@ -133,24 +154,12 @@ static void table_clear(struct app_table *t)
     t->n = t->cap = 0;
 }
 
-/* Makes room for one more entry. */
 static int table_reserve(struct app_table *t, size_t want)
 {
-    if (want <= t->cap)
-        return 0;
-    size_t cap = t->cap ? t->cap * 2 : 16;
-    while (cap < want)
-        cap *= 2;
-    if (cap > FSM_APPS_MAX)
-        cap = FSM_APPS_MAX;
-    if (cap < want)
-        return MESH_EFULL;
-    struct app **v = realloc(t->v, cap * sizeof *v);
-    if (!v)
-        return MESH_ENOMEM;
+    void *v = t->v; /* through a void *, not a cast of &t->v (strict aliasing) */
+    int rc = grow(&v, &t->cap, sizeof *t->v, want, 16, FSM_APPS_MAX);
     t->v = v;
-    t->cap = cap;
-    return 0;
+    return rc;
 }
 
 bool fsm_app_name_valid(const char *name, size_t len)
@@ -283,21 +292,10 @@ static void plc_clear(struct plc_table *t)
 
 static int plc_reserve(struct plc_table *t, size_t want)
 {
-    if (want <= t->cap)
-        return 0;
-    if (want > FSM_PLACEMENTS_MAX)
-        return MESH_EFULL;
-    size_t cap = t->cap ? t->cap * 2 : 64;
-    while (cap < want)
-        cap *= 2;
-    if (cap > FSM_PLACEMENTS_MAX)
-        cap = FSM_PLACEMENTS_MAX;
-    struct plc **v = realloc(t->v, cap * sizeof *v);
-    if (!v)
-        return MESH_ENOMEM;
+    void *v = t->v; /* through a void *, not a cast of &t->v (strict aliasing) */
+    int rc = grow(&v, &t->cap, sizeof *t->v, want, 64, FSM_PLACEMENTS_MAX);
     t->v = v;
-    t->cap = cap;
-    return 0;
+    return rc;
 }
 
 /* Removes the placements of one application (consecutive). Returns how many. */
@@ -336,21 +334,10 @@ static size_t cordon_find(const struct cordon_table *t, const char *node, size_t
 
 static int cordon_reserve(struct cordon_table *t, size_t want)
 {
-    if (want <= t->cap)
-        return 0;
-    if (want > FSM_CORDONS_MAX)
-        return MESH_EFULL;
-    size_t cap = t->cap ? t->cap * 2 : 8;
-    while (cap < want)
-        cap *= 2;
-    if (cap > FSM_CORDONS_MAX)
-        cap = FSM_CORDONS_MAX;
-    struct cordon *v = realloc(t->v, cap * sizeof *v);
-    if (!v)
-        return MESH_ENOMEM;
+    void *v = t->v; /* through a void *, not a cast of &t->v (strict aliasing) */
+    int rc = grow(&v, &t->cap, sizeof *t->v, want, 8, FSM_CORDONS_MAX);
     t->v = v;
-    t->cap = cap;
-    return 0;
+    return rc;
 }
 
 static void cordon_clear(struct cordon_table *t)
