@@ -381,23 +381,36 @@ static json_t *f_images(struct ctx *c, const json_t *v)
     return out;
 }
 
+/* The start every array field shares: v must be an array of min..max entries; returns a new
+ * empty array for the checked entries, or NULL with the problem recorded. `what` names the
+ * entries in the message ("an array" or "an array of strings"). */
+static json_t *array_begin(struct ctx *c, const json_t *v, const char *what, size_t min, size_t max)
+{
+    if (!json_is_array(v)) {
+        fail(c, "must be %s", what);
+        return NULL;
+    }
+    size_t n = json_array_size(v);
+    if (n < min || n > max) {
+        if (min > 0)
+            fail(c, "must have %zu..%zu entries", min, max);
+        else
+            fail(c, "must have at most %zu entries", max);
+        return NULL;
+    }
+    json_t *out = json_array();
+    if (!out)
+        nomem(c);
+    return out;
+}
+
 static json_t *f_command(struct ctx *c, const json_t *v)
 {
     if (!v)
         return NULL;
-    if (!json_is_array(v)) {
-        fail(c, "must be an array of strings");
+    json_t *out = array_begin(c, v, "an array of strings", 0, SPEC_MAX_ARGS);
+    if (!out)
         return NULL;
-    }
-    if (json_array_size(v) > SPEC_MAX_ARGS) {
-        fail(c, "must have at most %d entries", SPEC_MAX_ARGS);
-        return NULL;
-    }
-    json_t *out = json_array();
-    if (!out) {
-        nomem(c);
-        return NULL;
-    }
     for (size_t i = 0; i < json_array_size(v); i++) {
         size_t old = path_index(c, i);
         const char *s = get_str(c, json_array_get(v, i), SPEC_MAX_STRING);
@@ -522,19 +535,9 @@ static json_t *f_ports(struct ctx *c, const json_t *v)
 {
     if (!v)
         return NULL;
-    if (!json_is_array(v)) {
-        fail(c, "must be an array");
+    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_PORTS);
+    if (!out)
         return NULL;
-    }
-    if (json_array_size(v) > SPEC_MAX_PORTS) {
-        fail(c, "must have at most %d entries", SPEC_MAX_PORTS);
-        return NULL;
-    }
-    json_t *out = json_array();
-    if (!out) {
-        nomem(c);
-        return NULL;
-    }
     for (size_t i = 0; i < json_array_size(v); i++) {
         size_t old = path_index(c, i);
         json_t *p = check_object(c, json_array_get(v, i), port_fields, N_(port_fields), NULL);
@@ -617,19 +620,9 @@ static json_t *f_volumes(struct ctx *c, const json_t *v)
 {
     if (!v)
         return NULL;
-    if (!json_is_array(v)) {
-        fail(c, "must be an array");
+    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_VOLUMES);
+    if (!out)
         return NULL;
-    }
-    if (json_array_size(v) > SPEC_MAX_VOLUMES) {
-        fail(c, "must have at most %d entries", SPEC_MAX_VOLUMES);
-        return NULL;
-    }
-    json_t *out = json_array();
-    if (!out) {
-        nomem(c);
-        return NULL;
-    }
     for (size_t i = 0; i < json_array_size(v); i++) {
         size_t old = path_index(c, i);
         json_t *vol = check_object(c, json_array_get(v, i), volume_fields, N_(volume_fields), NULL);
@@ -937,20 +930,10 @@ static json_t *f_microservices(struct ctx *c, const json_t *v)
 {
     if (!v)
         return f_required(c);
-    if (!json_is_array(v)) {
-        fail(c, "must be an array");
+    json_t *out = array_begin(c, v, "an array", 1, SPEC_MAX_MICROSERVICES);
+    if (!out)
         return NULL;
-    }
     size_t n = json_array_size(v);
-    if (n < 1 || n > SPEC_MAX_MICROSERVICES) {
-        fail(c, "must have 1..%d entries", SPEC_MAX_MICROSERVICES);
-        return NULL;
-    }
-    json_t *out = json_array();
-    if (!out) {
-        nomem(c);
-        return NULL;
-    }
     for (size_t i = 0; i < n; i++) {
         size_t old = path_index(c, i);
         c->ms = i;
