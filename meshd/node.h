@@ -65,6 +65,7 @@ struct node {
     struct read *reads;
     struct event *sched_timer;
     struct fanout *fanouts; /* listings waiting for other nodes' observed state */
+    json_t *spec_cache;     /* the scheduler's parsed specs: {app: [mod_rev, spec]} */
     size_t sched_inflight;  /* placement changes proposed, not applied yet */
     uint64_t leader_since;  /* when this node last became leader (0: not leader) */
     struct engine *engine;  /* NULL: no container engine on this node */

@@ -51,6 +51,35 @@ static void view_free(struct sched_view *v)
     memset(v, 0, sizeof *v);
 }
 
+/* The parsed spec of an application (new reference). Specs are parsed once per version and kept
+ * in n->spec_cache ({name: [mod_rev, spec]}): the scheduler runs twice a second, and parsing
+ * every spec (up to FSM_APPS_MAX of SPEC_MAX_ENCODED bytes) each time would cost the leader
+ * far more than scheduling. */
+static json_t *spec_cached(struct node *n, const struct fsm_app *a)
+{
+    json_t *hit = json_object_get(n->spec_cache, a->name);
+    if (hit && (uint64_t)json_integer_value(json_array_get(hit, 0)) == a->mod_rev)
+        return json_incref(json_array_get(hit, 1));
+    json_t *spec = json_loadb((const char *)a->spec, a->spec_len, 0, NULL);
+    if (spec && n->spec_cache)
+        json_object_set_new(n->spec_cache, a->name,
+                            json_pack("[I, O]", (json_int_t)a->mod_rev, spec));
+    return spec;
+}
+
+/* Forgets the cached specs of applications that are gone. */
+static void spec_cache_prune(struct node *n, struct fsm *fsm)
+{
+    const char *name;
+    json_t *val, *tmp;
+    json_object_foreach_safe(n->spec_cache, tmp, name, val)
+    {
+        (void)val;
+        if (fsm_app_get(fsm, name, NULL, NULL, NULL) < 0)
+            json_object_del(n->spec_cache, name);
+    }
+}
+
 static int view_build(struct node *n, struct sched_view *v)
 {
     struct fsm *fsm = cluster_fsm(n->cluster);
@@ -74,7 +103,7 @@ static int view_build(struct node *n, struct sched_view *v)
         struct fsm_app a;
         if (fsm_app_at(fsm, i, &a) < 0)
             break;
-        json_t *spec = json_loadb((const char *)a.spec, a.spec_len, 0, NULL);
+        json_t *spec = spec_cached(n, &a);
         v->specs[v->napps] = spec;
         v->apps[v->napps] = (struct sched_app){a.name, a.mod_rev, spec};
         v->napps++;
@@ -135,6 +164,9 @@ static void sched_tick(struct node *n)
     if (n->sched_inflight > 0)
         return; /* one run at a time: the next sees what this one did */
     struct sched_view v;
+    if (!n->spec_cache)
+        n->spec_cache = json_object();
+    spec_cache_prune(n, cluster_fsm(n->cluster));
     if (view_build(n, &v) < 0)
         return;
     struct sched_input in = {
@@ -434,6 +466,8 @@ void node_sched_close(struct node *n)
 
 void node_sched_stop(struct node *n)
 {
+    json_decref(n->spec_cache);
+    n->spec_cache = NULL;
     if (n->sched_timer)
         event_free(n->sched_timer);
     n->sched_timer = NULL;
