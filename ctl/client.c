@@ -15,12 +15,24 @@ struct reply {
     char *data;
     size_t len;
     int too_big;
+    CURL *curl;
+    FILE *sink; /* client_stream: a 2xx body goes here as it comes */
+    int sink_failed;
 };
 
 static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     struct reply *r = ud;
     size_t n = size * nmemb;
+    long status = 0;
+    if (r->sink && curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+        status >= 200 && status <= 299) {
+        if (fwrite(ptr, 1, n, r->sink) != n || fflush(r->sink) != 0) {
+            r->sink_failed = 1;
+            return 0;
+        }
+        return n;
+    }
     if (r->len + n > REPLY_MAX) {
         r->too_big = 1;
         return 0;
@@ -54,11 +66,11 @@ static int unreachable(const struct client *c, struct mesh_err *err)
                      c->socket_path, why);
 }
 
-int client_call(const struct client *c, const char *method, const char *path, const json_t *body,
-                long *ret_status, json_t **ret_body, struct mesh_err *err)
+/* One request; the reply body is collected in *r (or streamed to r->sink). */
+static int perform(const struct client *c, const char *method, const char *path, const json_t *body,
+                   struct reply *r, long *ret_status, struct mesh_err *err)
 {
     char url[2048];
-    struct reply r = {0};
     struct curl_slist *headers = NULL;
     char *payload = NULL;
     int rc = 0;
@@ -66,14 +78,19 @@ int client_call(const struct client *c, const char *method, const char *path, co
     CURL *curl = curl_easy_init();
     if (!curl)
         return mesh_errf(err, MESH_ENOMEM, "cannot initialise libcurl");
+    r->curl = curl;
     snprintf(url, sizeof url, "http://meshd%s", path);
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, c->socket_path);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms > 0 ? c->timeout_ms : 30000L);
+    /* CURLOPT_TIMEOUT_MS 0 means none. */
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
+                     c->timeout_ms > 0   ? c->timeout_ms
+                     : c->timeout_ms < 0 ? 0L
+                                         : 30000L);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "meshctl/" FOGMESH_VERSION);
     if (body) {
         payload = json_dumps(body, JSON_COMPACT);
@@ -93,17 +110,38 @@ int client_call(const struct client *c, const char *method, const char *path, co
     }
     if (cc != CURLE_OK) {
         rc = mesh_errf(err, MESH_EIO, "request to meshd at %s failed: %s%s", c->socket_path,
-                       curl_easy_strerror(cc), r.too_big ? " (reply too large)" : "");
+                       r->sink_failed ? "cannot write the output" : curl_easy_strerror(cc),
+                       r->too_big ? " (reply too large)" : "");
         goto out;
     }
     long status = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     *ret_status = status;
-    *ret_body = r.len ? json_loadb(r.data, r.len, 0, NULL) : NULL;
 out:
-    free(r.data);
     free(payload);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
+    return rc;
+}
+
+int client_call(const struct client *c, const char *method, const char *path, const json_t *body,
+                long *ret_status, json_t **ret_body, struct mesh_err *err)
+{
+    struct reply r = {0};
+    int rc = perform(c, method, path, body, &r, ret_status, err);
+    if (rc == 0)
+        *ret_body = r.len ? json_loadb(r.data, r.len, 0, NULL) : NULL;
+    free(r.data);
+    return rc;
+}
+
+int client_stream(const struct client *c, const char *path, FILE *out, long *ret_status,
+                  json_t **ret_body, struct mesh_err *err)
+{
+    struct reply r = {.sink = out};
+    int rc = perform(c, "GET", path, NULL, &r, ret_status, err);
+    if (rc == 0)
+        *ret_body = r.len ? json_loadb(r.data, r.len, 0, NULL) : NULL;
+    free(r.data);
     return rc;
 }

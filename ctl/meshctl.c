@@ -47,6 +47,12 @@ static void usage(FILE *f)
           "  cordon|uncordon|drain NODE\n"
           "                       stop placing work on NODE / allow it again / move it off\n"
           "  describe app NAME    one application's spec (-o yaml or -o json deploys again)\n"
+          "  describe microservice APP/MS\n"
+          "                       a microservice's spec and the state of each replica\n"
+          "  move APP/MS[/REPLICA] NODE\n"
+          "                       run a replica (default: the first not on NODE) on NODE\n"
+          "  logs APP/MS[/REPLICA] [-f|--follow] [--tail N]\n"
+          "                       a replica's output, from whichever node runs it\n"
           "  delete app NAME      delete an application\n"
           "  raft peers           the Raft configuration: voters, standbys, the leader\n"
           "  raft recover [--force]\n"
@@ -485,6 +491,12 @@ static int need_kind(int argc, char **argv, const char *verb, const char *kind, 
     return 0;
 }
 
+static bool is_ms_kind(const char *k)
+{
+    return strcmp(k, "microservice") == 0 || strcmp(k, "microservices") == 0 ||
+           strcmp(k, "ms") == 0;
+}
+
 static int get_microservices(struct ctl *ctl)
 {
     json_t *body = NULL;
@@ -567,7 +579,7 @@ static int cmd_node_op(struct ctl *ctl, int argc, char **argv)
 
 static int cmd_get(struct ctl *ctl, int argc, char **argv)
 {
-    if (argc == 2 && (strcmp(argv[1], "microservices") == 0 || strcmp(argv[1], "ms") == 0))
+    if (argc == 2 && is_ms_kind(argv[1]))
         return get_microservices(ctl);
     if (argc == 2 && strcmp(argv[1], "nodes") == 0)
         return get_nodes(ctl);
@@ -597,8 +609,53 @@ static int cmd_get(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
+/* `describe microservice APP/MS`: the microservice's spec and where each replica runs. */
+static int describe_microservice(struct ctl *ctl, const char *ref)
+{
+    char path[512];
+    if (!strchr(ref, '/'))
+        return usage_error("describe microservice: expected APP/MICROSERVICE, got '%s'", ref);
+    snprintf(path, sizeof path, FOGMESH_API_PREFIX "/microservices/%.200s", ref);
+    json_t *body = NULL;
+    int rc = call(ctl, "GET", path, NULL, &body);
+    if (rc)
+        return rc;
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, body);
+        json_decref(body);
+        return 0;
+    }
+    printf("# microservice %s/%s (app version %lld)\n", jstr(body, "app"), jstr(body, "name"),
+           (long long)json_integer_value(json_object_get(body, "app_version")));
+    struct ctl as_yaml = *ctl;
+    as_yaml.out = OUT_YAML;
+    print_value(&as_yaml, json_object_get(body, "spec"));
+    printf("\n%-7s %-16s %-10s %-8s %-24s %s\n", "REPLICA", "NODE", "STATE", "RESTARTS", "SINCE",
+           "MESSAGE");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(body, "replicas"), i, r)
+    {
+        json_t *restarts = json_object_get(r, "restarts");
+        char rbuf[24] = "-";
+        if (json_is_integer(restarts))
+            snprintf(rbuf, sizeof rbuf, "%lld", (long long)json_integer_value(restarts));
+        printf("%-7lld %-16s %-10s %-8s %-24s %s\n",
+               (long long)json_integer_value(json_object_get(r, "replica")),
+               json_is_string(json_object_get(r, "node")) ? jstr(r, "node") : "-", jstr(r, "state"),
+               rbuf, *jstr(r, "since") ? jstr(r, "since") : "-", jstr(r, "message"));
+    }
+    json_decref(body);
+    return 0;
+}
+
 static int cmd_describe(struct ctl *ctl, int argc, char **argv)
 {
+    if (argc >= 2 && is_ms_kind(argv[1])) {
+        if (argc != 3)
+            return usage_error("describe microservice: expected one APP/MICROSERVICE%s", "");
+        return describe_microservice(ctl, argv[2]);
+    }
     int rc = need_kind(argc, argv, "describe", "app", 1);
     if (rc)
         return rc;
@@ -687,6 +744,79 @@ static int cmd_raft(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
+/* `logs APP/MS[/REPLICA] [--follow] [--tail N]`: streamed to stdout as meshd relays it from the
+ * node that runs the replica. */
+static int cmd_logs(struct ctl *ctl, int argc, char **argv)
+{
+    const char *ref = NULL;
+    bool follow = false;
+    long tail = -1;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0) {
+            follow = true;
+        } else if (strcmp(argv[i], "--tail") == 0 || strcmp(argv[i], "-n") == 0) {
+            char *end;
+            if (i + 1 >= argc)
+                return usage_error("logs: --tail needs a number of lines%s", "");
+            errno = 0;
+            tail = strtol(argv[++i], &end, 10);
+            if (*end || errno || tail < 0 || tail > 1000000)
+                return usage_error("logs: --tail: '%s' is not a number of lines", argv[i]);
+        } else if (!ref && argv[i][0] != '-') {
+            ref = argv[i];
+        } else {
+            return usage_error("logs: unexpected '%s'", argv[i]);
+        }
+    }
+    if (!ref || !strchr(ref, '/'))
+        return usage_error("logs: expected 'logs APP/MICROSERVICE[/REPLICA] [--follow] "
+                           "[--tail N]'%s",
+                           "");
+    char path[512], tailq[32] = "";
+    if (tail >= 0)
+        snprintf(tailq, sizeof tailq, "&tail=%ld", tail);
+    snprintf(path, sizeof path, FOGMESH_API_PREFIX "/logs/%.200s?follow=%s%s", ref,
+             follow ? "true" : "false", tailq);
+    struct client c = ctl->client;
+    c.timeout_ms = follow ? -1 : 0;
+    struct mesh_err err = {0};
+    long status = 0;
+    json_t *reply = NULL;
+    if (client_stream(&c, path, stdout, &status, &reply, &err) < 0) {
+        fprintf(stderr, "meshctl: %s\n", err.msg);
+        return 1;
+    }
+    int rc = 0;
+    if (status < 200 || status > 299) {
+        const char *msg = json_string_value(json_object_get(reply, "error"));
+        fprintf(stderr, "meshctl: meshd answered %ld: %s\n", status, msg ? msg : "(no message)");
+        rc = 1;
+    }
+    json_decref(reply);
+    return rc;
+}
+
+/* `move APP/MS[/REPLICA] NODE`. */
+static int cmd_move(struct ctl *ctl, int argc, char **argv)
+{
+    if (argc != 3 || !strchr(argv[1], '/'))
+        return usage_error("move: expected 'move APP/MICROSERVICE[/REPLICA] NODE'%s", "");
+    char path[512];
+    snprintf(path, sizeof path, FOGMESH_API_PREFIX "/microservices/%.200s/move", argv[1]);
+    json_t *req = json_pack("{s:s}", "node", argv[2]);
+    json_t *body = NULL;
+    int rc = call(ctl, "POST", path, req, &body);
+    json_decref(req);
+    if (rc)
+        return rc;
+    if (ctl->out != OUT_TABLE)
+        print_value(ctl, body);
+    else
+        printf("%s moved to %s\n", jstr(body, "name"), argv[2]);
+    json_decref(body);
+    return 0;
+}
+
 static const struct command {
     const char *name;
     int (*fn)(struct ctl *, int, char **);
@@ -695,7 +825,8 @@ static const struct command {
     {"members", cmd_members},  {"leave", cmd_leave},     {"keys", cmd_keys},
     {"deploy", cmd_deploy},    {"get", cmd_get},         {"describe", cmd_describe},
     {"delete", cmd_delete},    {"raft", cmd_raft},       {"cordon", cmd_node_op},
-    {"uncordon", cmd_node_op}, {"drain", cmd_node_op},
+    {"uncordon", cmd_node_op}, {"drain", cmd_node_op},   {"move", cmd_move},
+    {"logs", cmd_logs},
 };
 
 int main(int argc, char **argv)

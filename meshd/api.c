@@ -103,13 +103,21 @@ const char *api_query(struct evhttp_request *req, const char *key, char *buf, si
 static void on_conn_close(struct evhttp_connection *conn, void *arg)
 {
     struct api_watch *w = arg;
+    struct evhttp_request *req = w->req;
     (void)conn;
     w->gone(w->ud);
+    /* A client that hung up (EOF, timeout) before the answer was complete leaves its request
+     * detached from the connection (libevent 2.1: evhttp_connection_incoming_fail), to be
+     * freed by whoever answers it; nobody will now. A request still attached is freed with
+     * its connection by libevent itself. */
+    if (req && !evhttp_request_get_connection(req))
+        evhttp_request_free(req);
 }
 
 void api_watch(struct evhttp_request *req, struct api_watch *w)
 {
     struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    w->req = req;
     if (conn)
         evhttp_connection_set_closecb(conn, on_conn_close, w);
 }

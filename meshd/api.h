@@ -54,6 +54,7 @@ json_t *api_read_json(struct evhttp_request *req);
 struct api_watch {
     void (*gone)(void *ud);
     void *ud;
+    struct evhttp_request *req; /* set by api_watch */
 };
 void api_watch(struct evhttp_request *req, struct api_watch *w);
 void api_unwatch(struct evhttp_request *req);

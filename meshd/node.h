@@ -27,6 +27,7 @@ enum node_call_type {
     CALL_RAFT_READ_INDEX = LINK_CHAN_CONTROL | 4, /* a follower asks for a read index */
     CALL_RT_STATUS = LINK_CHAN_CONTROL | 5,       /* what a node observes of its replicas */
     /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
+    STREAM_LOGS = 0x20, /* a replica's output, from the node that runs it (bulk priority) */
 };
 
 #define NODE_PEERS_FILE   "peers" /* addresses of members seen alive, for rejoining */
@@ -35,8 +36,9 @@ enum node_call_type {
 #define NODE_REJOIN_MS    5000
 #define NODE_KEYOP_MAX    64 /* key operations in flight mesh-wide from this node */
 
-struct keyop;   /* a mesh-wide key-ring operation in progress (node_api.c) */
-struct pp_call; /* a push-pull call in flight (node.c) */
+struct keyop;        /* a mesh-wide key-ring operation in progress (node_api.c) */
+struct logs_session; /* a log stream through or from this node (node_logs.c) */
+struct pp_call;      /* a push-pull call in flight (node.c) */
 
 struct node {
     struct meshd_config cfg;
@@ -74,6 +76,8 @@ struct node {
     bool engine_pinging;
     struct rt_pass *rt_pass; /* the reconcile pass in progress */
     json_t *rt_status;       /* "app/ms/replica" -> {"state", "message"} observed here */
+    struct logs_session *logs;
+    size_t nlogs;
     uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
@@ -133,6 +137,7 @@ void node_raft_write(struct node *n, struct evhttp_request *req, const char *nam
 /* Reads from the local replica for an API client: at once, or once it has applied this node's
  * last forwarded write, or (?consistent=true) the leader's read index. reply() answers; `name`
  * is passed through ("" when unused); `consistent` says whether the read was linearizable. */
+#define NODE_READ_NAME_MAX 160 /* "APP/MS/REPLICA" fits */
 typedef void (*node_read_fn)(struct node *n, struct evhttp_request *req, const char *name,
                              bool consistent);
 void node_raft_read(struct node *n, struct evhttp_request *req, const char *name,
@@ -143,6 +148,11 @@ int node_runtime_start(struct node *n, struct mesh_err *err);
 void node_runtime_stop(struct node *n);
 /* What this node observed of one of its replicas ({"state", "message"}, borrowed), or NULL. */
 json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uint32_t replica);
+
+/* `meshctl logs` (node_logs.c): GET /v1/logs/APP/MS[/REPLICA] and the STREAM_LOGS service. */
+int node_logs_start(struct node *n, struct mesh_err *err);
+/* After api_free and peers_free, before node_runtime_stop. */
+void node_logs_close(struct node *n);
 
 /* The leader's scheduler loop and the placement API (node_sched.c). */
 int node_sched_start(struct node *n, struct mesh_err *err);

@@ -364,7 +364,7 @@ static void keyop_start(struct node *n, struct evhttp_request *req, enum keyop_k
         op->pending++;
     }
     sodium_memzero(msg, sizeof msg);
-    op->watch = (struct api_watch){keyop_gone, op};
+    op->watch = (struct api_watch){.gone = keyop_gone, .ud = op};
     api_watch(req, &op->watch);
     keyop_maybe_finish(op);
 }

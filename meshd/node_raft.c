@@ -150,7 +150,7 @@ struct write {
     struct api_watch watch;
     struct event *timer;
     struct cluster_req *creq; /* applied here: detach on timeout */
-    char name[FSM_APP_NAME_MAX + 1];
+    char name[NODE_READ_NAME_MAX + 1];
     bool forwarded;
     bool done;            /* answered (or the client is gone) */
     bool waiting_forward; /* a peers_call is in flight and owns a reference */
@@ -322,7 +322,7 @@ void node_raft_write(struct node *n, struct evhttp_request *req, const char *nam
     if (w->next)
         w->next->prev = w;
     n->writes = w;
-    w->watch = (struct api_watch){write_gone, w};
+    w->watch = (struct api_watch){.gone = write_gone, .ud = w};
     api_watch(req, &w->watch);
     w->timer = evtimer_new(n->loop.base, on_write_timeout, w);
     struct timeval tv = {WRITE_TIMEOUT_MS / 1000, (WRITE_TIMEOUT_MS % 1000) * 1000};
@@ -514,9 +514,9 @@ struct read {
     struct evhttp_request *req;
     struct api_watch watch;
     struct event *timer;
-    char name[FSM_APP_NAME_MAX + 1]; /* "" = list */
-    node_read_fn reply;              /* answers from the local replica */
-    uint64_t index;                  /* wait until applied >= index */
+    char name[NODE_READ_NAME_MAX + 1]; /* "" = list */
+    node_read_fn reply;                /* answers from the local replica */
+    uint64_t index;                    /* wait until applied >= index */
     uint64_t deadline;
     bool waiting_call;
     bool done;
@@ -714,7 +714,7 @@ static struct read *read_new(struct node *n, struct evhttp_request *req, const c
     if (r->next)
         r->next->prev = r;
     n->reads = r;
-    r->watch = (struct api_watch){read_gone, r};
+    r->watch = (struct api_watch){.gone = read_gone, .ud = r};
     api_watch(req, &r->watch);
     return r;
 }
@@ -969,7 +969,7 @@ static void h_raft_recover(struct evhttp_request *req, const char *rest, void *u
     log_warn(&n->log, "raft recover requested: closing raft to rewrite its configuration");
     n->recovering = true;
     n->recover_req = req;
-    n->recover_watch = (struct api_watch){recover_gone, n};
+    n->recover_watch = (struct api_watch){.gone = recover_gone, .ud = n};
     api_watch(req, &n->recover_watch);
     cluster_close(n->cluster, on_closed_for_recover, n);
 }

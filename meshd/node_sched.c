@@ -211,9 +211,40 @@ static void on_sched_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- API --------------------------------------------------------------------------------- */
 
+/* "APP/MS" (or "APP/MS/REPLICA" when replica is not NULL; *replica = -1 when absent) split in
+ * place into buf. 0, or MESH_EINVAL. */
+static int split_ms_ref(const char *ref, char *buf, size_t len, const char **app, const char **ms,
+                        long *replica)
+{
+    if (snprintf(buf, len, "%s", ref) >= (int)len)
+        return MESH_EINVAL;
+    char *slash = strchr(buf, '/');
+    if (!slash || slash == buf || !slash[1])
+        return MESH_EINVAL;
+    *slash = '\0';
+    *app = buf;
+    *ms = slash + 1;
+    char *second = strchr(slash + 1, '/');
+    if (replica)
+        *replica = -1;
+    if (second) {
+        char *end;
+        *second = '\0';
+        if (!replica || !second[1] || !**ms)
+            return MESH_EINVAL;
+        unsigned long r = strtoul(second + 1, &end, 10);
+        if (*end || r >= FSM_REPLICAS_MAX)
+            return MESH_EINVAL;
+        *replica = (long)r;
+    }
+    return 0;
+}
+
 /* The replicas with what their nodes observe: `observed` maps node name -> that node's status
- * map ("app/ms/replica" -> {"state", "message"}); a node missing from it has not answered. */
-static json_t *microservices_json(struct node *n, const json_t *observed)
+ * map ("app/ms/replica" -> {"state", "message", ...}); a node missing from it has not answered.
+ * Every field a node reports is passed on. With app and ms, only that microservice's. */
+static json_t *replicas_json(struct node *n, const json_t *observed, const char *app,
+                             const char *ms)
 {
     struct fsm *fsm = cluster_fsm(n->cluster);
     json_t *arr = json_array();
@@ -222,18 +253,69 @@ static json_t *microservices_json(struct node *n, const json_t *observed)
         char key[256];
         if (fsm_placement_at(fsm, i, &p) < 0)
             break;
+        if (app && (strcmp(p.app, app) != 0 || strcmp(p.ms, ms) != 0))
+            continue;
         snprintf(key, sizeof key, "%s/%s/%u", p.app, p.ms, (unsigned)p.replica);
         json_t *obs = json_object_get(json_object_get(observed, p.node), key);
-        const char *state = obs         ? json_string_value(json_object_get(obs, "state"))
-                            : p.node[0] ? "scheduled"
-                                        : "pending";
-        const char *msg = obs ? json_string_value(json_object_get(obs, "message")) : p.reason;
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:i, s:s?, s:s, s:s}", "app", p.app,
-                                             "name", p.ms, "replica", (int)p.replica, "node",
-                                             p.node[0] ? p.node : NULL, "state", state ? state : "",
-                                             "message", msg ? msg : ""));
+        json_t *o = json_is_object(obs) ? json_deep_copy(obs) : json_object();
+        if (!obs) {
+            json_object_set_new(o, "state", json_string(p.node[0] ? "scheduled" : "pending"));
+            json_object_set_new(o, "message", json_string(p.reason));
+        }
+        json_object_set_new(o, "app", json_string(p.app));
+        json_object_set_new(o, "name", json_string(p.ms));
+        json_object_set_new(o, "replica", json_integer(p.replica));
+        json_object_set_new(o, "node", p.node[0] ? json_string(p.node) : json_null());
+        if (!json_is_string(json_object_get(o, "state")))
+            json_object_set_new(o, "state", json_string(""));
+        if (!json_is_string(json_object_get(o, "message")))
+            json_object_set_new(o, "message", json_string(""));
+        json_array_append_new(arr, o);
     }
-    return json_pack("{s:o}", "microservices", arr);
+    return arr;
+}
+
+/* GET /v1/microservices: {"microservices": [...]}. GET /v1/microservices/APP/MS: that
+ * microservice's spec and replicas, or 404. */
+static void microservices_reply(struct node *n, struct evhttp_request *req, const char *ref,
+                                const json_t *observed)
+{
+    if (!ref[0]) {
+        api_reply_json(req, 200,
+                       json_pack("{s:o}", "microservices", replicas_json(n, observed, NULL, NULL)));
+        return;
+    }
+    char buf[NODE_READ_NAME_MAX + 1];
+    const char *app, *ms;
+    const uint8_t *text;
+    size_t len;
+    uint64_t version = 0;
+    if (split_ms_ref(ref, buf, sizeof buf, &app, &ms, NULL) < 0) {
+        api_reply_error(req, 404, "expected /v1/microservices/APP/MICROSERVICE");
+        return;
+    }
+    if (fsm_app_get(cluster_fsm(n->cluster), app, &text, &len, &version) < 0) {
+        api_reply_error(req, 404, "no app '%s'", app);
+        return;
+    }
+    json_t *spec = json_loadb((const char *)text, len, 0, NULL);
+    json_t *found = NULL, *m;
+    size_t i;
+    json_array_foreach(json_object_get(spec, "microservices"), i, m)
+    {
+        if (strcmp(json_string_value(json_object_get(m, "name")), ms) == 0)
+            found = m;
+    }
+    if (!found) {
+        json_decref(spec);
+        api_reply_error(req, 404, "app '%s' has no microservice '%s'", app, ms);
+        return;
+    }
+    api_reply_json(req, 200,
+                   json_pack("{s:s, s:s, s:I, s:O, s:o}", "app", app, "name", ms, "app_version",
+                             (json_int_t)version, "spec", found, "replicas",
+                             replicas_json(n, observed, app, ms)));
+    json_decref(spec);
 }
 
 /* Observed state lives on the node that runs each replica: a listing asks those nodes over the
@@ -249,6 +331,7 @@ struct fanout {
     struct evhttp_request *req;
     struct api_watch watch;
     json_t *observed;
+    char ref[NODE_READ_NAME_MAX + 1]; /* "" for the list, else APP/MS */
     size_t pending;
     struct fanout_call calls[];
 };
@@ -278,7 +361,7 @@ static void fanout_finish(struct fanout *f)
     if (f->req) {
         api_unwatch(f->req);
         if (f->n->cluster)
-            api_reply_json(f->req, 200, microservices_json(f->n, f->observed));
+            microservices_reply(f->n, f->req, f->ref, f->observed);
         else
             api_reply_error(f->req, 503, "raft is restarting on this node; try again");
     }
@@ -312,7 +395,6 @@ static void serve_rt_status(void *ud, struct peers_req *req)
 static void reply_microservices(struct node *n, struct evhttp_request *req, const char *name,
                                 bool consistent)
 {
-    (void)name;
     (void)consistent;
     struct fsm *fsm = cluster_fsm(n->cluster);
     const struct swim *sw = gossip_swim(n->gossip);
@@ -325,11 +407,12 @@ static void reply_microservices(struct node *n, struct evhttp_request *req, cons
     f->n = n;
     f->req = req;
     f->observed = json_object();
+    snprintf(f->ref, sizeof f->ref, "%s", name);
     if (n->rt_status)
         json_object_set(f->observed, n->cfg.name, n->rt_status);
     f->next = n->fanouts;
     n->fanouts = f;
-    f->watch = (struct api_watch){fanout_gone, f};
+    f->watch = (struct api_watch){.gone = fanout_gone, .ud = f};
     api_watch(req, &f->watch);
     size_t ncalls = 0;
     for (size_t i = 0; i < nm; i++) {
@@ -386,8 +469,90 @@ static void reply_nodes(struct node *n, struct evhttp_request *req, const char *
 
 static void h_microservices(struct evhttp_request *req, const char *rest, void *ud)
 {
-    (void)rest;
-    node_raft_read(ud, req, "", reply_microservices);
+    if (strlen(rest) > NODE_READ_NAME_MAX) {
+        api_reply_error(req, 404, "no such microservice");
+        return;
+    }
+    node_raft_read(ud, req, rest, reply_microservices);
+}
+
+/* POST /v1/microservices/APP/MS[/REPLICA]/move {"node": NODE}: `meshctl move`. The move is
+ * decided here, from this node's replica of the state and its view of the nodes (the same
+ * filters the leader's scheduler applies), and committed through the leader like any write;
+ * the leader's scheduler never moves a placed replica for score, so the move sticks. */
+static void reply_move(struct node *n, struct evhttp_request *req, const char *ref, bool consistent)
+{
+    (void)consistent;
+    char buf[NODE_READ_NAME_MAX + 1], node[FSM_NODE_NAME_MAX + 1];
+    const char *app, *ms;
+    long replica;
+    if (split_ms_ref(ref, buf, sizeof buf, &app, &ms, &replica) < 0) {
+        api_reply_error(req, 404, "expected /v1/microservices/APP/MICROSERVICE[/REPLICA]/move");
+        return;
+    }
+    json_t *body = api_read_json(req);
+    if (!body)
+        return;
+    const char *to = json_string_value(json_object_get(body, "node"));
+    if (!to || !to[0] || strlen(to) > FSM_NODE_NAME_MAX) {
+        json_decref(body);
+        api_reply_error(req, 400, "node: required (the node to move to)");
+        return;
+    }
+    snprintf(node, sizeof node, "%s", to);
+    json_decref(body);
+    struct sched_view v;
+    if (!n->spec_cache)
+        n->spec_cache = json_object();
+    if (view_build(n, &v) < 0) {
+        api_reply_error(req, 500, "out of memory");
+        return;
+    }
+    struct sched_input in = {
+        .apps = v.apps,
+        .napps = v.napps,
+        .placements = v.placements,
+        .nplacements = v.nplacements,
+        .nodes = v.nodes,
+        .nnodes = v.nnodes,
+        .now_ms = mesh_now_ms(),
+        .reschedule_after_ms = n->cfg.reschedule_after_ms,
+        .unknown_since_ms = n->leader_since ? n->leader_since : mesh_now_ms(),
+    };
+    struct sched_change ch;
+    struct mesh_err err = {0};
+    int rc = sched_move(&in, app, ms, replica < 0 ? SCHED_ANY_REPLICA : (uint32_t)replica, node,
+                        &ch, &err);
+    view_free(&v);
+    if (rc < 0) {
+        int code = rc == MESH_ENOTFOUND ? 404 : rc == MESH_EEXISTS || rc == MESH_ESTATE ? 409 : 400;
+        api_reply_error(req, code, "%s", err.msg[0] ? err.msg : mesh_strerror(rc));
+        return;
+    }
+    struct raft_buffer cmd;
+    if (sched_change_cmd(&ch, &cmd) < 0) {
+        api_reply_error(req, 500, "cannot encode the move");
+        return;
+    }
+    char name[NODE_READ_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%s/%s/%u", ch.app, ch.ms, (unsigned)ch.replica);
+    log_info(&n->log, "move: %s -> %s (asked by an API client)", name, node);
+    node_raft_write(n, req, name, &cmd);
+}
+
+static void h_microservice_post(struct evhttp_request *req, const char *rest, void *ud)
+{
+    size_t len = strlen(rest);
+    static const char suffix[] = "/move";
+    if (len <= sizeof suffix - 1 || len - (sizeof suffix - 1) > NODE_READ_NAME_MAX ||
+        strcmp(rest + len - (sizeof suffix - 1), suffix) != 0) {
+        api_reply_error(req, 404, "expected /v1/microservices/APP/MICROSERVICE[/REPLICA]/move");
+        return;
+    }
+    char ref[NODE_READ_NAME_MAX + 1];
+    memcpy(ref, rest, len - (sizeof suffix - 1));
+    ref[len - (sizeof suffix - 1)] = '\0';
+    node_raft_read(ud, req, ref, reply_move);
 }
 
 static void h_nodes(struct evhttp_request *req, const char *rest, void *ud)
@@ -438,6 +603,8 @@ int node_sched_start(struct node *n, struct mesh_err *err)
 {
     static const struct api_route_def routes[] = {
         {"GET", FOGMESH_API_PREFIX "/microservices", h_microservices},
+        {"GET", FOGMESH_API_PREFIX "/microservices/", h_microservices},
+        {"POST", FOGMESH_API_PREFIX "/microservices/", h_microservice_post},
         {"GET", FOGMESH_API_PREFIX "/nodes", h_nodes},
         {"POST", FOGMESH_API_PREFIX "/nodes/", h_node_op},
     };

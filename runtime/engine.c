@@ -762,6 +762,15 @@ int engine_cancel(struct engine_req *r)
     return 0;
 }
 
+int engine_pause(struct engine_req *r, bool pause)
+{
+    if (!r || r->canceled || r->e->closing || !r->added)
+        return MESH_ESTATE;
+    /* Legal inside our own write callback too; CURLPAUSE_CONT may deliver held data at once. */
+    return curl_easy_pause(r->easy, pause ? CURLPAUSE_RECV : CURLPAUSE_CONT) == CURLE_OK ? 0
+                                                                                         : MESH_EIO;
+}
+
 const char *engine_socket_path(const struct engine *e)
 {
     return e->path;

@@ -99,6 +99,11 @@ void engine_free(struct engine *e);
 /* Asks that req end early: see the contract above. Returns 0, or MESH_EINVAL for NULL. */
 int engine_cancel(struct engine_req *req);
 
+/* Stops (pause) or resumes reading a streamed answer (a followed log), so a slow consumer
+ * holds the engine back instead of growing a buffer. Resuming may call on_data before it
+ * returns. MESH_ESTATE when the request is not running. */
+int engine_pause(struct engine_req *req, bool pause);
+
 /* The socket path the client talks to. */
 const char *engine_socket_path(const struct engine *e);
 
