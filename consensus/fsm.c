@@ -69,6 +69,7 @@ struct cordon_table {
 struct fsm {
     struct raft_fsm raft;
     struct app_table apps;
+    struct app_table recs; /* records: key -> value, in the app layout (name, spec) */
     struct plc_table plcs;
     struct cordon_table cordons;
     uint64_t revision;
@@ -154,10 +155,10 @@ static void table_clear(struct app_table *t)
     t->n = t->cap = 0;
 }
 
-static int table_reserve(struct app_table *t, size_t want)
+static int table_reserve(struct app_table *t, size_t want, size_t max)
 {
     void *v = t->v; /* through a void *, not a cast of &t->v (strict aliasing) */
-    int rc = grow(&v, &t->cap, sizeof *t->v, want, 16, FSM_APPS_MAX);
+    int rc = grow(&v, &t->cap, sizeof *t->v, want, 16, max);
     t->v = v;
     return rc;
 }
@@ -179,6 +180,20 @@ bool fsm_app_name_valid(const char *name, size_t len)
 bool fsm_node_name_valid(const char *name, size_t len)
 {
     return mesh_node_name_valid(name, len);
+}
+
+bool fsm_rec_key_valid(const char *key, size_t len)
+{
+    if (!key || len == 0 || len > FSM_REC_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)key[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_' || c == '.' || c == '/' || c == ':' || c == '@';
+        if (!ok)
+            return false;
+    }
+    return true;
 }
 
 /* Reasons reach terminals and JSON strings: printable ASCII only. */
@@ -372,6 +387,7 @@ void fsm_free(struct fsm *fsm)
     if (!fsm)
         return;
     table_clear(&fsm->apps);
+    table_clear(&fsm->recs);
     plc_clear(&fsm->plcs);
     cordon_clear(&fsm->cordons);
     free(fsm);
@@ -414,8 +430,9 @@ struct cmd {
 static void pack_cmd(msgpack_packer *pk, const struct cmd *c)
 {
     static const uint32_t nargs[] = {
-        [FSM_CMD_PUT_APP] = 2, [FSM_CMD_DELETE_APP] = 1, [FSM_CMD_PLACE] = 6,
-        [FSM_CMD_UNPLACE] = 3, [FSM_CMD_CORDON] = 3,
+        [FSM_CMD_PUT_APP] = 2,    [FSM_CMD_DELETE_APP] = 1, [FSM_CMD_PLACE] = 6,
+        [FSM_CMD_UNPLACE] = 3,    [FSM_CMD_CORDON] = 3,     [FSM_CMD_PUT_REC] = 2,
+        [FSM_CMD_DELETE_REC] = 1,
     };
     msgpack_pack_array(pk, 2 + nargs[c->type]);
     msgpack_pack_uint64(pk, FSM_CMD_FORMAT);
@@ -423,6 +440,7 @@ static void pack_cmd(msgpack_packer *pk, const struct cmd *c)
     wire_pack_str(pk, c->name, c->name_len);
     switch (c->type) {
     case FSM_CMD_PUT_APP:
+    case FSM_CMD_PUT_REC:
         wire_pack_bin(pk, c->spec, c->spec_len);
         break;
     case FSM_CMD_PLACE:
@@ -541,6 +559,26 @@ int fsm_cmd_unplace(const char *app, const char *ms, uint32_t replica, struct ra
     return encode_cmd(&c, out);
 }
 
+int fsm_cmd_put_rec(const char *key, const void *value, size_t len, struct raft_buffer *out)
+{
+    if (len > FSM_REC_MAX)
+        return MESH_ETOOBIG;
+    struct cmd c = {.type = FSM_CMD_PUT_REC, .spec = value, .spec_len = len, .name = key};
+    c.name_len = key ? strnlen(key, FSM_REC_KEY_MAX + 1) : 0;
+    if (!value || len == 0 || !fsm_rec_key_valid(key, c.name_len))
+        return MESH_EINVAL;
+    return encode_cmd(&c, out);
+}
+
+int fsm_cmd_delete_rec(const char *key, struct raft_buffer *out)
+{
+    struct cmd c = {.type = FSM_CMD_DELETE_REC, .name = key};
+    c.name_len = key ? strnlen(key, FSM_REC_KEY_MAX + 1) : 0;
+    if (!fsm_rec_key_valid(key, c.name_len))
+        return MESH_EINVAL;
+    return encode_cmd(&c, out);
+}
+
 int fsm_cmd_cordon(const char *node, bool cordoned, bool drain, struct raft_buffer *out)
 {
     struct cmd c = {.type = FSM_CMD_CORDON, .cordoned = cordoned, .drain = drain};
@@ -595,26 +633,12 @@ static bool at_end(const struct wire_rd *r)
     return true;
 }
 
-static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+/* Creates or replaces the entry name in t (applications and records alike): UNCHANGED for the
+ * same bytes, else a new version and mod_rev. */
+static int put_blob(struct fsm *fsm, struct app_table *t, size_t max, const char *name,
+                    uint32_t name_len, const uint8_t *spec, uint32_t spec_len)
 {
-    const char *name;
-    uint32_t name_len, spec_len;
-    const uint8_t *spec;
     int rv;
-    if (nargs != 2)
-        return MESH_EMALFORMED;
-    if ((rv = rd_name(r, &name, &name_len)) != 0)
-        return rv;
-    if (wire_rd_bin(r, &spec, &spec_len))
-        return MESH_EMALFORMED;
-    if (!at_end(r))
-        return MESH_EMALFORMED;
-    if (spec_len > FSM_SPEC_MAX)
-        return MESH_ETOOBIG;
-    if (spec_len == 0)
-        return MESH_EINVAL;
-
-    struct app_table *t = &fsm->apps;
     bool found;
     size_t i = table_find(t, name, name_len, &found);
     if (found) {
@@ -633,9 +657,9 @@ static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
         set_result(fsm, FSM_OUT_UPDATED, 0, a->version);
         return 0;
     }
-    if (t->n >= FSM_APPS_MAX)
+    if (t->n >= max)
         return MESH_EFULL;
-    if ((rv = table_reserve(t, t->n + 1)) != 0)
+    if ((rv = table_reserve(t, t->n + 1, max)) != 0)
         return rv;
     struct app *a = app_new(name, name_len, spec, spec_len);
     if (!a)
@@ -646,6 +670,82 @@ static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
     a->version = 1;
     a->mod_rev = ++fsm->revision;
     set_result(fsm, FSM_OUT_CREATED, 0, a->version);
+    return 0;
+}
+
+static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+{
+    const char *name;
+    uint32_t name_len, spec_len;
+    const uint8_t *spec;
+    int rv;
+    if (nargs != 2)
+        return MESH_EMALFORMED;
+    if ((rv = rd_name(r, &name, &name_len)) != 0)
+        return rv;
+    if (wire_rd_bin(r, &spec, &spec_len))
+        return MESH_EMALFORMED;
+    if (!at_end(r))
+        return MESH_EMALFORMED;
+    if (spec_len > FSM_SPEC_MAX)
+        return MESH_ETOOBIG;
+    if (spec_len == 0)
+        return MESH_EINVAL;
+    return put_blob(fsm, &fsm->apps, FSM_APPS_MAX, name, name_len, spec, spec_len);
+}
+
+/* Reads a record key. */
+static int rd_rec_key(struct wire_rd *r, const char **ret_key, uint32_t *ret_len)
+{
+    if (wire_rd_str(r, ret_key, ret_len))
+        return MESH_EMALFORMED;
+    return fsm_rec_key_valid(*ret_key, *ret_len) ? 0 : MESH_EINVAL;
+}
+
+static int apply_put_rec(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+{
+    const char *key;
+    uint32_t key_len, len;
+    const uint8_t *value;
+    int rv;
+    if (nargs != 2)
+        return MESH_EMALFORMED;
+    if ((rv = rd_rec_key(r, &key, &key_len)) != 0)
+        return rv;
+    if (wire_rd_bin(r, &value, &len) || !at_end(r))
+        return MESH_EMALFORMED;
+    if (len > FSM_REC_MAX)
+        return MESH_ETOOBIG;
+    if (len == 0)
+        return MESH_EINVAL;
+    return put_blob(fsm, &fsm->recs, FSM_RECS_MAX, key, key_len, value, len);
+}
+
+static int apply_delete_rec(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+{
+    const char *key;
+    uint32_t key_len;
+    int rv;
+    if (nargs != 1)
+        return MESH_EMALFORMED;
+    if ((rv = rd_rec_key(r, &key, &key_len)) != 0)
+        return rv;
+    if (!at_end(r))
+        return MESH_EMALFORMED;
+    struct app_table *t = &fsm->recs;
+    bool found;
+    size_t i = table_find(t, key, key_len, &found);
+    if (!found) {
+        set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
+        return 0;
+    }
+    struct app *a = t->v[i];
+    uint64_t version = a->version;
+    memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
+    t->n--;
+    free(a);
+    fsm->revision++;
+    set_result(fsm, FSM_OUT_DELETED, 0, version);
     return 0;
 }
 
@@ -868,6 +968,12 @@ static int apply(struct fsm *fsm, const uint8_t *p, size_t len)
     case FSM_CMD_CORDON:
         rv = apply_cordon(fsm, &r, n - 2);
         break;
+    case FSM_CMD_PUT_REC:
+        rv = apply_put_rec(fsm, &r, n - 2);
+        break;
+    case FSM_CMD_DELETE_REC:
+        rv = apply_delete_rec(fsm, &r, n - 2);
+        break;
     default:
         set_result(fsm, FSM_OUT_UNKNOWN, MESH_EUNSUPPORTED, 0);
         return 0;
@@ -905,7 +1011,7 @@ static int raft_apply_fn(struct raft_fsm *rf, const struct raft_buffer *buf, voi
 static void pack_snapshot(msgpack_packer *pk, const struct fsm *fsm)
 {
     const struct app_table *t = &fsm->apps;
-    msgpack_pack_array(pk, 5);
+    msgpack_pack_array(pk, 6);
     msgpack_pack_uint64(pk, FSM_SNAP_FORMAT);
     msgpack_pack_uint64(pk, fsm->revision);
     msgpack_pack_array(pk, (uint32_t)t->n);
@@ -937,6 +1043,16 @@ static void pack_snapshot(msgpack_packer *pk, const struct fsm *fsm)
             msgpack_pack_true(pk);
         else
             msgpack_pack_false(pk);
+    }
+    const struct app_table *rt = &fsm->recs;
+    msgpack_pack_array(pk, (uint32_t)rt->n);
+    for (size_t i = 0; i < rt->n; i++) {
+        const struct app *a = rt->v[i];
+        msgpack_pack_array(pk, 4);
+        wire_pack_str(pk, a->name, a->name_len);
+        wire_pack_bin(pk, a->spec, a->spec_len);
+        msgpack_pack_uint64(pk, a->version);
+        msgpack_pack_uint64(pk, a->mod_rev);
     }
 }
 
@@ -981,6 +1097,7 @@ static int raft_snapshot_fn(struct raft_fsm *rf, struct raft_buffer *bufs[], uns
 /* A state being decoded, swapped in only once complete. */
 struct snap_state {
     struct app_table apps;
+    struct app_table recs;
     struct plc_table plcs;
     struct cordon_table cordons;
     uint64_t revision;
@@ -989,17 +1106,19 @@ struct snap_state {
 static void snap_state_clear(struct snap_state *st)
 {
     table_clear(&st->apps);
+    table_clear(&st->recs);
     plc_clear(&st->plcs);
     cordon_clear(&st->cordons);
 }
 
-static int decode_apps(struct wire_rd *r, struct snap_state *st)
+/* Applications or records: [[name, bytes, version, mod_rev], ...], strictly ascending. */
+static int decode_blobs(struct wire_rd *r, struct app_table *t, size_t max, size_t max_len,
+                        bool (*name_valid)(const char *, size_t), uint64_t revision)
 {
-    struct app_table *t = &st->apps;
     uint32_t napps;
-    if (wire_rd_array(r, &napps) || napps > FSM_APPS_MAX)
+    if (wire_rd_array(r, &napps) || napps > max)
         return MESH_EMALFORMED;
-    int rv = table_reserve(t, napps);
+    int rv = table_reserve(t, napps, max);
     if (rv)
         return rv == MESH_ENOMEM ? rv : MESH_EMALFORMED;
     for (uint32_t i = 0; i < napps; i++) {
@@ -1011,8 +1130,8 @@ static int decode_apps(struct wire_rd *r, struct snap_state *st)
             wire_rd_bin(r, &spec, &spec_len) || wire_rd_uint(r, &version) ||
             wire_rd_uint(r, &mod_rev))
             return MESH_EMALFORMED;
-        if (!fsm_app_name_valid(name, name_len) || spec_len == 0 || spec_len > FSM_SPEC_MAX ||
-            version == 0 || mod_rev == 0 || mod_rev > st->revision)
+        if (!name_valid(name, name_len) || spec_len == 0 || spec_len > max_len || version == 0 ||
+            mod_rev == 0 || mod_rev > revision)
             return MESH_EMALFORMED;
         /* Strictly ascending names: canonical, and no duplicates. */
         if (t->n > 0) {
@@ -1095,7 +1214,7 @@ static int decode_cordons(struct wire_rd *r, struct snap_state *st)
     return 0;
 }
 
-/* Decodes a snapshot of format 1 or 2 into st (empty on entry). On error st may hold part of
+/* Decodes a snapshot of format 1, 2 or 3 into st (empty on entry). On error st may hold part of
  * the records; the caller clears it. */
 static int decode_snapshot(const uint8_t *p, size_t len, struct snap_state *st)
 {
@@ -1106,16 +1225,20 @@ static int decode_snapshot(const uint8_t *p, size_t len, struct snap_state *st)
     wire_rd_init(&r, p, len);
     if (wire_rd_array(&r, &n) || n < 1 || wire_rd_uint(&r, &format))
         return MESH_EMALFORMED;
-    if (format != 1 && format != 2)
+    if (format < 1 || format > 3)
         return MESH_EUNSUPPORTED;
-    if (n != (format == 1 ? 3 : 5) || wire_rd_uint(&r, &st->revision))
+    if (n != (format == 1 ? 3 : format == 2 ? 5 : 6) || wire_rd_uint(&r, &st->revision))
         return MESH_EMALFORMED;
-    if ((rv = decode_apps(&r, st)) != 0)
+    if ((rv = decode_blobs(&r, &st->apps, FSM_APPS_MAX, FSM_SPEC_MAX, fsm_app_name_valid,
+                           st->revision)) != 0)
         return rv;
-    if (format == 2) {
+    if (format >= 2) {
         if ((rv = decode_plcs(&r, st)) != 0 || (rv = decode_cordons(&r, st)) != 0)
             return rv;
     }
+    if (format >= 3 && (rv = decode_blobs(&r, &st->recs, FSM_RECS_MAX, FSM_REC_MAX,
+                                          fsm_rec_key_valid, st->revision)) != 0)
+        return rv;
     if (wire_rd_left(&r) != 0)
         return MESH_EMALFORMED;
     return 0;
@@ -1132,9 +1255,11 @@ int fsm_restore_bytes(struct fsm *fsm, const void *data, size_t len)
         return rv;
     }
     table_clear(&fsm->apps);
+    table_clear(&fsm->recs);
     plc_clear(&fsm->plcs);
     cordon_clear(&fsm->cordons);
     fsm->apps = fresh.apps;
+    fsm->recs = fresh.recs;
     fsm->plcs = fresh.plcs;
     fsm->cordons = fresh.cordons;
     fsm->revision = fresh.revision;
@@ -1310,4 +1435,31 @@ const char *fsm_outcome_str(int outcome)
     default:
         return "?";
     }
+}
+
+size_t fsm_rec_count(const struct fsm *fsm)
+{
+    return fsm ? fsm->recs.n : 0;
+}
+
+int fsm_rec_at(const struct fsm *fsm, size_t i, struct fsm_app *ret)
+{
+    if (!fsm || i >= fsm->recs.n)
+        return MESH_ENOTFOUND;
+    const struct app *a = fsm->recs.v[i];
+    ret->name = a->name;
+    ret->spec = a->spec;
+    ret->spec_len = a->spec_len;
+    ret->version = a->version;
+    ret->mod_rev = a->mod_rev;
+    return 0;
+}
+
+int fsm_rec_get(const struct fsm *fsm, const char *key, struct fsm_app *ret)
+{
+    if (!fsm || !key)
+        return MESH_ENOTFOUND;
+    bool found;
+    size_t i = table_find(&fsm->recs, key, strnlen(key, FSM_REC_KEY_MAX + 1), &found);
+    return found ? fsm_rec_at(fsm, i, ret) : MESH_ENOTFOUND;
 }

@@ -15,6 +15,8 @@
  *                  reason: str]
  *     UNPLACE     [1, 4, app: str, ms: str, replica: uint]
  *     CORDON      [1, 5, node: str, cordoned: bool, drain: bool]
+ *     PUT_REC     [1, 6, key: str, value: bin]
+ *     DELETE_REC  [1, 7, key: str]
  * A command carries exactly its arguments: a new argument means a new command type (or a new
  * format), never a silently ignored extra element, so every replica decodes an entry the same
  * way. Every encoded command is padded with zeros to a multiple of 8 bytes (raft_uv stores
@@ -40,6 +42,11 @@
  * rejected. At most FSM_CORDONS_MAX nodes are cordoned. Node names follow meshd's rule
  * (config_name_valid: 1..64 of [A-Za-z0-9._-], starting with a letter or digit), restated here
  * because consensus/ does not link meshd/.
+ * Records. Small keyed values the machine does not interpret (meshd's service declarations:
+ * host endpoints and listeners), with the applications' rules: PUT_REC creates (version 1),
+ * updates (+1) or leaves UNCHANGED; DELETE_REC removes (DELETED, version it had) or NOT_FOUND.
+ * Keys are 1..FSM_REC_KEY_MAX bytes of [A-Za-z0-9._/:@-], values 1..FSM_REC_MAX bytes, at most
+ * FSM_RECS_MAX records.
  * fsm_result.version is the application's version for PLACE when applied (so a caller can tell
  * which spec the placement was made for), and 0 for UNPLACE and CORDON.
  *
@@ -65,10 +72,13 @@
  * key, names compared bytewise, shorter first on a common prefix):
  *     [2, revision, [[name: str, spec: bin, version, mod_rev], ...],
  *                   [[app: str, ms: str, replica: uint, node: str, reason: str], ...],
- *                   [[node: str, drain: bool], ...]]
- * ordered by name; by (app, ms, replica); by node. Format 1, written before placements existed,
+ *                   [[node: str, drain: bool], ...],
+ *                   [[key: str, value: bin, version, mod_rev], ...]]
+ * ordered by name; by (app, ms, replica); by node; by key. Format 1, written before placements
+ * existed,
  *     [1, revision, [[name: str, spec: bin, version, mod_rev], ...]]
- * is still read (no placements, no cordons); format 2 is always written. A placement whose
+ * and format 2 (the first five elements, before records) are still read; format 3 is always
+ * written. A placement whose
  * application is not in the snapshot makes it malformed.
  * Later record kinds come with a new snapshot format; a node refuses a format it does not know
  * (restore fails, raft keeps it on its old state) rather than dropping records it cannot read.
@@ -86,7 +96,7 @@
 #include <raft.h>
 
 #define FSM_CMD_FORMAT   1
-#define FSM_SNAP_FORMAT  2            /* written; format 1 is still read */
+#define FSM_SNAP_FORMAT  3            /* written; formats 1 and 2 are still read */
 #define FSM_APPS_MAX     1024         /* applications in the state */
 #define FSM_APP_NAME_MAX 63           /* bytes; spec.h's SPEC_NAME_MAX (a DNS label) */
 #define FSM_SPEC_MAX     (256 * 1024) /* bytes of one spec; spec.h's SPEC_MAX_ENCODED */
@@ -99,6 +109,9 @@
 #define FSM_NODE_NAME_MAX  64   /* meshd's CONFIG_NAME_MAX, spec.h's SPEC_NODE_NAME_MAX */
 #define FSM_REASON_MAX     255  /* bytes of a placement's reason */
 #define FSM_CORDONS_MAX    4096 /* cordoned nodes */
+#define FSM_RECS_MAX       4096 /* records (services, listeners, ...) */
+#define FSM_REC_KEY_MAX    160  /* bytes of a record key */
+#define FSM_REC_MAX        4096 /* bytes of a record value */
 
 enum fsm_cmd_type {
     FSM_CMD_PUT_APP = 1,
@@ -106,7 +119,9 @@ enum fsm_cmd_type {
     FSM_CMD_PLACE = 3,
     FSM_CMD_UNPLACE = 4,
     FSM_CMD_CORDON = 5,
-    /* 6.. reserved */
+    FSM_CMD_PUT_REC = 6,
+    FSM_CMD_DELETE_REC = 7,
+    /* 8.. reserved */
 };
 
 /* What applying one command did. */
@@ -201,6 +216,11 @@ int fsm_cmd_unplace(const char *app, const char *ms, uint32_t replica, struct ra
 /* Encodes CORDON(node, cordoned, drain); ownership and errors as fsm_cmd_place (MESH_EINVAL for
  * drain without cordoned). */
 int fsm_cmd_cordon(const char *node, bool cordoned, bool drain, struct raft_buffer *out);
+/* PUT_REC / DELETE_REC (see Records above); MESH_EINVAL for a bad key or an empty value,
+ * MESH_ETOOBIG beyond FSM_REC_MAX. */
+int fsm_cmd_put_rec(const char *key, const void *value, size_t len, struct raft_buffer *out);
+int fsm_cmd_delete_rec(const char *key, struct raft_buffer *out);
+bool fsm_rec_key_valid(const char *key, size_t len);
 
 /* Whether name is a node name the machine accepts (meshd's rule, above). */
 bool fsm_node_name_valid(const char *name, size_t len);
@@ -291,5 +311,10 @@ struct fsm_stats fsm_get_stats(const struct fsm *fsm);
 
 /* A short name for an outcome ("created", "updated", ...), for logs and the API. Never NULL. */
 const char *fsm_outcome_str(int outcome);
+
+/* Records in key order, as fsm_app_at (name = the key, spec = the value). */
+size_t fsm_rec_count(const struct fsm *fsm);
+int fsm_rec_at(const struct fsm *fsm, size_t i, struct fsm_app *ret);
+int fsm_rec_get(const struct fsm *fsm, const char *key, struct fsm_app *ret);
 
 #endif

@@ -944,10 +944,14 @@ static void restore_v2_rejects_bad_records(void **state)
     assert_int_equal(fsm_placement_count(g), 3);
     assert_int_equal(fsm_cordon_count(g), 2);
     assert_placed(g, "b", "m", 0, "n2", "y");
-    /* Re-encoded, it is the same bytes (canonical). */
+    /* Re-encoded, it is the same bytes (canonical) in format 3: a sixth element, the (empty)
+     * records. */
     struct raft_buffer b = snap(g);
-    assert_int_equal(b.len, n);
-    assert_memory_equal(b.base, p.buf, n);
+    assert_int_equal(b.len, n + 1);
+    assert_int_equal(((uint8_t *)b.base)[0], 0x96);
+    assert_int_equal(((uint8_t *)b.base)[1], 3);
+    assert_memory_equal((uint8_t *)b.base + 2, p.buf + 2, n - 2);
+    assert_int_equal(((uint8_t *)b.base)[n], 0x90);
     raft_free(b.base);
 
     /* Format 1 restores with no placements or cordons. */
@@ -956,6 +960,64 @@ static void restore_v2_rejects_bad_records(void **state)
     assert_int_equal(fsm_placement_count(g), 0);
     assert_int_equal(fsm_cordon_count(g), 0);
     fsm_free(g);
+}
+
+static struct fsm_result apply_buf(struct fsm *g, struct raft_buffer b)
+{
+    struct fsm_result res;
+    assert_int_equal(fsm_apply_cmd(g, b.base, b.len, &res), 0);
+    raft_free(b.base);
+    return res;
+}
+
+/* Records: create, update, unchanged, delete, bounds, and the format 3 snapshot. */
+static void records_put_delete_snapshot(void **state)
+{
+    (void)state;
+    struct fsm *g = new_fsm();
+    struct raft_buffer b;
+    assert_int_equal(fsm_cmd_put_rec("svc/expose/plc@gw1", "{\"a\":1}", 7, &b), 0);
+    assert_int_equal(apply_buf(g, b).outcome, FSM_OUT_CREATED);
+    assert_int_equal(fsm_cmd_put_rec("svc/expose/plc@gw1", "{\"a\":1}", 7, &b), 0);
+    assert_int_equal(apply_buf(g, b).outcome, FSM_OUT_UNCHANGED);
+    assert_int_equal(fsm_cmd_put_rec("svc/expose/plc@gw1", "{\"a\":2}", 7, &b), 0);
+    struct fsm_result r = apply_buf(g, b);
+    assert_int_equal(r.outcome, FSM_OUT_UPDATED);
+    assert_int_equal(r.version, 2);
+    assert_int_equal(fsm_cmd_put_rec("svc/connect/gw1/127.0.0.1:80", "{}", 2, &b), 0);
+    apply_buf(g, b);
+    assert_int_equal(fsm_rec_count(g), 2);
+    struct fsm_app rec;
+    assert_int_equal(fsm_rec_at(g, 0, &rec), 0);
+    assert_string_equal(rec.name, "svc/connect/gw1/127.0.0.1:80"); /* key order */
+    assert_int_equal(fsm_rec_get(g, "svc/expose/plc@gw1", &rec), 0);
+    assert_memory_equal(rec.spec, "{\"a\":2}", 7);
+    assert_int_equal(fsm_app_count(g), 0); /* records are not applications */
+    /* Bad keys and sizes are refused at encoding. */
+    char big[FSM_REC_MAX + 1];
+    memset(big, 'x', sizeof big);
+    assert_int_equal(fsm_cmd_put_rec("a b", "{}", 2, &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_put_rec("", "{}", 2, &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_put_rec("k", "", 0, &b), MESH_EINVAL);
+    assert_int_equal(fsm_cmd_put_rec("k", big, sizeof big, &b), MESH_ETOOBIG);
+    /* Snapshot round trip keeps them, byte for byte. */
+    struct raft_buffer s1 = snap(g);
+    struct fsm *h = new_fsm();
+    assert_int_equal(fsm_restore_bytes(h, s1.base, s1.len), 0);
+    assert_int_equal(fsm_rec_count(h), 2);
+    struct raft_buffer s2 = snap(h);
+    assert_int_equal(s1.len, s2.len);
+    assert_memory_equal(s1.base, s2.base, s1.len);
+    raft_free(s1.base);
+    raft_free(s2.base);
+    /* Delete: DELETED, then NOT_FOUND. */
+    assert_int_equal(fsm_cmd_delete_rec("svc/expose/plc@gw1", &b), 0);
+    assert_int_equal(apply_buf(h, b).outcome, FSM_OUT_DELETED);
+    assert_int_equal(fsm_cmd_delete_rec("svc/expose/plc@gw1", &b), 0);
+    assert_int_equal(apply_buf(h, b).outcome, FSM_OUT_NOT_FOUND);
+    assert_int_equal(fsm_rec_count(h), 1);
+    fsm_free(g);
+    fsm_free(h);
 }
 
 /* The struct raft_fsm callbacks and their ownership rules, called as raft calls them. */
@@ -1196,6 +1258,7 @@ int main(void)
         cmocka_unit_test(placement_limit),
         cmocka_unit_test(snapshot_v2_round_trip),
         cmocka_unit_test(restore_v2_rejects_bad_records),
+        cmocka_unit_test(records_put_delete_snapshot),
         cmocka_unit_test(raft_callbacks_ownership),
         cmocka_unit_test(cluster_replicates_commands),
         cmocka_unit_test(lagging_server_catches_up_by_snapshot),
