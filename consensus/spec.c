@@ -37,6 +37,8 @@ struct ctx {
     size_t ms; /* index of the microservice being checked */
     struct host_port hp[SPEC_MAX_MICROSERVICES * SPEC_MAX_PORTS];
     size_t nhp;
+    uint16_t connect_ports[SPEC_MAX_SERVICES]; /* of the microservice being checked */
+    size_t nconnect;
 };
 
 typedef json_t *(*field_fn)(struct ctx *c, const json_t *v);
@@ -584,6 +586,82 @@ static json_t *f_ports(struct ctx *c, const json_t *v)
     return drop_empty(out);
 }
 
+/* ---- expose and connect (services, issue 6) ---- */
+
+static json_t *f_port_required(struct ctx *c, const json_t *v)
+{
+    return v ? f_port_number(c, v) : f_required(c);
+}
+
+static const struct field expose_fields[] = {
+    {"name", f_dns_name},
+    {"port", f_port_required},
+};
+
+static const struct field connect_fields[] = {
+    {"port", f_port_required},
+    {"service", f_dns_name},
+};
+
+/* An array of {name|service, port} objects where `unique` (a key) and `port` are each used
+ * once; `what` names the elements in messages. */
+static json_t *service_list(struct ctx *c, const json_t *v, const struct field *fields,
+                            size_t nfields, const char *unique)
+{
+    if (!v)
+        return NULL;
+    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_SERVICES);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        size_t old = path_index(c, i);
+        json_t *e = check_object(c, json_array_get(v, i), fields, nfields, NULL);
+        if (!e) {
+            path_pop(c, old);
+            continue;
+        }
+        for (size_t j = 0; j < json_array_size(out); j++) {
+            const json_t *q = json_array_get(out, j);
+            const char *keys[] = {unique, "port"};
+            for (size_t k = 0; k < 2; k++) {
+                const json_t *a = json_object_get(e, keys[k]);
+                if (a && json_equal((json_t *)a, json_object_get(q, keys[k]))) {
+                    char msg[64];
+                    snprintf(msg, sizeof msg, "same %s as [%zu]", keys[k], j);
+                    fail_at(c, keys[k], msg);
+                }
+            }
+        }
+        if (json_array_append_new(out, e) != 0)
+            nomem(c);
+        path_pop(c, old);
+    }
+    return drop_empty(out);
+}
+
+static json_t *f_expose(struct ctx *c, const json_t *v)
+{
+    return service_list(c, v, expose_fields, N_(expose_fields), "name");
+}
+
+static json_t *f_connect(struct ctx *c, const json_t *v)
+{
+    json_t *out = service_list(c, v, connect_fields, N_(connect_fields), "service");
+    /* meshd listens on a connect port on the microservice's node, where the microservice
+     * itself listens on its exposed ports (host networking): they must differ. */
+    if (out && json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(out, i, e)
+        {
+            (void)i;
+            c->connect_ports[c->nconnect < N_(c->connect_ports) ? c->nconnect++ : 0] =
+                (uint16_t)json_integer_value(json_object_get(e, "port"));
+        }
+    }
+    return out;
+}
+
 static json_t *f_path(struct ctx *c, const json_t *v)
 {
     if (!v)
@@ -897,8 +975,8 @@ static json_t *f_ms_name(struct ctx *c, const json_t *v)
 }
 
 static const struct field microservice_fields[] = {
-    {"command", f_command}, {"config", f_config},     {"connect", NULL},
-    {"env", f_env},         {"expose", NULL},         {"image", f_image},
+    {"command", f_command}, {"config", f_config},     {"connect", f_connect},
+    {"env", f_env},         {"expose", f_expose},     {"image", f_image},
     {"images", f_images},   {"name", f_ms_name},      {"placement", f_placement},
     {"ports", f_ports},     {"replicas", f_replicas}, {"resources", f_resources},
     {"restart", f_restart}, {"volumes", f_volumes},
@@ -906,9 +984,24 @@ static const struct field microservice_fields[] = {
 
 static json_t *check_microservice(struct ctx *c, const json_t *v)
 {
+    c->nconnect = 0;
     json_t *ms = check_object(c, v, microservice_fields, N_(microservice_fields), NULL);
     if (!ms)
         return NULL;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(ms, "expose"), i, e)
+    {
+        uint16_t port = (uint16_t)json_integer_value(json_object_get(e, "port"));
+        for (size_t k = 0; k < c->nconnect; k++) {
+            if (c->connect_ports[k] == port) {
+                size_t old = path_key(c, "expose");
+                path_index(c, i);
+                fail_at(c, "port", "also a connect port of this microservice");
+                path_pop(c, old);
+            }
+        }
+    }
     const json_t *image = json_object_get(v, "image");
     const json_t *images = json_object_get(v, "images");
     if (image && images)

@@ -33,10 +33,16 @@
  *     config: {...}                          any object, at most SPEC_MAX_CONFIG bytes encoded
  *                                            and SPEC_MAX_CONFIG_DEPTH levels deep
  *     restart: always|on-failure|never       default always
- * `expose` and `connect` are reserved for later and rejected as "not supported yet".
+ *     expose: [{name, port}]                 0..SPEC_MAX_SERVICES; the services this microservice
+ *                                            provides: a service name (the app name rule) and
+ *                                            the TCP port it listens on; each once
+ *     connect: [{service, port}]             0..SPEC_MAX_SERVICES; services it uses: meshd
+ *                                            listens on 127.0.0.1:port on its node and carries
+ *                                            connections to the service; each once, and no
+ *                                            port both exposed and connected
  *
  * Canonical form: optional collections that are absent or empty (command, env, ports, volumes,
- * resources, placement, config, placement.labels) are omitted; replicas, restart,
+ * expose, connect, resources, placement, config, placement.labels) are omitted; replicas, restart,
  * ports[].protocol and volumes[].readonly are always present; resources.memory is rewritten in
  * its shortest exact spelling and resources.memory_bytes holds the bytes (an input may carry
  * memory_bytes, which must agree with memory); resources.cpus is a real. */
@@ -60,6 +66,7 @@
 #define SPEC_ENV_NAME_MAX      255
 #define SPEC_MAX_PORTS         32 /* per microservice */
 #define SPEC_MAX_VOLUMES       32 /* per microservice */
+#define SPEC_MAX_SERVICES      16 /* expose and connect entries, each, per microservice */
 #define SPEC_MAX_LABELS        32 /* placement.labels entries, as meshd's --label */
 #define SPEC_LABEL_KEY_MAX     63
 #define SPEC_LABEL_VALUE_MAX   127

@@ -119,6 +119,9 @@ static void canonical_idempotent(void **state)
         APP("{'name':'m','image':'i','resources':{'memory':100000,'memory_bytes':100000}}"),
         APP("{'name':'m','image':'i','resources':{'memory_bytes':1536}}"),
         APP("{'name':'m','image':'i','resources':{'cpus':0.3333333}}"),
+        APP("{'name':'m','image':'i','expose':[{'port':8080,'name':'web'}],"
+            "'connect':[{'service':'db','port':5432},{'port':6379,'service':'cache'}]}"),
+        APP("{'name':'m','image':'i','expose':[],'connect':[]}"),
     };
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         json_t *once = canon(specs[i]);
@@ -176,8 +179,19 @@ static const struct bad_case bad[] = {
     {APP("7"), "microservices[0]: must be an object"},
     {APP("{'name':'m','imagee':'i'}"),
      "microservices[0].imagee: unknown field; microservices[0].image: required (or images)"},
-    {APP("{'name':'m','image':'i','expose':{}}"), "microservices[0].expose: not supported yet"},
-    {APP("{'name':'m','image':'i','connect':[]}"), "microservices[0].connect: not supported yet"},
+    {APP("{'name':'m','image':'i','expose':{}}"), "microservices[0].expose: must be an array"},
+    {APP("{'name':'m','image':'i','expose':[{'name':'web','port':80},{'name':'web','port':80}]}"),
+     "microservices[0].expose[1].name: same name as [0]; "
+     "microservices[0].expose[1].port: same port as [0]"},
+    {APP("{'name':'m','image':'i','expose':[{'name':'Web','port':0,'x':1}]}"),
+     "microservices[0].expose[0].x: unknown field; microservices[0].expose[0].name: must be "
+     "1..63 of a-z, 0-9 and '-', start with a letter and not end with '-'; "
+     "microservices[0].expose[0].port: must be 1..65535"},
+    {APP("{'name':'m','image':'i','connect':[{'service':'db'}]}"),
+     "microservices[0].connect[0].port: required"},
+    {APP("{'name':'m','image':'i','expose':[{'name':'a','port':80}],"
+         "'connect':[{'service':'b','port':80}]}"),
+     "microservices[0].expose[0].port: also a connect port of this microservice"},
     {APP("{'image':'i'}"), "microservices[0].name: required"},
     {APP("{'name':'m','image':'i'},{'name':'m','image':'j'}"),
      "microservices[1].name: same name as microservices[0]"},
