@@ -189,7 +189,8 @@ bool fsm_rec_key_valid(const char *key, size_t len)
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)key[i];
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '_' || c == '.' || c == '/' || c == ':' || c == '@';
+                  c == '-' || c == '_' || c == '.' || c == '/' || c == ':' || c == '@' ||
+                  c == '[' || c == ']';
         if (!ok)
             return false;
     }

@@ -45,7 +45,7 @@
  * Records. Small keyed values the machine does not interpret (meshd's service declarations:
  * host endpoints and listeners), with the applications' rules: PUT_REC creates (version 1),
  * updates (+1) or leaves UNCHANGED; DELETE_REC removes (DELETED, version it had) or NOT_FOUND.
- * Keys are 1..FSM_REC_KEY_MAX bytes of [A-Za-z0-9._/:@-], values 1..FSM_REC_MAX bytes, at most
+ * Keys are 1..FSM_REC_KEY_MAX bytes of [A-Za-z0-9._/:@[]-], values 1..FSM_REC_MAX bytes, at most
  * FSM_RECS_MAX records.
  * fsm_result.version is the application's version for PLACE when applied (so a caller can tell
  * which spec the placement was made for), and 0 for UNPLACE and CORDON.

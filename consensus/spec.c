@@ -277,6 +277,11 @@ static bool dns_name_valid(const char *s)
 
 /* The rules of meshd's node names and labels (meshd/config.c), which placement must match;
  * consensus/ does not link meshd/, so they are restated here. */
+bool spec_name_valid(const char *s)
+{
+    return s && dns_name_valid(s);
+}
+
 static bool node_name_valid(const char *s)
 {
     return mesh_node_name_valid(s, strlen(s));

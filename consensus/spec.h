@@ -49,6 +49,7 @@
 #ifndef FOGMESH_CONSENSUS_SPEC_H
 #define FOGMESH_CONSENSUS_SPEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -100,6 +101,10 @@ struct spec_errors {
  * out), leaves *ret_canonical untouched, and fills errs (when not NULL; it is reset first) with
  * every problem found. ret_canonical may be NULL to only validate. */
 int spec_validate(const json_t *in, json_t **ret_canonical, struct spec_errors *errs);
+
+/* The rule of app, microservice and service names: 1..SPEC_NAME_MAX of a-z, 0-9 and '-',
+ * starting with a letter, not ending with '-'. */
+bool spec_name_valid(const char *s);
 
 /* Formats errs as one line, "path: message; path: message (and N more)", into buf of len bytes
  * (always terminated when len > 0). Returns the length the whole line needs, as snprintf. */

@@ -51,6 +51,13 @@ static void usage(FILE *f)
           "                       a microservice's spec and the state of each replica\n"
           "  move APP/MS[/REPLICA] NODE\n"
           "                       run a replica (default: the first not on NODE) on NODE\n"
+          "  get services         every service: its endpoints and listeners\n"
+          "  service expose NAME --target HOST:PORT [--node NODE]\n"
+          "                       a host endpoint (not a container) provides service NAME\n"
+          "  service connect NAME --listen HOST:PORT [--node NODE]\n"
+          "                       meshd on NODE listens there and carries connections to NAME\n"
+          "  service unexpose NAME [--node NODE]\n"
+          "  service disconnect NAME --listen HOST:PORT [--node NODE]\n"
           "  logs APP/MS[/REPLICA] [-f|--follow] [--tail N]\n"
           "                       a replica's output, from whichever node runs it\n"
           "  delete app NAME      delete an application\n"
@@ -577,12 +584,16 @@ static int cmd_node_op(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
+static int get_services(struct ctl *ctl);
+
 static int cmd_get(struct ctl *ctl, int argc, char **argv)
 {
     if (argc == 2 && is_ms_kind(argv[1]))
         return get_microservices(ctl);
     if (argc == 2 && strcmp(argv[1], "nodes") == 0)
         return get_nodes(ctl);
+    if (argc == 2 && (strcmp(argv[1], "services") == 0 || strcmp(argv[1], "svc") == 0))
+        return get_services(ctl);
     int rc = need_kind(argc, argv, "get", "apps", 0);
     if (rc)
         return rc;
@@ -796,6 +807,105 @@ static int cmd_logs(struct ctl *ctl, int argc, char **argv)
     return rc;
 }
 
+/* `service expose|unexpose|connect|disconnect NAME [--target|--listen HOST:PORT] [--node N]`. */
+static int cmd_service(struct ctl *ctl, int argc, char **argv)
+{
+    static const char usage_line[] =
+        "service: expected 'service expose NAME --target HOST:PORT [--node NODE]', "
+        "'service connect NAME --listen HOST:PORT [--node NODE]', 'service unexpose NAME "
+        "[--node NODE]' or 'service disconnect NAME --listen HOST:PORT [--node NODE]'";
+    if (argc < 3)
+        return usage_error("%s", usage_line);
+    const char *verb = argv[1], *name = argv[2], *target = NULL, *listen = NULL, *node = NULL;
+    bool expose = strcmp(verb, "expose") == 0, unexpose = strcmp(verb, "unexpose") == 0;
+    bool connect = strcmp(verb, "connect") == 0, disconnect = strcmp(verb, "disconnect") == 0;
+    if (!expose && !unexpose && !connect && !disconnect)
+        return usage_error("%s", usage_line);
+    for (int i = 3; i < argc; i++) {
+        const char **slot = strcmp(argv[i], "--target") == 0   ? &target
+                            : strcmp(argv[i], "--listen") == 0 ? &listen
+                            : strcmp(argv[i], "--node") == 0   ? &node
+                                                               : NULL;
+        if (!slot || i + 1 >= argc)
+            return usage_error("service %s: unexpected '%s'", verb, argv[i]);
+        *slot = argv[++i];
+    }
+    if ((expose && (!target || listen)) || (unexpose && (target || listen)) ||
+        ((connect || disconnect) && (!listen || target)))
+        return usage_error("%s", usage_line);
+    char path[512];
+    int rc;
+    json_t *body = NULL;
+    const char *op = expose || unexpose ? "expose" : "connect";
+    if (expose || connect) {
+        snprintf(path, sizeof path, FOGMESH_API_PREFIX "/services/%.64s/%s", name, op);
+        json_t *req = json_pack("{s:s}", expose ? "target" : "listen", expose ? target : listen);
+        if (node)
+            json_object_set_new(req, "node", json_string(node));
+        rc = call(ctl, "PUT", path, req, &body);
+        json_decref(req);
+    } else {
+        char *enode = curl_easy_escape(NULL, node ? node : "", 0);
+        char *elisten = curl_easy_escape(NULL, listen ? listen : "", 0);
+        snprintf(path, sizeof path, FOGMESH_API_PREFIX "/services/%.64s/%s?node=%.100s%s%.100s",
+                 name, op, enode ? enode : "", listen ? "&listen=" : "",
+                 listen && elisten ? elisten : "");
+        curl_free(enode);
+        curl_free(elisten);
+        rc = call(ctl, "DELETE", path, NULL, &body);
+    }
+    if (rc)
+        return rc;
+    if (ctl->out != OUT_TABLE)
+        print_value(ctl, body);
+    else if (expose)
+        printf("service %s: %s exposed%s%s (%s)\n", name, target, node ? " on " : "",
+               node ? node : "", jstr(body, "result"));
+    else if (connect)
+        printf("service %s: listening on %s%s%s (%s)\n", name, listen, node ? " on " : "",
+               node ? node : "", jstr(body, "result"));
+    else
+        printf("service %s: %s removed\n", name, unexpose ? "host endpoint" : "listener");
+    json_decref(body);
+    return 0;
+}
+
+static int get_services(struct ctl *ctl)
+{
+    json_t *body = NULL;
+    int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/services", NULL, &body);
+    if (rc)
+        return rc;
+    json_t *arr = json_object_get(body, "services");
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, arr);
+        json_decref(body);
+        return 0;
+    }
+    printf("%-24s %-10s %-16s %-22s %s\n", "SERVICE", "ROLE", "NODE", "ADDRESS", "FROM");
+    size_t i, j;
+    json_t *s, *e;
+    json_array_foreach(arr, i, s)
+    {
+        const char *roles[] = {"endpoints", "listeners"};
+        for (size_t r = 0; r < 2; r++) {
+            json_array_foreach(json_object_get(s, roles[r]), j, e)
+            {
+                char from[160] = "host";
+                json_t *m = json_object_get(e, "microservice");
+                if (m)
+                    snprintf(from, sizeof from, "%s/%s/%lld", jstr(m, "app"), jstr(m, "name"),
+                             (long long)json_integer_value(json_object_get(m, "replica")));
+                printf("%-24s %-10s %-16s %-22s %s\n", jstr(s, "name"),
+                       r == 0 ? "endpoint" : "listener", jstr(e, "node"),
+                       r == 0 ? jstr(e, "target") : jstr(e, "listen"), from);
+            }
+        }
+    }
+    json_decref(body);
+    return 0;
+}
+
 /* `move APP/MS[/REPLICA] NODE`. */
 static int cmd_move(struct ctl *ctl, int argc, char **argv)
 {
@@ -826,7 +936,7 @@ static const struct command {
     {"deploy", cmd_deploy},    {"get", cmd_get},         {"describe", cmd_describe},
     {"delete", cmd_delete},    {"raft", cmd_raft},       {"cordon", cmd_node_op},
     {"uncordon", cmd_node_op}, {"drain", cmd_node_op},   {"move", cmd_move},
-    {"logs", cmd_logs},
+    {"logs", cmd_logs},        {"service", cmd_service},
 };
 
 int main(int argc, char **argv)

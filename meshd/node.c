@@ -602,7 +602,8 @@ int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *
         remembered_peers_load(n);
     /* Only a node that joins no one starts a new Raft cluster; a restart reuses its state. */
     if ((rc = node_raft_start(n, n->nseeds == 0, err)) < 0 ||
-        (rc = node_runtime_start(n, err)) < 0 || (rc = node_logs_start(n, err)) < 0)
+        (rc = node_runtime_start(n, err)) < 0 || (rc = node_logs_start(n, err)) < 0 ||
+        (rc = node_svc_start(n, err)) < 0)
         goto fail;
 
     n->sig_int = evsignal_new(n->loop.base, SIGINT, on_signal, n);
@@ -675,6 +676,7 @@ void node_close(struct node *n)
     node_sched_close(n);
     node_logs_close(n);
     node_runtime_stop(n);
+    node_svc_stop(n);
     if (n->transport_ready && !n->cluster)
         transport_free(&n->transport); /* after raft closed it (transport.h) */
     n->transport_ready = false;

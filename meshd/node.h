@@ -38,7 +38,37 @@ enum node_call_type {
 
 struct keyop;        /* a mesh-wide key-ring operation in progress (node_api.c) */
 struct logs_session; /* a log stream through or from this node (node_logs.c) */
-struct pp_call;      /* a push-pull call in flight (node.c) */
+
+/* Services (node_svc.c): where each service is provided and where meshd listens for it. */
+#define SVC_ENDPOINTS_MAX 8192
+#define SVC_LISTENERS_MAX 8192
+
+struct svc_endpoint {
+    char service[FSM_APP_NAME_MAX + 1];
+    char node[FSM_NODE_NAME_MAX + 1];
+    struct mesh_addr target; /* reached from that node */
+    bool host;               /* declared with `service expose`, else a microservice replica */
+    char app[FSM_APP_NAME_MAX + 1], ms[FSM_APP_NAME_MAX + 1];
+    uint32_t replica;
+};
+
+struct svc_listener {
+    char service[FSM_APP_NAME_MAX + 1];
+    char node[FSM_NODE_NAME_MAX + 1];
+    struct mesh_addr listen; /* on that node */
+    bool host;               /* declared with `service connect`, else a microservice's */
+    char app[FSM_APP_NAME_MAX + 1], ms[FSM_APP_NAME_MAX + 1];
+    uint32_t replica;
+};
+
+struct svc_catalog {
+    uint64_t revision; /* of the fsm it was built from */
+    struct svc_endpoint *eps;
+    size_t neps, caps_eps;
+    struct svc_listener *ls;
+    size_t nls, caps_ls;
+};
+struct pp_call; /* a push-pull call in flight (node.c) */
 
 struct node {
     struct meshd_config cfg;
@@ -78,6 +108,7 @@ struct node {
     json_t *rt_status;       /* "app/ms/replica" -> {"state", "message"} observed here */
     struct logs_session *logs;
     size_t nlogs;
+    struct svc_catalog *svc; /* built from the state on demand (node_svc_catalog) */
     uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
@@ -153,6 +184,13 @@ json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uin
 int node_logs_start(struct node *n, struct mesh_err *err);
 /* After api_free and peers_free, before node_runtime_stop. */
 void node_logs_close(struct node *n);
+
+/* Services (node_svc.c): GET /v1/services, PUT|DELETE /v1/services/NAME/expose|connect. */
+int node_svc_start(struct node *n, struct mesh_err *err);
+void node_svc_stop(struct node *n);
+/* The catalog for the current state (rebuilt when the state changed); NULL before Raft runs. */
+const struct svc_catalog *node_svc_catalog(struct node *n);
+void svc_catalog_free(struct svc_catalog *c);
 
 /* The leader's scheduler loop and the placement API (node_sched.c). */
 int node_sched_start(struct node *n, struct mesh_err *err);

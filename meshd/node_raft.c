@@ -202,8 +202,10 @@ static json_t *result_json(const char *name, int outcome, uint64_t version)
 {
     json_t *o = json_pack("{s:s, s:s, s:I}", "name", name, "result", fsm_outcome_str(outcome),
                           "version", (json_int_t)version);
-    char msg[FSM_APP_NAME_MAX + 96];
-    if (outcome == FSM_OUT_NOT_FOUND)
+    char msg[NODE_READ_NAME_MAX + 96];
+    if (outcome == FSM_OUT_NOT_FOUND && strchr(name, '/'))
+        snprintf(msg, sizeof msg, "'%s' not found (or changed meanwhile)", name);
+    else if (outcome == FSM_OUT_NOT_FOUND)
         snprintf(msg, sizeof msg, "no application '%s'", name);
     else if (outcome == FSM_OUT_REJECTED || outcome == FSM_OUT_UNKNOWN)
         snprintf(msg, sizeof msg, "the replicated state machine %s the write for '%s'",
