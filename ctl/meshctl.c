@@ -52,6 +52,7 @@ static void usage(FILE *f)
           "  move APP/MS[/REPLICA] NODE\n"
           "                       run a replica (default: the first not on NODE) on NODE\n"
           "  get services         every service: its endpoints and listeners\n"
+          "  routes               this node's next hop, hops and cost to every node\n"
           "  service expose NAME --target HOST:PORT [--node NODE]\n"
           "                       a host endpoint (not a container) provides service NAME\n"
           "  service connect NAME --listen HOST:PORT [--node NODE]\n"
@@ -906,6 +907,38 @@ static int get_services(struct ctl *ctl)
     return 0;
 }
 
+/* `routes`: this node's route to every other node, and its direct neighbours. */
+static int cmd_routes(struct ctl *ctl, int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1)
+        return usage_error("routes takes no arguments%s", "");
+    json_t *body = NULL;
+    int rc = call(ctl, "GET", FOGMESH_API_PREFIX "/routes", NULL, &body);
+    if (rc)
+        return rc;
+    if (ctl->out != OUT_TABLE) {
+        print_value(ctl, body);
+        json_decref(body);
+        return 0;
+    }
+    printf("%-20s %-20s %-5s %s\n", "NODE", "NEXT_HOP", "HOPS", "COST_MS");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(body, "routes"), i, r)
+    {
+        if (!json_is_true(json_object_get(r, "reachable"))) {
+            printf("%-20s %-20s %-5s %s\n", jstr(r, "node"), "unreachable", "-", "-");
+            continue;
+        }
+        printf("%-20s %-20s %-5lld %.3f\n", jstr(r, "node"), jstr(r, "next_hop"),
+               (long long)json_integer_value(json_object_get(r, "hops")),
+               json_number_value(json_object_get(r, "cost_ms")));
+    }
+    json_decref(body);
+    return 0;
+}
+
 /* `move APP/MS[/REPLICA] NODE`. */
 static int cmd_move(struct ctl *ctl, int argc, char **argv)
 {
@@ -936,7 +969,7 @@ static const struct command {
     {"deploy", cmd_deploy},    {"get", cmd_get},         {"describe", cmd_describe},
     {"delete", cmd_delete},    {"raft", cmd_raft},       {"cordon", cmd_node_op},
     {"uncordon", cmd_node_op}, {"drain", cmd_node_op},   {"move", cmd_move},
-    {"logs", cmd_logs},        {"service", cmd_service},
+    {"logs", cmd_logs},        {"service", cmd_service}, {"routes", cmd_routes},
 };
 
 int main(int argc, char **argv)

@@ -559,6 +559,16 @@ static struct event *timer_every(struct node *n, uint64_t ms, event_callback_fn 
     return ev;
 }
 
+void node_meta_publish(struct node *n)
+{
+    uint8_t meta[SWIM_META_MAX];
+    int len = nodemeta_encode(&n->meta, meta, sizeof meta);
+    if (len >= 0)
+        gossip_set_meta(n->gossip, meta, (size_t)len);
+    else
+        log_warn(&n->log, "this node's metadata does not fit in gossip (%d): not published", len);
+}
+
 int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *err)
 {
     int rc;
@@ -603,7 +613,7 @@ int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *
     /* Only a node that joins no one starts a new Raft cluster; a restart reuses its state. */
     if ((rc = node_raft_start(n, n->nseeds == 0, err)) < 0 ||
         (rc = node_runtime_start(n, err)) < 0 || (rc = node_logs_start(n, err)) < 0 ||
-        (rc = node_svc_start(n, err)) < 0)
+        (rc = node_svc_start(n, err)) < 0 || (rc = node_routes_start(n, err)) < 0)
         goto fail;
 
     n->sig_int = evsignal_new(n->loop.base, SIGINT, on_signal, n);
@@ -677,6 +687,7 @@ void node_close(struct node *n)
     node_logs_close(n);
     node_runtime_stop(n);
     node_svc_stop(n);
+    node_routes_stop(n);
     if (n->transport_ready && !n->cluster)
         transport_free(&n->transport); /* after raft closed it (transport.h) */
     n->transport_ready = false;

@@ -27,6 +27,7 @@ enum node_call_type {
     CALL_RAFT_READ_INDEX = LINK_CHAN_CONTROL | 4, /* a follower asks for a read index */
     CALL_RT_STATUS = LINK_CHAN_CONTROL | 5,       /* what a node observes of its replicas */
     /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
+    CALL_PING = LINK_CHAN_CONTROL | 6, /* a neighbour's RTT (node_route.c) */
     STREAM_LOGS = 0x20, /* a replica's output, from the node that runs it (bulk priority) */
 };
 
@@ -38,6 +39,8 @@ enum node_call_type {
 
 struct keyop;        /* a mesh-wide key-ring operation in progress (node_api.c) */
 struct logs_session; /* a log stream through or from this node (node_logs.c) */
+struct node_routes;  /* neighbours and the routing table (node_route.c) */
+struct route_table;
 
 /* Services (node_svc.c): where each service is provided and where meshd listens for it. */
 #define SVC_ENDPOINTS_MAX 8192
@@ -109,6 +112,7 @@ struct node {
     struct logs_session *logs;
     size_t nlogs;
     struct svc_catalog *svc; /* built from the state on demand (node_svc_catalog) */
+    struct node_routes *routes;
     uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
@@ -184,6 +188,15 @@ json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uin
 int node_logs_start(struct node *n, struct mesh_err *err);
 /* After api_free and peers_free, before node_runtime_stop. */
 void node_logs_close(struct node *n);
+
+/* Routing (node_route.c): neighbour pings, gossip of the neighbours, shortest paths,
+ * GET /v1/routes. The table is NULL until first computed; valid until the next loop pass. */
+int node_routes_start(struct node *n, struct mesh_err *err);
+void node_routes_stop(struct node *n); /* after peers_free */
+const struct route_table *node_routes_table(struct node *n);
+
+/* Gossips this node's metadata (n->meta) after a change. */
+void node_meta_publish(struct node *n);
 
 /* Services (node_svc.c): GET /v1/services, PUT|DELETE /v1/services/NAME/expose|connect. */
 int node_svc_start(struct node *n, struct mesh_err *err);

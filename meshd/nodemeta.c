@@ -57,7 +57,7 @@ int nodemeta_encode(const struct node_meta *m, uint8_t *buf, size_t cap)
 {
     struct wire_wr w;
     wire_wr_init(&w, buf, cap);
-    msgpack_pack_array(&w.pk, 8);
+    msgpack_pack_array(&w.pk, 9);
     msgpack_pack_uint8(&w.pk, NODEMETA_VERSION);
     wire_pack_str(&w.pk, m->arch, strlen(m->arch));
     wire_pack_str(&w.pk, m->os, strlen(m->os));
@@ -71,6 +71,7 @@ int nodemeta_encode(const struct node_meta *m, uint8_t *buf, size_t cap)
         wire_pack_str(&w.pk, m->labels[i].value, strlen(m->labels[i].value));
     }
     msgpack_pack_uint8(&w.pk, (uint8_t)m->engine);
+    wire_pack_bin(&w.pk, m->ls, m->ls_len);
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
@@ -123,8 +124,17 @@ int nodemeta_decode(const uint8_t *buf, size_t len, struct node_meta *ret)
             return MESH_EMALFORMED;
         m.engine = (enum nodemeta_engine)engine;
     }
+    /* Element 9, the neighbours (kept as bytes; netlink/route.h decodes them). */
+    if (n >= 9) {
+        const uint8_t *ls;
+        uint32_t ls_len;
+        if (wire_rd_bin(&r, &ls, &ls_len) < 0 || ls_len > sizeof m.ls)
+            return MESH_EMALFORMED;
+        memcpy(m.ls, ls, ls_len);
+        m.ls_len = ls_len;
+    }
     /* Trailing elements belong to later versions: skip them. */
-    for (uint32_t i = 8; i < n; i++)
+    for (uint32_t i = 9; i < n; i++)
         if (wire_rd_skip(&r, 8) < 0)
             return MESH_EMALFORMED;
     *ret = m;

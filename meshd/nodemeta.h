@@ -1,9 +1,11 @@
 /* What a node tells the mesh about itself through gossip metadata (observed state, never Raft):
  * architecture, OS, CPU count, memory, meshd version and labels. Encoded as one msgpack array
  *
- *     [1, arch, os, cpus, memory_bytes, version, [[key, value], ...], engine]
+ *     [1, arch, os, cpus, memory_bytes, version, [[key, value], ...], engine, ls]
  *
- * (engine, the container engine's state, came later and may be missing: "none").
+ * (engine, the container engine's state, came later and may be missing: "none"; ls, the
+ * node's neighbours with their RTTs as netlink/route.h encodes them (bin), later still, and
+ * may be missing or empty: no links known).
  * that fits SWIM_META_MAX bytes. Decoders ignore trailing elements, so later capabilities can
  * append their own (engine state, resources in use) without breaking older nodes. */
 #ifndef FOGMESH_MESHD_NODEMETA_H
@@ -15,6 +17,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "route.h"
 
 #define NODEMETA_VERSION 1
 
@@ -34,6 +37,8 @@ struct node_meta {
     struct config_label labels[CONFIG_LABEL_MAX];
     size_t nlabels;
     enum nodemeta_engine engine;
+    uint8_t ls[ROUTE_LS_MAX]; /* route_ls_encode()d neighbours; ls_len 0: none */
+    size_t ls_len;
 };
 
 /* This host's facts and cfg's labels. */
