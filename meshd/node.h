@@ -73,7 +73,10 @@ struct node {
     struct event *reconcile_timer;
     bool engine_pinging;
     struct rt_pass *rt_pass; /* the reconcile pass in progress */
-    json_t *rt_status;       /* "app/ms/replica" -> {"state", "message"} observed here */
+    struct rt_state *rt;     /* config files, pulls, container details (node_runtime.c) */
+    /* "app/ms/replica" -> {"state", "message", "since", "restarts", "container"} observed
+     * here, for the replicas placed here (node_sched.c serves it to the other nodes). */
+    json_t *rt_status;
     uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
@@ -141,7 +144,8 @@ void node_raft_read(struct node *n, struct evhttp_request *req, const char *name
  * Without --engine and without a default socket the node runs no containers. */
 int node_runtime_start(struct node *n, struct mesh_err *err);
 void node_runtime_stop(struct node *n);
-/* What this node observed of one of its replicas ({"state", "message"}, borrowed), or NULL. */
+/* What this node observed of one of its replicas ({"state", "message", "since", "restarts",
+ * "container"}, borrowed), or NULL. */
 json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uint32_t replica);
 
 /* The leader's scheduler loop and the placement API (node_sched.c). */
