@@ -42,6 +42,8 @@
 #define PULL_RETRY_MAX_MS   300000
 #define CREATE_RETRY_MS     2000
 #define CREATE_RETRY_MAX_MS 60000
+#define PULL_CHECK_MS       1000 /* a failed image is looked for locally this often */
+#define PULL_MSG_MAX        512
 #define CONFIG_SUBDIR       "containers"
 #define CONFIG_READ_MAX     (SPEC_MAX_CONFIG + 2)
 
@@ -50,12 +52,14 @@ struct rt_state;
 /* An image being pulled, or whose pull failed and waits for its retry. */
 struct rt_pull {
     struct rt_state *rt;
-    char *image; /* NULL: the slot is free */
-    bool active; /* the pull is in flight */
-    bool used;   /* a replica of this pass wants it */
+    char *image;   /* NULL: the slot is free */
+    bool active;   /* the pull is in flight */
+    bool checking; /* an image inspect is in flight */
+    bool used;     /* a replica of this pass wants it */
     unsigned failures;
     uint64_t retry_at_ms;
-    char message[MESH_ERRMSG_LEN];
+    uint64_t checked_ms;
+    char message[PULL_MSG_MAX];
 };
 
 struct rt_state {
@@ -315,6 +319,10 @@ static struct rt_pull *pull_find(struct rt_state *rt, const char *image)
 
 static void pull_release(struct rt_pull *pl)
 {
+    if (pl->checking) {
+        pl->used = false; /* freed when the inspect answers */
+        return;
+    }
     free(pl->image);
     pl->image = NULL;
     pl->active = pl->used = false;
@@ -351,7 +359,7 @@ static void on_pull_done(struct engine_req *req, const struct engine_reply *repl
     pl->failures++;
     uint64_t wait = rt_backoff_ms(pl->failures, PULL_RETRY_MS, PULL_RETRY_MAX_MS);
     pl->retry_at_ms = mesh_now_ms() + wait;
-    snprintf(pl->message, sizeof pl->message, "image not found: %.80s (%.120s); next pull in %us",
+    snprintf(pl->message, sizeof pl->message, "image not found: %.200s (%.240s); next pull in %us",
              pl->image, reply->err.msg, (unsigned)(wait / 1000));
     log_warn(&n->log, "runtime: %s", pl->message);
 }
@@ -374,6 +382,30 @@ static void pull_start(struct rt_pull *pl)
     pl->active = true;
     snprintf(pl->message, sizeof pl->message, "pulling %s", pl->image);
     log_info(&n->log, "runtime: pulling image %s", pl->image);
+}
+
+static void on_image_check(struct engine_req *req, const struct engine_reply *reply, void *data)
+{
+    struct rt_pull *pl = data;
+    (void)req;
+    pl->checking = false;
+    pl->checked_ms = mesh_now_ms();
+    if (reply->status == 0 && !pl->active) {
+        log_info(&pl->rt->n->log, "runtime: image %s is there now", pl->image);
+        pull_release(pl); /* loaded or imported meanwhile: the next pass creates */
+    } else if (reply->status == MESH_ECLOSED) {
+        pull_release(pl);
+    }
+}
+
+/* Between pulls of a failed image, whether it was loaded or imported meanwhile: a local
+ * inspect, at most every PULL_CHECK_MS. */
+static void pull_check(struct rt_pull *pl, uint64_t now)
+{
+    if (pl->active || pl->checking || now - pl->checked_ms < PULL_CHECK_MS)
+        return;
+    if (engine_image_inspect(pl->rt->n->engine, pl->image, on_image_check, pl, NULL) == 0)
+        pl->checking = true;
 }
 
 /* A create found no image: pull it (unless a pull of it is known already). NULL when every
@@ -590,6 +622,8 @@ static bool desired_held(struct rt_pass *p, struct rt_desired *d, struct rt_want
         pl->used = true;
         if (!pl->active && now >= pl->retry_at_ms)
             pull_start(pl);
+        else
+            pull_check(pl, now);
         status_put(status, p->n->rt_status, w->key, pl->active ? "pulling" : "failed", pl->message,
                    NULL, 0, NULL);
         return true;
@@ -770,7 +804,8 @@ static void on_list(struct engine_req *req, const struct engine_reply *reply, vo
     }
     json_decref(wanted);
     for (size_t k = 0; k < PULLS_MAX; k++)
-        if (rt->pulls[k].image && !rt->pulls[k].used && !rt->pulls[k].active)
+        if (rt->pulls[k].image && !rt->pulls[k].used && !rt->pulls[k].active &&
+            !rt->pulls[k].checking)
             pull_release(&rt->pulls[k]);
     json_decref(n->rt_status);
     n->rt_status = status;
