@@ -205,6 +205,14 @@ def test_config_reaches_the_container_and_a_config_change_does_not_recreate(mesh
     wait_for(lambda: (replica(nodes[0], app) or {}).get("state") == "running", timeout=TIMEOUT,
              what="the replica to show running after the restart")
     assert container_logs(cid).count("HUP") == 1
+    # The config lives in the node's data dir while the replica is placed here, not after.
+    cfg_dir = os.path.join(nodes[0].data_dir, "containers", f"{app}.worker.0")
+    with open(os.path.join(cfg_dir, "config.json")) as f:
+        assert json.load(f) == {"greeting": "bye"}
+    nodes[0].ctl("delete", "app", app)
+    wait_for(lambda: not os.path.exists(cfg_dir), timeout=TIMEOUT,
+             what="the config dir to go with the replica")
+    assert not any(k[1] == app for k in containers_of(prefix))
 
 
 def test_missing_image_fails_clearly_then_a_fixed_spec_runs(mesh, prefix):
