@@ -108,7 +108,10 @@ struct node {
     struct event *reconcile_timer;
     bool engine_pinging;
     struct rt_pass *rt_pass; /* the reconcile pass in progress */
-    json_t *rt_status;       /* "app/ms/replica" -> {"state", "message"} observed here */
+    struct rt_state *rt;     /* config files, pulls, container details (node_runtime.c) */
+    /* "app/ms/replica" -> {"state", "message", "since", "restarts", "container"} observed
+     * here, for the replicas placed here (node_sched.c serves it to the other nodes). */
+    json_t *rt_status;
     struct logs_session *logs;
     size_t nlogs;
     struct svc_catalog *svc; /* built from the state on demand (node_svc_catalog) */
@@ -181,7 +184,8 @@ void node_raft_read(struct node *n, struct evhttp_request *req, const char *name
  * Without --engine and without a default socket the node runs no containers. */
 int node_runtime_start(struct node *n, struct mesh_err *err);
 void node_runtime_stop(struct node *n);
-/* What this node observed of one of its replicas ({"state", "message"}, borrowed), or NULL. */
+/* What this node observed of one of its replicas ({"state", "message", "since", "restarts",
+ * "container"}, borrowed), or NULL. */
 json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uint32_t replica);
 
 /* `meshctl logs` (node_logs.c): GET /v1/logs/APP/MS[/REPLICA] and the STREAM_LOGS service. */

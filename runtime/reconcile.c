@@ -6,7 +6,8 @@
 
 #include <sodium.h>
 
-void rt_hash(const json_t *ms_spec, const char *image, char out[static RT_HASH_LEN + 1])
+void rt_hash(const json_t *ms_spec, const char *image, const char *config_dir,
+             char out[static RT_HASH_LEN + 1])
 {
     json_t *copy = json_deep_copy(ms_spec);
     json_object_del(copy, "config");
@@ -20,6 +21,9 @@ void rt_hash(const json_t *ms_spec, const char *image, char out[static RT_HASH_L
     crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
     if (image)
         crypto_generichash_update(&st, (const uint8_t *)image, strlen(image));
+    crypto_generichash_update(&st, (const uint8_t *)"\n", 1);
+    if (config_dir)
+        crypto_generichash_update(&st, (const uint8_t *)config_dir, strlen(config_dir));
     crypto_generichash_final(&st, h, sizeof h);
     sodium_bin2hex(out, RT_HASH_LEN + 1, h, sizeof h);
     free(text);
@@ -34,39 +38,126 @@ size_t rt_plan(const struct rt_desired *desired, size_t nd, const struct rt_obse
                size_t no, struct rt_action *actions, size_t cap)
 {
     size_t n = 0;
-    /* keep[i]: observed i is the one container kept for its replica. */
-    bool *keep = calloc(no ? no : 1, sizeof *keep);
-    bool *have = calloc(nd ? nd : 1, sizeof *have);
-    if (!keep || !have)
+    /* kept[d]: the observed container kept for desired d (SIZE_MAX: none); owner[o]: the
+     * desired replica observed o is kept for (SIZE_MAX: to be removed). */
+    size_t *kept = malloc((nd ? nd : 1) * sizeof *kept);
+    size_t *owner = malloc((no ? no : 1) * sizeof *owner);
+    if (!kept || !owner)
         goto out;
+    for (size_t o = 0; o < no; o++)
+        owner[o] = SIZE_MAX;
     for (size_t d = 0; d < nd; d++) {
         /* Prefer a running matching container, then any matching one. */
         size_t best = SIZE_MAX;
         for (size_t o = 0; o < no; o++) {
-            if (keep[o] || !same_replica(&desired[d], &observed[o]) ||
+            if (owner[o] != SIZE_MAX || !same_replica(&desired[d], &observed[o]) ||
                 strcmp(observed[o].hash, desired[d].hash) != 0)
                 continue;
             if (best == SIZE_MAX || (observed[o].running && !observed[best].running))
                 best = o;
         }
-        if (best != SIZE_MAX) {
-            keep[best] = true;
-            have[d] = true;
-        }
+        kept[d] = best;
+        if (best != SIZE_MAX)
+            owner[best] = d;
     }
     for (size_t o = 0; o < no && n < cap; o++)
-        if (!keep[o])
-            actions[n++] = (struct rt_action){.op = RT_REMOVE, .id = observed[o].id};
+        if (owner[o] == SIZE_MAX)
+            actions[n++] =
+                (struct rt_action){.op = RT_REMOVE, .desired = SIZE_MAX, .id = observed[o].id};
+    for (size_t d = 0; d < nd && n < cap; d++) {
+        if (!desired[d].config_stale)
+            continue;
+        actions[n++] = (struct rt_action){.op = RT_CONFIG, .desired = d};
+        size_t o = kept[d];
+        if (o != SIZE_MAX && observed[o].running && n < cap)
+            actions[n++] = (struct rt_action){.op = RT_SIGNAL, .desired = d, .id = observed[o].id};
+    }
     for (size_t o = 0; o < no && n < cap; o++)
-        if (keep[o] && !observed[o].running)
-            actions[n++] = (struct rt_action){.op = RT_START, .id = observed[o].id};
+        if (owner[o] != SIZE_MAX && !observed[o].running && !desired[owner[o]].held)
+            actions[n++] =
+                (struct rt_action){.op = RT_START, .desired = owner[o], .id = observed[o].id};
     for (size_t d = 0; d < nd && n < cap; d++)
-        if (!have[d])
+        if (kept[d] == SIZE_MAX && !desired[d].held)
             actions[n++] = (struct rt_action){.op = RT_CREATE, .desired = d};
 out:
-    free(keep);
-    free(have);
+    free(kept);
+    free(owner);
     return n;
+}
+
+char *rt_config_text(const json_t *ms_spec)
+{
+    const json_t *config = json_object_get(ms_spec, "config");
+    json_t *empty = NULL;
+    if (!json_is_object(config))
+        config = empty = json_object();
+    char *text = config ? json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(empty);
+    if (!text)
+        return NULL;
+    size_t len = strlen(text);
+    char *out = realloc(text, len + 2);
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[len] = '\n';
+    out[len + 1] = '\0';
+    return out;
+}
+
+static bool dns_label(const char *s)
+{
+    size_t len = s ? strlen(s) : 0;
+    if (len == 0 || len > 63)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+int rt_config_dir_name(const struct rt_desired *d, char *buf, size_t len)
+{
+    if (!dns_label(d->app) || !dns_label(d->ms))
+        return MESH_EINVAL;
+    int w = snprintf(buf, len, "%s.%s.%u", d->app, d->ms, (unsigned)d->replica);
+    return w < 0 || (size_t)w >= len ? MESH_EINVAL : 0;
+}
+
+int rt_image_ref(const char *image, char *repo, size_t repo_len, char *tag, size_t tag_len)
+{
+    if (!image || !image[0])
+        return MESH_EINVAL;
+    const char *at = strchr(image, '@');
+    const char *slash = strrchr(image, '/');
+    const char *colon = strrchr(image, ':');
+    size_t rlen;
+    const char *t;
+    if (at) {
+        rlen = (size_t)(at - image);
+        t = at + 1;
+    } else if (colon && (!slash || colon > slash)) {
+        rlen = (size_t)(colon - image);
+        t = colon + 1;
+    } else {
+        rlen = strlen(image);
+        t = "latest";
+    }
+    if (rlen == 0 || !t[0] || rlen >= repo_len || strlen(t) >= tag_len)
+        return MESH_EINVAL;
+    memcpy(repo, image, rlen);
+    repo[rlen] = '\0';
+    memcpy(tag, t, strlen(t) + 1);
+    return 0;
+}
+
+uint64_t rt_backoff_ms(unsigned failures, uint64_t base_ms, uint64_t cap_ms)
+{
+    uint64_t wait = base_ms;
+    for (unsigned i = 1; i < failures && wait < cap_ms; i++)
+        wait *= 2;
+    return wait < cap_ms ? wait : cap_ms;
 }
 
 void rt_container_name(const char *node, const struct rt_desired *d, char *buf, size_t len)
@@ -90,6 +181,10 @@ json_t *rt_create_body(const char *node, const struct rt_desired *d)
         snprintf(line, sizeof line, "%s=%s", k, json_string_value(v) ? json_string_value(v) : "");
         json_array_append_new(env, json_string(line));
     }
+    /* Last, so that it wins over a user's variable of the same name. */
+    if (d->config_dir)
+        json_array_append_new(env,
+                              json_string(RT_CONFIG_ENV "=" RT_CONFIG_MOUNT "/" RT_CONFIG_FILE));
     const char *restart = json_string_value(json_object_get(d->ms_spec, "restart"));
     const char *policy = !restart || strcmp(restart, "always") == 0 ? "always"
                          : strcmp(restart, "on-failure") == 0       ? "on-failure"
@@ -112,6 +207,11 @@ json_t *rt_create_body(const char *node, const struct rt_desired *d)
         snprintf(b, sizeof b, "%s:%s:%s", json_string_value(json_object_get(v, "host")),
                  json_string_value(json_object_get(v, "container")),
                  json_is_true(json_object_get(v, "readonly")) ? "ro" : "rw");
+        json_array_append_new(binds, json_string(b));
+    }
+    if (d->config_dir) {
+        char b[8300];
+        snprintf(b, sizeof b, "%s:%s:ro", d->config_dir, RT_CONFIG_MOUNT);
         json_array_append_new(binds, json_string(b));
     }
     json_object_set_new(host, "Binds", binds);

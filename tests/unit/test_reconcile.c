@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -25,7 +26,7 @@ static struct rt_desired desired_of(const json_t *spec, uint32_t replica)
                            .replica = replica,
                            .ms_spec = spec,
                            .image = "localhost/bbox:latest"};
-    rt_hash(spec, d.image, d.hash);
+    rt_hash(spec, d.image, NULL, d.hash);
     return d;
 }
 
@@ -35,13 +36,16 @@ static void hash_ignores_config_only(void **state)
     json_t *a = ms_spec("fast"), *b = ms_spec("fast"), *c = ms_spec("slow");
     json_object_set_new(json_object_get(b, "config"), "threshold", json_integer(2));
     char ha[RT_HASH_LEN + 1], hb[RT_HASH_LEN + 1], hc[RT_HASH_LEN + 1], hd[RT_HASH_LEN + 1];
-    rt_hash(a, "img:1", ha);
-    rt_hash(b, "img:1", hb);
-    rt_hash(c, "img:1", hc);
-    rt_hash(a, "img:2", hd);
+    rt_hash(a, "img:1", NULL, ha);
+    rt_hash(b, "img:1", NULL, hb);
+    rt_hash(c, "img:1", NULL, hc);
+    rt_hash(a, "img:2", NULL, hd);
     assert_string_equal(ha, hb);     /* a config change alone keeps the container */
     assert_string_not_equal(ha, hc); /* env changes recreate */
     assert_string_not_equal(ha, hd); /* so do images */
+    char he[RT_HASH_LEN + 1];
+    rt_hash(a, "img:1", "/var/lib/fogmesh/containers/x.y.0", he);
+    assert_string_not_equal(ha, he); /* and the config mount (a container without it is redone) */
     json_decref(a);
     json_decref(b);
     json_decref(c);
@@ -53,7 +57,7 @@ static void plan_create_start_remove(void **state)
     json_t *spec = ms_spec("fast"), *old = ms_spec("old");
     struct rt_desired d[3] = {desired_of(spec, 0), desired_of(spec, 1), desired_of(spec, 2)};
     char stale[RT_HASH_LEN + 1];
-    rt_hash(old, "localhost/bbox:latest", stale);
+    rt_hash(old, "localhost/bbox:latest", NULL, stale);
     struct rt_observed o[] = {
         {.id = "a",
          .app = "sensors",
@@ -137,6 +141,116 @@ static void create_body_and_labels(void **state)
     json_decref(spec);
 }
 
+/* A config change alone: the file is rewritten and the running container signalled, nothing
+ * recreated; a new replica gets its file before its container is created. */
+static void plan_config_before_create_and_signal(void **state)
+{
+    (void)state;
+    json_t *spec = ms_spec("fast");
+    struct rt_desired d[2] = {desired_of(spec, 0), desired_of(spec, 1)};
+    d[0].config_stale = true;
+    d[1].config_stale = true;
+    struct rt_observed o[] = {
+        {.id = "a",
+         .app = "sensors",
+         .ms = "reader",
+         .replica = 0,
+         .hash = d[0].hash,
+         .running = true},
+    };
+    struct rt_action act[16];
+    size_t n = rt_plan(d, 2, o, 1, act, 16);
+    assert_int_equal(n, 4);
+    assert_int_equal(act[0].op, RT_CONFIG);
+    assert_int_equal(act[0].desired, 0);
+    assert_int_equal(act[1].op, RT_SIGNAL);
+    assert_int_equal(act[1].desired, 0);
+    assert_string_equal(act[1].id, "a");
+    assert_int_equal(act[2].op, RT_CONFIG);
+    assert_int_equal(act[2].desired, 1);
+    assert_int_equal(act[3].op, RT_CREATE);
+    assert_int_equal(act[3].desired, 1);
+    /* A stopped container is not signalled: its config is in place before the start. */
+    o[0].running = false;
+    d[1].config_stale = false;
+    n = rt_plan(d, 2, o, 1, act, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(act[0].op, RT_CONFIG);
+    assert_int_equal(act[1].op, RT_START);
+    assert_int_equal(act[1].desired, 0);
+    assert_int_equal(act[2].op, RT_CREATE);
+    /* Held replicas (pull in progress, backoff) are neither started nor created. */
+    d[0].config_stale = false;
+    d[0].held = d[1].held = true;
+    assert_int_equal(rt_plan(d, 2, o, 1, act, 16), 0);
+    json_decref(spec);
+}
+
+static void config_text_and_dir(void **state)
+{
+    (void)state;
+    json_t *spec = ms_spec("fast");
+    json_object_set_new(json_object_get(spec, "config"), "alpha", json_string("x"));
+    char *text = rt_config_text(spec);
+    assert_string_equal(text, "{\"alpha\":\"x\",\"threshold\":1}\n");
+    free(text);
+    json_object_del(spec, "config");
+    text = rt_config_text(spec);
+    assert_string_equal(text, "{}\n");
+    free(text);
+
+    struct rt_desired d = desired_of(spec, 3);
+    char name[64];
+    assert_int_equal(rt_config_dir_name(&d, name, sizeof name), 0);
+    assert_string_equal(name, "sensors.reader.3");
+    assert_int_equal(rt_config_dir_name(&d, name, 8), MESH_EINVAL);
+    d.app = "../etc";
+    assert_int_equal(rt_config_dir_name(&d, name, sizeof name), MESH_EINVAL);
+    d.app = "Sensors";
+    assert_int_equal(rt_config_dir_name(&d, name, sizeof name), MESH_EINVAL);
+
+    /* The mount and the variable that names the file. */
+    d = desired_of(spec, 3);
+    d.config_dir = "/data/containers/sensors.reader.3";
+    json_t *body = rt_create_body("edge-a", &d);
+    json_t *binds = json_object_get(json_object_get(body, "HostConfig"), "Binds");
+    assert_string_equal(json_string_value(json_array_get(binds, json_array_size(binds) - 1)),
+                        "/data/containers/sensors.reader.3:/fogmesh:ro");
+    json_t *env = json_object_get(body, "Env");
+    assert_string_equal(json_string_value(json_array_get(env, json_array_size(env) - 1)),
+                        "FOGMESH_CONFIG=/fogmesh/config.json");
+    json_decref(body);
+    json_decref(spec);
+}
+
+static void image_ref_and_backoff(void **state)
+{
+    (void)state;
+    char repo[64], tag[80];
+    assert_int_equal(rt_image_ref("localhost/bbox:latest", repo, sizeof repo, tag, sizeof tag), 0);
+    assert_string_equal(repo, "localhost/bbox");
+    assert_string_equal(tag, "latest");
+    assert_int_equal(rt_image_ref("registry:5000/a/b", repo, sizeof repo, tag, sizeof tag), 0);
+    assert_string_equal(repo, "registry:5000/a/b");
+    assert_string_equal(tag, "latest");
+    assert_int_equal(rt_image_ref("registry:5000/a/b:1.2", repo, sizeof repo, tag, sizeof tag), 0);
+    assert_string_equal(repo, "registry:5000/a/b");
+    assert_string_equal(tag, "1.2");
+    assert_int_equal(rt_image_ref("busybox@sha256:0123", repo, sizeof repo, tag, sizeof tag), 0);
+    assert_string_equal(repo, "busybox");
+    assert_string_equal(tag, "sha256:0123");
+    assert_int_equal(rt_image_ref("", repo, sizeof repo, tag, sizeof tag), MESH_EINVAL);
+    assert_int_equal(rt_image_ref("x:", repo, sizeof repo, tag, sizeof tag), MESH_EINVAL);
+    assert_int_equal(rt_image_ref(":1", repo, sizeof repo, tag, sizeof tag), MESH_EINVAL);
+    assert_int_equal(rt_image_ref("abc", repo, 3, tag, sizeof tag), MESH_EINVAL);
+
+    assert_int_equal(rt_backoff_ms(1, 5000, 300000), 5000);
+    assert_int_equal(rt_backoff_ms(2, 5000, 300000), 10000);
+    assert_int_equal(rt_backoff_ms(4, 5000, 300000), 40000);
+    assert_int_equal(rt_backoff_ms(7, 5000, 300000), 300000);
+    assert_int_equal(rt_backoff_ms(1000, 5000, 300000), 300000);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -145,6 +259,9 @@ int main(void)
         cmocka_unit_test(hash_ignores_config_only),
         cmocka_unit_test(plan_create_start_remove),
         cmocka_unit_test(create_body_and_labels),
+        cmocka_unit_test(plan_config_before_create_and_signal),
+        cmocka_unit_test(config_text_and_dir),
+        cmocka_unit_test(image_ref_and_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
