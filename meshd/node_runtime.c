@@ -144,14 +144,6 @@ static void status_set(struct node *n, const char *key, const char *state, const
     status_put(n->rt_status, n->rt_status, key, state, msg, NULL, 0, NULL);
 }
 
-static void meta_publish(struct node *n)
-{
-    uint8_t meta[SWIM_META_MAX];
-    int len = nodemeta_encode(&n->meta, meta, sizeof meta);
-    if (len >= 0)
-        gossip_set_meta(n->gossip, meta, (size_t)len);
-}
-
 /* While the engine is unreachable: every replica placed here is failed, and nothing else is
  * reported (containers cannot be seen). */
 static void status_engine_down(struct node *n)
@@ -198,7 +190,7 @@ static void on_ping(struct engine_req *req, const struct engine_reply *reply, vo
         else
             log_warn(&n->log, "container engine unavailable: %s", reply->err.msg);
         n->meta.engine = st;
-        meta_publish(n);
+        node_meta_publish(n);
         if (st == NODEMETA_ENGINE_DOWN)
             status_engine_down(n);
     }
