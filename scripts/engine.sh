@@ -193,6 +193,8 @@ start_docker() {
     [ "$driver" = vfs ] && { cat "$dir/docker.log" >&2; die "dockerd did not answer on $sock"; }
     # overlay2 refused (or a slow start): stop this one and try vfs.
     stop_docker_daemon
+    unmount_under "$dir"
+    rm -rf "$dir/data" "$dir/exec"
     mv "$dir/docker.log" "$dir/docker-overlay2.log"
   done
   import_image "$sock"
