@@ -61,7 +61,7 @@ def git_rev():
 def all_scenarios():
     found = {}
     for m in pkgutil.iter_modules(scenarios.__path__):
-        if m.name == "common":
+        if m.name == "common" or m.name.startswith("_"):
             continue
         mod = importlib.import_module("scenarios." + m.name)
         found[mod.NAME] = mod

@@ -11,8 +11,8 @@ pkgs=(
   libcurl4-openssl-dev libyaml-dev
   # tests
   libcmocka-dev python3-pytest iproute2 iptables procps
-  # tests: a private container engine (scripts/engine.sh) and its busybox test image
-  podman runc busybox-static curl
+  # tests: private container engines (scripts/engine.sh: Podman, Docker) and the busybox test image
+  podman runc busybox-static curl docker.io
   # benchmarks: peers to measure against
   serf etcd-server etcd-client
 )

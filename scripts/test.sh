@@ -43,8 +43,10 @@ step "format (clang-format)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-# A private Podman (scripts/engine.sh) for the tests that need a container engine; they find it
-# in FOGMESH_ENGINE_SOCKET. It is stopped after the tests, and on any exit (trap).
+# A private Podman (scripts/engine.sh) for the tests that need a container engine, and after them
+# a private Docker for the runtime's test once more; the tests find the engine in
+# FOGMESH_ENGINE_SOCKET (its kind in FOGMESH_ENGINE_KIND). Each is stopped after its tests, and on
+# any exit (trap).
 ENGINE_DIR=""
 stop_engine() {
   [ -n "$ENGINE_DIR" ] && "$ROOT/scripts/engine.sh" stop "$ENGINE_DIR" >/dev/null 2>&1
@@ -52,21 +54,27 @@ stop_engine() {
 }
 trap stop_engine EXIT
 trap 'exit 130' INT TERM
+start_engine() { # kind: podman or docker; exports FOGMESH_ENGINE_SOCKET and _KIND, or fails
+  local kind=$1 sock t0
+  ENGINE_DIR=$(mktemp -d /tmp/fogmesh-engine.XXXXXX)
+  t0=$(date +%s.%N)
+  if sock=$("$ROOT/scripts/engine.sh" --kind "$kind" start "$ENGINE_DIR" \
+    2>"$RESULTS/engine-$kind-start.log"); then
+    export FOGMESH_ENGINE_SOCKET=unix://$sock FOGMESH_ENGINE_KIND=$kind
+    echo "engine: $kind at $FOGMESH_ENGINE_SOCKET, ready with localhost/bbox:latest in" \
+      "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+    echo "<testsuite name=\"engine-$kind\"><testcase classname=\"engine\" name=\"start $kind\"/></testsuite>" \
+      >"$RESULTS/engine-$kind.xml"
+  else
+    cat "$RESULTS/engine-$kind-start.log"
+    echo "<testsuite name=\"engine-$kind\"><testcase classname=\"engine\" name=\"start $kind\"><failure message=\"scripts/engine.sh --kind $kind start failed, see engine-$kind-start.log\"/></testcase></testsuite>" \
+      >"$RESULTS/engine-$kind.xml"
+    stop_engine
+    return 1
+  fi
+}
 step "container engine (private Podman, scripts/engine.sh)"
-ENGINE_DIR=$(mktemp -d /tmp/fogmesh-engine.XXXXXX)
-t0=$(date +%s.%N)
-if sock=$("$ROOT/scripts/engine.sh" start "$ENGINE_DIR" 2>"$RESULTS/engine-start.log"); then
-  export FOGMESH_ENGINE_SOCKET=unix://$sock
-  echo "engine: $FOGMESH_ENGINE_SOCKET, ready with localhost/bbox:latest in" \
-    "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
-  echo '<testsuite name="engine"><testcase classname="engine" name="start"/></testsuite>' \
-    >"$RESULTS/engine.xml"
-else
-  cat "$RESULTS/engine-start.log"
-  echo '<testsuite name="engine"><testcase classname="engine" name="start"><failure message="scripts/engine.sh start failed, see engine-start.log"/></testcase></testsuite>' \
-    >"$RESULTS/engine.xml"
-  stop_engine
-fi
+start_engine podman
 
 for b in build build-asan; do
   step "unit tests ($b)"
@@ -83,7 +91,19 @@ for b in build build-asan; do
     --junitxml="$RESULTS/integration-$b.xml" -o junit_suite_name="integration-$b" 2>&1 | tail -25
 done
 stop_engine
-unset FOGMESH_ENGINE_SOCKET
+unset FOGMESH_ENGINE_SOCKET FOGMESH_ENGINE_KIND
+
+# The runtime must work against Docker too: the runtime's integration test once more, on the
+# normal build, against a private dockerd (about 15 s).
+step "container engine (private Docker, scripts/engine.sh --kind docker)"
+if start_engine docker; then
+  step "integration tests against Docker (build)"
+  FOGMESH_BUILD=$ROOT/build $PY -m pytest -q -p no:cacheprovider tests/integration/test_runtime.py \
+    --junitxml="$RESULTS/integration-docker.xml" -o junit_suite_name="integration-docker" 2>&1 |
+    tail -25
+fi
+stop_engine
+unset FOGMESH_ENGINE_SOCKET FOGMESH_ENGINE_KIND
 
 if [ "$FUZZ_SECONDS" != 0 ]; then
   step "fuzzing (${FUZZ_SECONDS}s per harness)"

@@ -413,6 +413,16 @@ static const struct tcase cases[] = {
     C("engine down within the grace: kept", NODES(N("n1"), N("n2", .noengine = true, .since = 5)),
       LIST(APP(MS("a", ""))), PLCS(P("web", "a", 0, "n2")), NONE),
 
+    C("engine down past the grace, no other engine: pending with the reason",
+      NODES(N("n1", .noengine = true, .since = 20000), N("n2", .noengine = true, .since = 20000)),
+      LIST(APP(MS("a", ""))), PLCS(P("web", "a", 0, "n2")),
+      LIST("web/a/0 n2->pending: no node matches: 2 nodes have no container engine")),
+
+    C("pinned, engine down past the grace: waits on its node",
+      NODES(N("n1"), N("n2", .noengine = true, .since = 20000)),
+      LIST(APP(MS("a", ",\"placement\":{\"node\":\"n2\"}"))), PLCS(P("web", "a", 0, "n2")),
+      LIST("web/a/0 n2->n2: waiting for node n2: without a container engine")),
+
     C("pinned: placed on its node only", NODES(N("n1"), N("n2"), N("n3")),
       LIST(APP(MS("a", ",\"replicas\":2,\"placement\":{\"node\":\"n2\"}"))), NULL,
       LIST("web/a/0 -->n2: scheduled", "web/a/1 -->n2: scheduled")),
