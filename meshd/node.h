@@ -28,7 +28,8 @@ enum node_call_type {
     CALL_RT_STATUS = LINK_CHAN_CONTROL | 5,       /* what a node observes of its replicas */
     /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
     CALL_PING = LINK_CHAN_CONTROL | 6, /* a neighbour's RTT (node_route.c) */
-    STREAM_LOGS = 0x20, /* a replica's output, from the node that runs it (bulk priority) */
+    STREAM_LOGS = 0x20,   /* a replica's output, from the node that runs it (bulk priority) */
+    STREAM_TUNNEL = 0x21, /* a service connection, hop by hop (node_tunnel.c) */
 };
 
 #define NODE_PEERS_FILE   "peers" /* addresses of members seen alive, for rejoining */
@@ -40,6 +41,7 @@ enum node_call_type {
 struct keyop;        /* a mesh-wide key-ring operation in progress (node_api.c) */
 struct logs_session; /* a log stream through or from this node (node_logs.c) */
 struct node_routes;  /* neighbours and the routing table (node_route.c) */
+struct node_tunnels; /* service listeners and tunnels (node_tunnel.c) */
 struct route_table;
 
 /* Services (node_svc.c): where each service is provided and where meshd listens for it. */
@@ -99,8 +101,11 @@ struct node {
     struct write *writes;
     struct read *reads;
     struct event *sched_timer;
+    struct event *watch_timer; /* acts on changes of the desired state (node_sched.c) */
+    uint64_t seen_revision;
     struct fanout *fanouts; /* listings waiting for other nodes' observed state */
     json_t *spec_cache;     /* the scheduler's parsed specs: {app: [mod_rev, spec]} */
+    json_t *engine_down;    /* the scheduler's {node: ms first seen with its engine down} */
     size_t sched_inflight;  /* placement changes proposed, not applied yet */
     uint64_t leader_since;  /* when this node last became leader (0: not leader) */
     struct engine *engine;  /* NULL: no container engine on this node */
@@ -108,6 +113,7 @@ struct node {
     struct event *reconcile_timer;
     bool engine_pinging;
     struct rt_pass *rt_pass; /* the reconcile pass in progress */
+    bool rt_kick;            /* the desired state changed during the pass: another one */
     struct rt_state *rt;     /* config files, pulls, container details (node_runtime.c) */
     /* "app/ms/replica" -> {"state", "message", "since", "restarts", "container"} observed
      * here, for the replicas placed here (node_sched.c serves it to the other nodes). */
@@ -116,6 +122,8 @@ struct node {
     size_t nlogs;
     struct svc_catalog *svc; /* built from the state on demand (node_svc_catalog) */
     struct node_routes *routes;
+    struct node_tunnels *tunnels;
+    uint64_t tunnel_refused; /* connections and streams refused (node_tunnel.c) */
     uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
@@ -184,6 +192,9 @@ void node_raft_read(struct node *n, struct evhttp_request *req, const char *name
  * Without --engine and without a default socket the node runs no containers. */
 int node_runtime_start(struct node *n, struct mesh_err *err);
 void node_runtime_stop(struct node *n);
+/* The desired state changed: reconcile now (or right after the pass in progress) instead of
+ * at the next tick. */
+void node_runtime_kick(struct node *n);
 /* What this node observed of one of its replicas ({"state", "message", "since", "restarts",
  * "container"}, borrowed), or NULL. */
 json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uint32_t replica);
@@ -201,6 +212,12 @@ const struct route_table *node_routes_table(struct node *n);
 
 /* Gossips this node's metadata (n->meta) after a change. */
 void node_meta_publish(struct node *n);
+
+/* Service listeners and tunnels (node_tunnel.c). Stop before peers_free. */
+int node_tunnels_start(struct node *n, struct mesh_err *err);
+void node_tunnels_stop(struct node *n);
+/* Counters and listeners for GET /v1/status; new reference. */
+json_t *node_tunnels_json(struct node *n);
 
 /* Services (node_svc.c): GET /v1/services, PUT|DELETE /v1/services/NAME/expose|connect. */
 int node_svc_start(struct node *n, struct mesh_err *err);

@@ -492,8 +492,23 @@ static void pass_free(struct rt_pass *p)
     free(p->want);
     free(p->desired);
     free(p->observed);
-    p->n->rt_pass = NULL;
+    struct node *n = p->n;
+    n->rt_pass = NULL;
     free(p);
+    if (n->rt_kick && n->reconcile_timer) {
+        n->rt_kick = false;
+        event_active(n->reconcile_timer, EV_TIMEOUT, 0);
+    }
+}
+
+void node_runtime_kick(struct node *n)
+{
+    if (!n->reconcile_timer)
+        return;
+    if (n->rt_pass)
+        n->rt_kick = true; /* once this pass is done */
+    else
+        event_active(n->reconcile_timer, EV_TIMEOUT, 0);
 }
 
 static void pass_step(struct rt_pass *p);

@@ -10,6 +10,7 @@
 
 #define SCHED_TICK_MS     500 /* also how soon a node's death past the grace is acted on */
 #define SCHED_CHANGES_MAX 256 /* proposed per run; the rest come in the next */
+#define STATE_WATCH_MS    20  /* how often the state machine's revision is compared */
 
 static enum sched_node_state node_state(enum swim_member_state st)
 {
@@ -80,6 +81,38 @@ static void spec_cache_prune(struct node *n, struct fsm *fsm)
     }
 }
 
+/* Since when this node has seen `name`'s engine down (gossip says when it changed, not when
+ * it went down, so the leader keeps its own record, n->engine_down: {name: ms}). The first
+ * sighting starts the clock, so a new leader counts from its own start, as for nodes it has
+ * no word of. Entries go when the engine is back or the node is gone (engine_down_prune). */
+static uint64_t engine_down_since(struct node *n, const char *name, bool up)
+{
+    if (!n->engine_down)
+        n->engine_down = json_object();
+    if (up) {
+        json_object_del(n->engine_down, name);
+        return 0;
+    }
+    json_t *v = json_object_get(n->engine_down, name);
+    if (v)
+        return (uint64_t)json_integer_value(v);
+    uint64_t now = mesh_now_ms();
+    json_object_set_new(n->engine_down, name, json_integer((json_int_t)now));
+    return now;
+}
+
+static void engine_down_prune(struct node *n, const struct swim *sw)
+{
+    const char *name;
+    json_t *v, *tmp;
+    json_object_foreach_safe(n->engine_down, tmp, name, v)
+    {
+        (void)v;
+        if (!swim_member_find(sw, name))
+            json_object_del(n->engine_down, name);
+    }
+}
+
 static int view_build(struct node *n, struct sched_view *v)
 {
     struct fsm *fsm = cluster_fsm(n->cluster);
@@ -111,6 +144,7 @@ static int view_build(struct node *n, struct sched_view *v)
     for (size_t i = 0; i < np; i++)
         if (fsm_placement_at(fsm, i, &v->placements[v->nplacements]) == 0)
             v->nplacements++;
+    engine_down_prune(n, sw);
     for (size_t i = 0; i < nm; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
         struct node_meta *meta = &v->metas[v->nnodes];
@@ -123,7 +157,7 @@ static int view_build(struct node *n, struct sched_view *v)
         sn->cordoned = fsm_cordon_get(fsm, m->name, &drain) == 0;
         sn->drain = sn->cordoned && drain;
         sn->engine_ok = meta->engine == NODEMETA_ENGINE_UP;
-        sn->engine_down_since_ms = m->state_change;
+        sn->engine_down_since_ms = engine_down_since(n, m->name, sn->engine_ok);
         sn->arch = meta->arch;
         sn->cpus = meta->cpus;
         sn->memory_bytes = meta->memory;
@@ -207,6 +241,25 @@ static void on_sched_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sched_tick(arg);
+}
+
+/* Acts on a change of the desired state at once: the leader schedules (a deploy is placed
+ * within one loop pass of its commit, not at the next tick) and every node reconciles (a
+ * placement starts its container right after it is applied here). The check is a comparison
+ * of the state machine's revision, in memory. */
+static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
+    (void)fd;
+    (void)what;
+    if (!n->cluster)
+        return;
+    uint64_t rev = fsm_revision(cluster_fsm(n->cluster));
+    if (rev == n->seen_revision)
+        return;
+    n->seen_revision = rev;
+    sched_tick(n);
+    node_runtime_kick(n);
 }
 
 /* ---- API --------------------------------------------------------------------------------- */
@@ -615,8 +668,10 @@ int node_sched_start(struct node *n, struct mesh_err *err)
     if (rc < 0)
         return mesh_errf(err, rc, "cannot register the status service");
     n->sched_timer = event_new(n->loop.base, -1, EV_PERSIST, on_sched_timer, n);
-    struct timeval tv = {0, SCHED_TICK_MS * 1000};
-    if (!n->sched_timer || event_add(n->sched_timer, &tv) != 0)
+    n->watch_timer = event_new(n->loop.base, -1, EV_PERSIST, on_watch_timer, n);
+    struct timeval tv = {0, SCHED_TICK_MS * 1000}, watch = {0, STATE_WATCH_MS * 1000};
+    if (!n->sched_timer || event_add(n->sched_timer, &tv) != 0 || !n->watch_timer ||
+        event_add(n->watch_timer, &watch) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");
     return 0;
 }
@@ -635,7 +690,11 @@ void node_sched_stop(struct node *n)
 {
     json_decref(n->spec_cache);
     n->spec_cache = NULL;
+    json_decref(n->engine_down);
+    n->engine_down = NULL;
     if (n->sched_timer)
         event_free(n->sched_timer);
-    n->sched_timer = NULL;
+    if (n->watch_timer)
+        event_free(n->watch_timer);
+    n->sched_timer = n->watch_timer = NULL;
 }
