@@ -19,7 +19,8 @@ static int same(const struct node_meta *a, const struct node_meta *b)
 {
     if (memcmp(a->arch, b->arch, sizeof a->arch) != 0 || memcmp(a->os, b->os, sizeof a->os) != 0 ||
         memcmp(a->version, b->version, sizeof a->version) != 0 || a->cpus != b->cpus ||
-        a->memory != b->memory || a->nlabels != b->nlabels)
+        a->memory != b->memory || a->nlabels != b->nlabels || a->engine != b->engine ||
+        a->ls_len != b->ls_len || memcmp(a->ls, b->ls, a->ls_len) != 0)
         return 0;
     for (size_t i = 0; i < a->nlabels; i++)
         if (memcmp(&a->labels[i], &b->labels[i], sizeof a->labels[i]) != 0)
