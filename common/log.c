@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -79,6 +80,19 @@ static bool same_host(const struct mesh_addr *a, const struct mesh_addr *b)
     return a->family == b->family && memcmp(a->ip, b->ip, a->family == 4 ? 4 : 16) == 0;
 }
 
+/* The tail of both keyed limiters: ok or not for rl, with the count held back before. */
+static int slot_ok(struct log_ratelimit *rl, uint64_t now_ms, uint64_t interval_ms,
+                   uint32_t *ret_suppressed)
+{
+    uint32_t held = rl->suppressed;
+    if (!log_ratelimit_ok(rl, now_ms, interval_ms))
+        return 0;
+    rl->suppressed = 0;
+    if (ret_suppressed)
+        *ret_suppressed = held;
+    return 1;
+}
+
 int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *host, uint64_t now_ms,
                        uint64_t interval_ms, uint32_t *ret_suppressed)
 {
@@ -92,11 +106,21 @@ int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *ho
         memset(&t->slot[i].rl, 0, sizeof t->slot[i].rl);
         rl = &t->slot[i].rl;
     }
-    uint32_t held = rl->suppressed;
-    if (!log_ratelimit_ok(rl, now_ms, interval_ms))
-        return 0;
-    rl->suppressed = 0;
-    if (ret_suppressed)
-        *ret_suppressed = held;
-    return 1;
+    return slot_ok(rl, now_ms, interval_ms, ret_suppressed);
+}
+
+int log_ratelimit_key(struct log_ratelimit_keys *t, const char *key, uint64_t now_ms,
+                      uint64_t interval_ms, uint32_t *ret_suppressed)
+{
+    struct log_ratelimit *rl = NULL;
+    for (size_t i = 0; i < LOG_RL_KEYS && !rl; i++)
+        if (t->slot[i].key[0] && strncmp(t->slot[i].key, key, LOG_RL_KEY_MAX) == 0)
+            rl = &t->slot[i].rl;
+    if (!rl) {
+        size_t i = t->next++ % LOG_RL_KEYS;
+        snprintf(t->slot[i].key, sizeof t->slot[i].key, "%s", key[0] ? key : "-");
+        memset(&t->slot[i].rl, 0, sizeof t->slot[i].rl);
+        rl = &t->slot[i].rl;
+    }
+    return slot_ok(rl, now_ms, interval_ms, ret_suppressed);
 }

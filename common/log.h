@@ -53,4 +53,18 @@ struct log_ratelimit_hosts {
 int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *host, uint64_t now_ms,
                        uint64_t interval_ms, uint32_t *ret_suppressed);
 
+/* The same per cause, named by a string (a service, a reason), for the last LOG_RL_KEYS keys;
+ * keys longer than LOG_RL_KEY_MAX bytes are told apart by their first LOG_RL_KEY_MAX. */
+#define LOG_RL_KEYS    32
+#define LOG_RL_KEY_MAX 63
+struct log_ratelimit_keys {
+    struct {
+        char key[LOG_RL_KEY_MAX + 1];
+        struct log_ratelimit rl;
+    } slot[LOG_RL_KEYS];
+    size_t next;
+};
+int log_ratelimit_key(struct log_ratelimit_keys *t, const char *key, uint64_t now_ms,
+                      uint64_t interval_ms, uint32_t *ret_suppressed);
+
 #endif

@@ -613,7 +613,8 @@ int node_start(struct node *n, const struct meshd_config *cfg, struct mesh_err *
     /* Only a node that joins no one starts a new Raft cluster; a restart reuses its state. */
     if ((rc = node_raft_start(n, n->nseeds == 0, err)) < 0 ||
         (rc = node_runtime_start(n, err)) < 0 || (rc = node_logs_start(n, err)) < 0 ||
-        (rc = node_svc_start(n, err)) < 0 || (rc = node_routes_start(n, err)) < 0)
+        (rc = node_svc_start(n, err)) < 0 || (rc = node_routes_start(n, err)) < 0 ||
+        (rc = node_tunnels_start(n, err)) < 0)
         goto fail;
 
     n->sig_int = evsignal_new(n->loop.base, SIGINT, on_signal, n);
@@ -677,6 +678,7 @@ void node_close(struct node *n)
     n->api = NULL;
     gossip_free(n->gossip);
     n->gossip = NULL;
+    node_tunnels_stop(n); /* its streams belong to peers */
     peers_free(n->peers); /* pending callbacks do not fire: free their state here */
     n->peers = NULL;
     while (n->pp_calls)

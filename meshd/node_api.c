@@ -68,6 +68,7 @@ static void h_status(struct evhttp_request *req, const char *rest, void *ud)
         (json_int_t)ps->calls, "calls_failed", (json_int_t)ps->calls_failed, "paths", "data_dir",
         n->cfg.data_dir, "api_socket", n->cfg.api_socket);
     json_object_set_new(body, "raft", node_raft_status(n));
+    json_object_set_new(body, "tunnels", node_tunnels_json(n));
     /* "labels" inside "node" duplicates nodemeta's: keep only the map. */
     json_t *node = json_object_get(body, "node");
     json_t *labels = json_object_get(json_object_get(node, "labels"), "labels");

@@ -77,6 +77,8 @@ static struct nbr *nbr_find(struct node_routes *r, const char *name)
     return NULL;
 }
 
+static void recompute(struct node_routes *r);
+
 /* ---- neighbours --------------------------------------------------------------------------- */
 
 static void serve_ping(void *ud, struct peers_req *req)
@@ -102,12 +104,15 @@ static void on_pong(void *ud, int rc, const uint8_t *reply, size_t len, const st
             rtt = UINT32_MAX;
         b->rtt_us = b->rtt_us ? (uint32_t)((3 * (uint64_t)b->rtt_us + rtt) / 4) : (uint32_t)rtt;
         b->fails = 0;
-        if (!b->up)
+        if (!b->up) {
             log_debug(&r->n->log, "route: neighbour %s up, rtt %u us", b->name, b->rtt_us);
-        b->up = true;
+            b->up = true;
+            recompute(r); /* a new link is usable at once, not at the next tick */
+        }
     } else if (++b->fails >= NBR_FAILS_DOWN && b->up) {
         b->up = false;
         log_info(&r->n->log, "route: neighbour %s unreachable directly", b->name);
+        recompute(r);
     }
 }
 
