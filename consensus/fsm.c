@@ -674,6 +674,18 @@ static int put_blob(struct fsm *fsm, struct app_table *t, size_t max, const char
     return 0;
 }
 
+/* Removes entry i of t (applications and records alike): DELETED, with the version it had. */
+static void remove_blob(struct fsm *fsm, struct app_table *t, size_t i)
+{
+    struct app *a = t->v[i];
+    uint64_t version = a->version;
+    memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
+    t->n--;
+    free(a);
+    fsm->revision++;
+    set_result(fsm, FSM_OUT_DELETED, 0, version);
+}
+
 static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
 {
     const char *name;
@@ -740,13 +752,7 @@ static int apply_delete_rec(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
         set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
         return 0;
     }
-    struct app *a = t->v[i];
-    uint64_t version = a->version;
-    memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
-    t->n--;
-    free(a);
-    fsm->revision++;
-    set_result(fsm, FSM_OUT_DELETED, 0, version);
+    remove_blob(fsm, t, i);
     return 0;
 }
 
@@ -768,14 +774,8 @@ static int apply_delete(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
         set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
         return 0;
     }
-    struct app *a = t->v[i];
-    uint64_t version = a->version;
-    plc_remove_app(&fsm->plcs, a->name, a->name_len);
-    memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
-    t->n--;
-    free(a);
-    fsm->revision++;
-    set_result(fsm, FSM_OUT_DELETED, 0, version);
+    plc_remove_app(&fsm->plcs, t->v[i]->name, t->v[i]->name_len);
+    remove_blob(fsm, t, i);
     return 0;
 }
 

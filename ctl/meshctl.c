@@ -790,7 +790,7 @@ static int cmd_logs(struct ctl *ctl, int argc, char **argv)
     snprintf(path, sizeof path, FOGMESH_API_PREFIX "/logs/%.200s?follow=%s%s", ref,
              follow ? "true" : "false", tailq);
     struct client c = ctl->client;
-    c.timeout_ms = follow ? -1 : 0;
+    c.timeout_ms = -1; /* a long log takes as long as it takes; -f until interrupted */
     struct mesh_err err = {0};
     long status = 0;
     json_t *reply = NULL;

@@ -68,6 +68,7 @@ struct svc_listener {
 
 struct svc_catalog {
     uint64_t revision; /* of the fsm it was built from */
+    bool full;         /* entries beyond the bounds were left out */
     struct svc_endpoint *eps;
     size_t neps, caps_eps;
     struct svc_listener *ls;
@@ -198,6 +199,14 @@ void node_runtime_kick(struct node *n);
 /* What this node observed of one of its replicas ({"state", "message", "since", "restarts",
  * "container"}, borrowed), or NULL. */
 json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uint32_t replica);
+
+/* The parsed spec of an application (new reference), parsed once per version (node_sched.c). */
+json_t *node_spec_cached(struct node *n, const struct fsm_app *a);
+
+/* "APP/MS" (or "APP/MS/REPLICA" when replica is not NULL; *replica = -1 when absent) split in
+ * place into buf (node_sched.c). 0, or MESH_EINVAL. */
+int node_split_ms_ref(const char *ref, char *buf, size_t len, const char **app, const char **ms,
+                      long *replica);
 
 /* `meshctl logs` (node_logs.c): GET /v1/logs/APP/MS[/REPLICA] and the STREAM_LOGS service. */
 int node_logs_start(struct node *n, struct mesh_err *err);

@@ -69,6 +69,7 @@ static void h_status(struct evhttp_request *req, const char *rest, void *ud)
         n->cfg.data_dir, "api_socket", n->cfg.api_socket);
     json_object_set_new(body, "raft", node_raft_status(n));
     json_object_set_new(body, "tunnels", node_tunnels_json(n));
+    json_object_set_new(body, "log_streams", json_integer((json_int_t)n->nlogs));
     /* "labels" inside "node" duplicates nodemeta's: keep only the map. */
     json_t *node = json_object_get(body, "node");
     json_t *labels = json_object_get(json_object_get(node, "labels"), "labels");

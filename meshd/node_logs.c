@@ -10,8 +10,13 @@
  * pauses the engine's transfer beyond that. A slow `meshctl logs -f` holds the container's log
  * reader back; meshd's memory does not grow.
  *
- * The hosting side answers on the stream with one status byte first: 0, then the output; or 1,
- * then an error message, then FIN. stdout and stderr are merged, in the order they come. */
+ * The hosting side answers on the stream with one status byte first, as soon as the engine has
+ * answered: 0, then the output; or 1, then "CODE message" (CODE the HTTP status the asking
+ * node answers with, e.g. "404 ..."), then FIN. An error after the output started resets the
+ * stream, and the asking node then cuts its HTTP reply short (no last chunk) so that the client
+ * sees the output is incomplete. The HTTP reply starts as soon as the engine has answered, so a
+ * client that hangs up on a quiet followed log is noticed. stdout and stderr are merged, in the
+ * order they come. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +30,10 @@
 #include "version.h"
 
 #define LOGS_SESSIONS_MAX 64           /* log streams open through or from this node */
+#define LOGS_ERROR_SLACK  8            /* more, only to answer "busy" to other nodes */
 #define LOGS_HIGH         (256 * 1024) /* bytes waiting for a slow sink before pausing */
 #define LOGS_OPEN_TIMEOUT 5000
+#define LOGS_START_MS     500 /* a followed log counts as started after this without an answer */
 #define LOGS_STATUS_OK    0
 #define LOGS_STATUS_ERR   1
 
@@ -45,6 +52,7 @@ struct logs_session {
     bool source_done; /* no more output will come; close the sink once flushed */
     /* source: the engine (ereq) or the hosting node (src_stream) */
     struct engine_req *ereq;
+    struct event *start_timer; /* followed logs: Podman answers only with the first output */
     bool paused;
     struct peers_stream *src_stream;
     bool got_status;
@@ -54,9 +62,9 @@ struct logs_session {
     bool failed_status;
 };
 
-static struct logs_session *session_new(struct node *n, const char *what)
+static struct logs_session *session_new(struct node *n, const char *what, size_t max)
 {
-    if (n->nlogs >= LOGS_SESSIONS_MAX)
+    if (n->nlogs >= max)
         return NULL;
     struct logs_session *s = calloc(1, sizeof *s);
     if (!s)
@@ -85,21 +93,40 @@ static void session_maybe_free(struct logs_session *s)
     s->n->nlogs--;
     if (s->pending)
         evbuffer_free(s->pending);
+    if (s->start_timer)
+        event_free(s->start_timer);
     free(s);
 }
 
 /* ---- the HTTP sink ----------------------------------------------------------------------- */
 
+static void http_abort(struct logs_session *s);
+
 static void http_error(struct logs_session *s, int code, const char *msg)
 {
     if (!s->req)
         return;
+    if (s->http_started) {
+        http_abort(s); /* too late for a status */
+        return;
+    }
     api_unwatch(s->req);
-    if (s->http_started)
-        evhttp_send_reply_end(s->req); /* too late for a status: end the output */
-    else
-        api_reply_error(s->req, code, "%s", msg);
+    api_reply_error(s->req, code, "%s", msg);
     s->req = NULL;
+}
+
+/* An error after the output started: drop the connection without the last chunk, so that the
+ * client sees an incomplete reply rather than a clean end. */
+static void http_abort(struct logs_session *s)
+{
+    if (!s->req)
+        return;
+    struct evhttp_request *req = s->req;
+    api_unwatch(req);
+    s->req = NULL;
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    if (conn)
+        evhttp_connection_free(conn); /* frees req with it */
 }
 
 static void http_start(struct logs_session *s)
@@ -248,13 +275,28 @@ static void sink_data(struct logs_session *s, const void *data, size_t len)
 static void sink_error(struct logs_session *s, int code, const char *msg)
 {
     if (s->serve_stream) {
-        if (!s->status_sent) {
-            serve_write(s, LOGS_STATUS_ERR, msg, strlen(msg));
-        }
         s->source_done = true;
+        if (s->status_sent) {
+            peers_stream_reset(s->serve_stream); /* mid-stream: the asker cuts its reply */
+            return;
+        }
+        char text[MESH_ERRMSG_LEN + 2 * NODE_READ_NAME_MAX + 8];
+        int len = snprintf(text, sizeof text, "%03d %s", code, msg);
+        serve_write(s, LOGS_STATUS_ERR, text, len > 0 ? (size_t)len : 0);
         serve_flush(s);
     } else {
         http_error(s, code, msg);
+    }
+}
+
+/* The engine answered: the output follows (maybe much later, for a quiet followed log). */
+static void sink_start(struct logs_session *s)
+{
+    if (s->serve_stream) {
+        if (!s->status_sent)
+            serve_write(s, LOGS_STATUS_OK, NULL, 0);
+    } else {
+        http_start(s);
     }
 }
 
@@ -295,6 +337,24 @@ static int on_engine_data(int stream, const char *buf, size_t len, void *data)
     return s->req || s->serve_stream ? 0 : 1;
 }
 
+static void on_engine_start(void *data)
+{
+    sink_start(data);
+}
+
+/* A followed log the engine has not answered within LOGS_START_MS: Podman (4.3) sends its
+ * headers only with the first output, which may never come. Errors (no such container) come at
+ * once, so the log is taken as started, and the reply begins: the client's hang-up is noticed
+ * from then on. */
+static void on_start_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct logs_session *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->ereq)
+        sink_start(s);
+}
+
 static void on_engine_done(struct engine_req *req, const struct engine_reply *reply, void *data)
 {
     struct logs_session *s = data;
@@ -307,7 +367,7 @@ static void on_engine_done(struct engine_req *req, const struct engine_reply *re
                      s->n->cfg.name);
         else
             snprintf(msg, sizeof msg, "node %s: %s", s->n->cfg.name, reply->err.msg);
-        sink_error(s, reply->http_status == 404 ? 404 : 502, msg);
+        sink_error(s, reply->http_status == 404 ? 404 : reply->http_status ? 502 : 503, msg);
     } else {
         sink_end(s);
     }
@@ -326,9 +386,15 @@ static int engine_source(struct logs_session *s, const char *app, const char *ms
     char name[256];
     struct rt_desired d = {.app = app, .ms = ms, .replica = replica};
     rt_container_name(n->cfg.name, &d, name, sizeof name);
-    struct engine_logs_opts o = {.follow = follow, .tail = tail};
+    struct engine_logs_opts o = {.follow = follow, .tail = tail, .on_start = on_engine_start};
     int rc =
         engine_container_logs(n->engine, name, &o, on_engine_data, on_engine_done, s, &s->ereq);
+    if (rc == 0 && follow) {
+        struct timeval tv = {0, LOGS_START_MS * 1000};
+        s->start_timer = evtimer_new(n->loop.base, on_start_timer, s);
+        if (s->start_timer)
+            evtimer_add(s->start_timer, &tv);
+    }
     if (rc < 0)
         *why = rc == MESH_EFULL ? "too many log streams on this node" : mesh_strerror(rc);
     return rc;
@@ -343,6 +409,8 @@ static void src_on_data(void *ud, struct peers_stream *st, const uint8_t *data, 
         s->got_status = true;
         s->failed_status = data[0] != LOGS_STATUS_OK;
         off = 1;
+        if (!s->failed_status)
+            http_start(s); /* the engine answered over there */
     }
     if (s->failed_status) {
         size_t take = len - off;
@@ -389,46 +457,23 @@ static void src_on_end(void *ud, struct peers_stream *st, const struct mesh_err 
 /* ---- the API handler ------------------------------------------------------------------- */
 
 struct logs_args {
-    char app[FSM_APP_NAME_MAX + 1], ms[FSM_APP_NAME_MAX + 1];
+    const char *app, *ms;
     uint32_t replica;
     bool follow;
     int tail;
 };
 
-/* "APP/MS[/REPLICA]" into a. */
-static bool parse_ref(const char *ref, struct logs_args *a)
-{
-    const char *slash = strchr(ref, '/');
-    if (!slash || slash == ref || (size_t)(slash - ref) > FSM_APP_NAME_MAX)
-        return false;
-    memcpy(a->app, ref, (size_t)(slash - ref));
-    a->app[slash - ref] = '\0';
-    const char *ms = slash + 1, *second = strchr(ms, '/');
-    size_t mlen = second ? (size_t)(second - ms) : strlen(ms);
-    if (mlen == 0 || mlen > FSM_APP_NAME_MAX)
-        return false;
-    memcpy(a->ms, ms, mlen);
-    a->ms[mlen] = '\0';
-    a->replica = 0;
-    if (second) {
-        char *end;
-        unsigned long r = strtoul(second + 1, &end, 10);
-        if (!second[1] || *end || r >= FSM_REPLICAS_MAX)
-            return false;
-        a->replica = (uint32_t)r;
-    }
-    return true;
-}
-
 static void reply_logs(struct node *n, struct evhttp_request *req, const char *ref, bool consistent)
 {
     (void)consistent;
     struct logs_args a = {.tail = -1};
-    char q[32];
-    if (!parse_ref(ref, &a)) {
+    char q[32], buf[NODE_READ_NAME_MAX + 1];
+    long replica;
+    if (node_split_ms_ref(ref, buf, sizeof buf, &a.app, &a.ms, &replica) < 0) {
         api_reply_error(req, 404, "expected /v1/logs/APP/MICROSERVICE[/REPLICA]");
         return;
     }
+    a.replica = replica < 0 ? 0 : (uint32_t)replica;
     const char *f = api_query(req, "follow", q, sizeof q);
     a.follow = f && strcmp(f, "true") == 0;
     const char *t = api_query(req, "tail", q, sizeof q);
@@ -441,13 +486,8 @@ static void reply_logs(struct node *n, struct evhttp_request *req, const char *r
         }
         a.tail = (int)v;
     }
-    struct fsm *fsm = cluster_fsm(n->cluster);
     struct fsm_placement p;
-    bool found = false;
-    for (size_t i = 0; i < fsm_placement_count(fsm) && !found; i++)
-        found = fsm_placement_at(fsm, i, &p) == 0 && p.replica == a.replica &&
-                strcmp(p.app, a.app) == 0 && strcmp(p.ms, a.ms) == 0;
-    if (!found) {
+    if (fsm_placement_get(cluster_fsm(n->cluster), a.app, a.ms, a.replica, &p) < 0) {
         api_reply_error(req, 404, "no replica %u of %s/%s", (unsigned)a.replica, a.app, a.ms);
         return;
     }
@@ -458,7 +498,7 @@ static void reply_logs(struct node *n, struct evhttp_request *req, const char *r
     }
     char what[NODE_READ_NAME_MAX + 1];
     snprintf(what, sizeof what, "%s/%s/%u", a.app, a.ms, (unsigned)a.replica);
-    struct logs_session *s = session_new(n, what);
+    struct logs_session *s = session_new(n, what, LOGS_SESSIONS_MAX);
     if (!s) {
         api_reply_error(req, 503, "too many log streams through this node (%d); try later",
                         LOGS_SESSIONS_MAX);
@@ -537,7 +577,8 @@ static uint32_t accept_logs(void *ud, struct peers_stream *st, const struct peer
     }
     char what[NODE_READ_NAME_MAX + 1];
     snprintf(what, sizeof what, "%.63s/%.63s/%u", app, ms, (unsigned)replica);
-    struct logs_session *s = session_new(n, what);
+    bool busy = n->nlogs >= LOGS_SESSIONS_MAX;
+    struct logs_session *s = session_new(n, what, LOGS_SESSIONS_MAX + LOGS_ERROR_SLACK);
     if (!s || !(s->pending = evbuffer_new())) {
         if (s)
             session_maybe_free(s);
@@ -552,16 +593,17 @@ static uint32_t accept_logs(void *ud, struct peers_stream *st, const struct peer
     peers_stream_set_cb(st, &cb, s);
     s->serve_stream = st;
     /* Only replicas this node's replica of the state places here. */
-    bool here = false;
-    struct fsm *fsm = n->cluster ? cluster_fsm(n->cluster) : NULL;
-    for (size_t i = 0; fsm && i < fsm_placement_count(fsm) && !here; i++) {
-        struct fsm_placement p;
-        here = fsm_placement_at(fsm, i, &p) == 0 && p.replica == (uint32_t)replica &&
-               strcmp(p.app, app) == 0 && strcmp(p.ms, ms) == 0 && strcmp(p.node, n->cfg.name) == 0;
-    }
+    struct fsm_placement p;
+    bool here = n->cluster &&
+                fsm_placement_get(cluster_fsm(n->cluster), app, ms, (uint32_t)replica, &p) == 0 &&
+                strcmp(p.node, n->cfg.name) == 0;
     const char *why = NULL;
     char msg[MESH_ERRMSG_LEN];
-    if (!here) {
+    if (busy) {
+        snprintf(msg, sizeof msg, "too many log streams on node %s (%d); try later", n->cfg.name,
+                 LOGS_SESSIONS_MAX);
+        sink_error(s, 503, msg);
+    } else if (!here) {
         snprintf(msg, sizeof msg, "%s is not placed on node %s", what, n->cfg.name);
         sink_error(s, 404, msg);
     } else if (engine_source(s, app, ms, (uint32_t)replica, follow, (int)tail, &why) < 0) {

@@ -24,8 +24,8 @@
 #define NBR_TRACK_MAX     64 /* members pinged; the mesh may be larger (see choose_targets) */
 #define NBR_ADVERTISE_MAX 16
 #define NBR_PING_MS       1000
-#define NBR_PING_TIMEOUT  1500
-#define NBR_FAILS_DOWN    2
+#define NBR_PING_TIMEOUT  2000
+#define NBR_FAILS_DOWN    3 /* a link is down after ~3 s without an answer */
 #define NBR_REPUBLISH_MS  10000
 #define ROUTE_TICK_MS     500
 
@@ -207,8 +207,10 @@ static void advertise(struct node_routes *r)
         }
         k--;
     }
-    memcpy(r->adv, up, k * sizeof up[0]);
-    r->nadv = k;
+    /* Remember what was wanted (all nup), so that a list trimmed to fit does not look changed
+     * at every tick. */
+    memcpy(r->adv, up, nup * sizeof up[0]);
+    r->nadv = nup;
     r->adv_at = now;
     node_meta_publish(n);
 }
@@ -230,8 +232,13 @@ static void on_ping_timer(evutil_socket_t fd, short what, void *arg)
         b->gen = ++r->next_gen;
         b->sent_us = mono_us();
         if (peers_call(n->peers, &b->addr, CALL_PING, (const uint8_t *)&b->gen, sizeof b->gen,
-                       sizeof b->gen, NBR_PING_TIMEOUT, on_pong, &r->pctx[i]) == 0)
+                       sizeof b->gen, NBR_PING_TIMEOUT, on_pong, &r->pctx[i]) == 0) {
             b->inflight = true;
+        } else {
+            /* Refused at once (no route to the host, tables full): a failed ping too. */
+            b->inflight = true;
+            on_pong(&r->pctx[i], MESH_EIO, NULL, 0, NULL);
+        }
     }
     advertise(r);
 }

@@ -56,8 +56,10 @@ static void view_free(struct sched_view *v)
  * in n->spec_cache ({name: [mod_rev, spec]}): the scheduler runs twice a second, and parsing
  * every spec (up to FSM_APPS_MAX of SPEC_MAX_ENCODED bytes) each time would cost the leader
  * far more than scheduling. */
-static json_t *spec_cached(struct node *n, const struct fsm_app *a)
+json_t *node_spec_cached(struct node *n, const struct fsm_app *a)
 {
+    if (!n->spec_cache)
+        n->spec_cache = json_object();
     json_t *hit = json_object_get(n->spec_cache, a->name);
     if (hit && (uint64_t)json_integer_value(json_array_get(hit, 0)) == a->mod_rev)
         return json_incref(json_array_get(hit, 1));
@@ -87,6 +89,8 @@ static void spec_cache_prune(struct node *n, struct fsm *fsm)
  * no word of. Entries go when the engine is back or the node is gone (engine_down_prune). */
 static uint64_t engine_down_since(struct node *n, const char *name, bool up)
 {
+    if (!n->leader_since)
+        return mesh_now_ms(); /* not leading (a move): only whether it is down matters */
     if (!n->engine_down)
         n->engine_down = json_object();
     if (up) {
@@ -136,7 +140,7 @@ static int view_build(struct node *n, struct sched_view *v)
         struct fsm_app a;
         if (fsm_app_at(fsm, i, &a) < 0)
             break;
-        json_t *spec = spec_cached(n, &a);
+        json_t *spec = node_spec_cached(n, &a);
         v->specs[v->napps] = spec;
         v->apps[v->napps] = (struct sched_app){a.name, a.mod_rev, spec};
         v->napps++;
@@ -145,6 +149,7 @@ static int view_build(struct node *n, struct sched_view *v)
         if (fsm_placement_at(fsm, i, &v->placements[v->nplacements]) == 0)
             v->nplacements++;
     engine_down_prune(n, sw);
+    spec_cache_prune(n, fsm);
     for (size_t i = 0; i < nm; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
         struct node_meta *meta = &v->metas[v->nnodes];
@@ -191,6 +196,7 @@ static void sched_tick(struct node *n)
     cluster_info(n->cluster, &info);
     if (info.state != RAFT_LEADER) {
         n->leader_since = 0;
+        json_object_clear(n->engine_down); /* a later term counts from its own start */
         return;
     }
     if (!n->leader_since)
@@ -200,7 +206,6 @@ static void sched_tick(struct node *n)
     struct sched_view v;
     if (!n->spec_cache)
         n->spec_cache = json_object();
-    spec_cache_prune(n, cluster_fsm(n->cluster));
     if (view_build(n, &v) < 0)
         return;
     struct sched_input in = {
@@ -264,10 +269,8 @@ static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- API --------------------------------------------------------------------------------- */
 
-/* "APP/MS" (or "APP/MS/REPLICA" when replica is not NULL; *replica = -1 when absent) split in
- * place into buf. 0, or MESH_EINVAL. */
-static int split_ms_ref(const char *ref, char *buf, size_t len, const char **app, const char **ms,
-                        long *replica)
+int node_split_ms_ref(const char *ref, char *buf, size_t len, const char **app, const char **ms,
+                      long *replica)
 {
     if (snprintf(buf, len, "%s", ref) >= (int)len)
         return MESH_EINVAL;
@@ -343,7 +346,7 @@ static void microservices_reply(struct node *n, struct evhttp_request *req, cons
     const uint8_t *text;
     size_t len;
     uint64_t version = 0;
-    if (split_ms_ref(ref, buf, sizeof buf, &app, &ms, NULL) < 0) {
+    if (node_split_ms_ref(ref, buf, sizeof buf, &app, &ms, NULL) < 0) {
         api_reply_error(req, 404, "expected /v1/microservices/APP/MICROSERVICE");
         return;
     }
@@ -539,7 +542,7 @@ static void reply_move(struct node *n, struct evhttp_request *req, const char *r
     char buf[NODE_READ_NAME_MAX + 1], node[FSM_NODE_NAME_MAX + 1];
     const char *app, *ms;
     long replica;
-    if (split_ms_ref(ref, buf, sizeof buf, &app, &ms, &replica) < 0) {
+    if (node_split_ms_ref(ref, buf, sizeof buf, &app, &ms, &replica) < 0) {
         api_reply_error(req, 404, "expected /v1/microservices/APP/MICROSERVICE[/REPLICA]/move");
         return;
     }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "names.h"
 #include "node.h"
 #include "spec.h"
 #include "version.h"
@@ -35,8 +36,10 @@ static int add_endpoint(struct svc_catalog *c, const char *service, const char *
 {
     if (c->neps == c->caps_eps) {
         size_t cap = c->caps_eps ? c->caps_eps * 2 : 16;
-        if (cap > SVC_ENDPOINTS_MAX)
+        if (cap > SVC_ENDPOINTS_MAX) {
+            c->full = true;
             return MESH_EFULL;
+        }
         struct svc_endpoint *v = realloc(c->eps, cap * sizeof *v);
         if (!v)
             return MESH_ENOMEM;
@@ -63,8 +66,10 @@ static int add_listener(struct svc_catalog *c, const char *service, const char *
 {
     if (c->nls == c->caps_ls) {
         size_t cap = c->caps_ls ? c->caps_ls * 2 : 16;
-        if (cap > SVC_LISTENERS_MAX)
+        if (cap > SVC_LISTENERS_MAX) {
+            c->full = true;
             return MESH_EFULL;
+        }
         struct svc_listener *v = realloc(c->ls, cap * sizeof *v);
         if (!v)
             return MESH_ENOMEM;
@@ -91,9 +96,10 @@ static void loopback(uint16_t port, struct mesh_addr *a)
 }
 
 /* The endpoints and listeners of one application's placed replicas. */
-static void catalog_app(struct svc_catalog *c, struct fsm *fsm, const struct fsm_app *a)
+static void catalog_app(struct node *n, struct svc_catalog *c, struct fsm *fsm,
+                        const struct fsm_app *a)
 {
-    json_t *spec = json_loadb((const char *)a->spec, a->spec_len, 0, NULL);
+    json_t *spec = node_spec_cached(n, a);
     size_t first, count;
     fsm_placement_range(fsm, a->name, &first, &count);
     size_t i;
@@ -165,13 +171,16 @@ const struct svc_catalog *node_svc_catalog(struct node *n)
     for (size_t i = 0; i < fsm_app_count(fsm); i++) {
         struct fsm_app a;
         if (fsm_app_at(fsm, i, &a) == 0)
-            catalog_app(c, fsm, &a);
+            catalog_app(n, c, fsm, &a);
     }
     for (size_t i = 0; i < fsm_rec_count(fsm); i++) {
         struct fsm_app r;
         if (fsm_rec_at(fsm, i, &r) == 0)
             catalog_rec(c, &r);
     }
+    if (c->full)
+        log_warn(&n->log, "services: more than %d endpoints or %d listeners: the rest are ignored",
+                 SVC_ENDPOINTS_MAX, SVC_LISTENERS_MAX);
     svc_catalog_free(n->svc);
     n->svc = c;
     return c;
@@ -215,6 +224,11 @@ static json_t *service_entry(json_t *byname, const char *name)
     return s;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static void reply_services(struct node *n, struct evhttp_request *req, const char *name,
                            bool consistent)
 {
@@ -241,12 +255,8 @@ static void reply_services(struct node *n, struct evhttp_request *req, const cha
         if (keys)
             keys[k++] = key;
     }
-    for (size_t i = 1; keys && i < k; i++)
-        for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
-            const char *t = keys[j];
-            keys[j] = keys[j - 1];
-            keys[j - 1] = t;
-        }
+    if (keys)
+        qsort(keys, k, sizeof *keys, cmp_str);
     for (size_t i = 0; keys && i < k; i++)
         json_array_append(arr, json_object_get(byname, keys[i]));
     free(keys);
@@ -298,6 +308,25 @@ static bool request_node(struct node *n, struct evhttp_request *req, const char 
     return true;
 }
 
+/* A listener record (key) may be set or removed for service `name` only when it is not
+ * another service's: that must be disconnected first. Answers 409 itself when taken. */
+static bool listener_is_free(struct node *n, struct evhttp_request *req, const char *key,
+                             const char *name, const char *addr, const char *node)
+{
+    struct fsm_app r;
+    if (!n->cluster || fsm_rec_get(cluster_fsm(n->cluster), key, &r) < 0)
+        return true;
+    json_t *v = json_loadb((const char *)r.spec, r.spec_len, 0, NULL);
+    const char *owner = json_string_value(json_object_get(v, "service"));
+    bool other = owner && strcmp(owner, name) != 0;
+    if (other)
+        api_reply_error(req, 409,
+                        "%s on node %s is a listener of service %s, not %s (disconnect it first)",
+                        addr, node, owner, name);
+    json_decref(v);
+    return !other;
+}
+
 /* PUT /v1/services/NAME/expose {"target": "HOST:PORT", "node"}; PUT .../connect {"listen",
  * "node"}. */
 static void h_service_put(struct evhttp_request *req, const char *rest, void *ud)
@@ -332,6 +361,8 @@ static void h_service_put(struct evhttp_request *req, const char *rest, void *ud
         snprintf(key, sizeof key, SVC_REC_EXPOSE "%s/%s", name, node);
     else
         snprintf(key, sizeof key, SVC_REC_CONNECT "%s/%s", node, addrbuf);
+    if (!expose && !listener_is_free(n, req, key, name, addrbuf, node))
+        return;
     json_t *v = json_pack("{s:s, s:s, s:s}", "service", name, "node", node, field, addrbuf);
     char *text = v ? json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(v);
@@ -354,8 +385,16 @@ static void h_service_delete(struct evhttp_request *req, const char *rest, void 
     const char *op;
     if (!parse_op(req, rest, name, sizeof name, &op))
         return;
-    if (!request_node(n, req, api_query(req, "node", q, sizeof q), node, sizeof node))
+    /* A declaration for a node that is gone (reaped, or never seen here) can be removed too:
+     * only the name's form is checked. */
+    const char *given = api_query(req, "node", q, sizeof q);
+    if (!given || !given[0])
+        given = n->cfg.name;
+    if (!mesh_node_name_valid(given, strlen(given))) {
+        api_reply_error(req, 400, "bad node name '%.64s'", given);
         return;
+    }
+    snprintf(node, sizeof node, "%s", given);
     char key[FSM_REC_KEY_MAX + 1];
     if (strcmp(op, "expose") == 0) {
         snprintf(key, sizeof key, SVC_REC_EXPOSE "%s/%s", name, node);
@@ -368,21 +407,8 @@ static void h_service_delete(struct evhttp_request *req, const char *rest, void 
         }
         snprintf(key, sizeof key, SVC_REC_CONNECT "%s/%s", node,
                  mesh_addr_format(&a, addrbuf, sizeof addrbuf));
-        /* It must be this service's listener. */
-        struct fsm_app r;
-        if (n->cluster && fsm_rec_get(cluster_fsm(n->cluster), key, &r) == 0) {
-            json_t *v = json_loadb((const char *)r.spec, r.spec_len, 0, NULL);
-            const char *s = json_string_value(json_object_get(v, "service"));
-            bool other = s && strcmp(s, name) != 0;
-            char owner[SPEC_NAME_MAX + 1];
-            snprintf(owner, sizeof owner, "%s", s ? s : "");
-            json_decref(v);
-            if (other) {
-                api_reply_error(req, 409, "%s on node %s is a listener of service %s, not %s",
-                                addrbuf, node, owner, name);
-                return;
-            }
-        }
+        if (!listener_is_free(n, req, key, name, addrbuf, node))
+            return;
     }
     struct raft_buffer cmd;
     int rc = fsm_cmd_delete_rec(key, &cmd);

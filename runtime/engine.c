@@ -71,6 +71,8 @@ struct engine_req {
     FILE *upload_file;
     /* streams */
     engine_data_cb on_data;
+    void (*on_start)(void *data); /* OP_LOGS: the engine answered 2xx */
+    bool started;
     engine_progress_cb on_progress;
     struct engine_frames frames;
     struct engine_progress progress;
@@ -457,6 +459,24 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
 static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
 {
     return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Headers of a log stream: its 2xx status is known before any output (a followed log of a
+ * quiet container may send none for a long time). */
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct engine_req *r = userdata;
+    size_t n = size * nmemb;
+    if (r->on_start && !r->started && !r->canceled && !r->e->closing &&
+        (n == 2 && ptr[0] == '\r' && ptr[1] == '\n')) {
+        long http = 0;
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &http);
+        if (http >= 200 && http < 300) {
+            r->started = true;
+            r->on_start(r->data);
+        }
+    }
+    return n;
 }
 
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -1127,6 +1147,11 @@ int engine_container_logs(struct engine *e, const char *id, const struct engine_
     if (!r)
         return MESH_ENOMEM;
     r->on_data = on_data;
+    if (o.on_start) {
+        r->on_start = o.on_start;
+        curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
+    }
     engine_frames_init(&r->frames, o.tty, true);
     return submit(e, r, ret_req);
 }

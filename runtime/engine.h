@@ -155,6 +155,9 @@ struct engine_logs_opts {
     int tail;                  /* last N lines; < 0: all */
     bool tty;                  /* the container has a TTY: raw bytes, no frames. When false and
                                   the first 8 bytes are no frame header, raw is assumed. */
+    /* Optional: called once when the engine answered 2xx, before any output (same rules as
+       on_data's callback). */
+    void (*on_start)(void *data);
 };
 /* GET /containers/{id}/logs: on_data receives the output as it comes. */
 int engine_container_logs(struct engine *e, const char *id, const struct engine_logs_opts *opts,

@@ -78,6 +78,29 @@ def test_logs_describe_and_move_from_any_node(mesh, prefix):  # noqa: F811
     finally:
         p.kill()
         p.wait()
+    # A followed log that is quiet, interrupted before any output: both nodes let go of it.
+    quiet = f"{prefix}quiet"
+    wait_for(lambda: deploy(local, json.dumps({"kind": "Application", "name": quiet,
+                                               "microservices": [{
+                                                   "name": "mute", "image":
+                                                   "localhost/bbox:latest", "command":
+                                                   ["/bin/sh", "-c", "sleep 100000"]}]})),
+             timeout=TIMEOUT, what="the quiet app's deploy")
+    wait_for(lambda: running_everywhere(nodes, quiet, 1), timeout=TIMEOUT,
+             what="the quiet replica running")
+    host = next(n for n in nodes if n.name == where(nodes[0], quiet)[0])
+    asker = next(n for n in nodes if n is not host)
+    p = subprocess.Popen([MESHCTL, "--socket", asker.socket, "logs", f"{quiet}/mute", "-f"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: asker.status()["log_streams"] == 1 and host.status()["log_streams"] == 1,
+                 timeout=TIMEOUT, what="the followed log to be open on both nodes")
+    finally:
+        p.kill()
+        p.wait()
+    wait_for(lambda: asker.status()["log_streams"] == 0 and host.status()["log_streams"] == 0,
+             timeout=TIMEOUT, what="both nodes to close the log stream the client left")
+    nodes[0].ctl("delete", "app", quiet)
     # Errors: unknown microservice, bad replica, bad tail.
     r = logs(remote, f"{app}/nope")
     assert r.returncode == 1 and "no replica 0" in r.stderr, r.stderr

@@ -45,9 +45,13 @@ def test_routes_go_around_a_blocked_link_and_come_back(mesh, lab):
     wait_for(lambda: route_is(a, c.name, b.name, 2) and route_is(c, a.name, b.name, 2),
              timeout=TIMEOUT, what="a and c to route to each other through b")
     # b still reaches both directly; a's neighbour list says c is down.
-    assert route_is(b, a.name, a.name, 1) and route_is(b, c.name, c.name, 1)
-    nbrs = {x["node"]: x for x in a.ctl_json("routes")["neighbours"]}
-    assert not nbrs[c.name]["up"] and nbrs[b.name]["up"], nbrs
+    wait_for(lambda: route_is(b, a.name, a.name, 1) and route_is(b, c.name, c.name, 1),
+             timeout=TIMEOUT, what="b to route to a and c directly")
+
+    def nbrs_ok():
+        nbrs = {x["node"]: x for x in a.ctl_json("routes")["neighbours"]}
+        return not nbrs[c.name]["up"] and nbrs[b.name]["up"]
+    wait_for(nbrs_ok, timeout=TIMEOUT, what="a's neighbour list to show c down, b up")
     lab.heal()
     wait_for(lambda: route_is(a, c.name, c.name, 1), timeout=TIMEOUT,
              what="the direct route back once the link is restored")
@@ -154,8 +158,9 @@ def test_tunnel_around_a_blocked_link(mesh, lab, tool):
     known_everywhere((a, b, c), "sink")
     # Then the direct path goes: the only one left is through b.
     lab.cut([0], [2])
-    wait_for(lambda: route_is(a, c.name, b.name, 2), timeout=TIMEOUT,
-             what="a to route to c through b")
+    wait_for(lambda: route_is(a, c.name, b.name, 2) and route_is(c, a.name, b.name, 2) and
+             route_is(b, c.name, c.name, 1), timeout=TIMEOUT,
+             what="a and c to route to each other through b")
     wait_for(lambda: listening(a, "sink") and listening(a, "ghost"), timeout=TIMEOUT,
              what="a to listen for its services")
     # 1 GiB arrives intact (the server checks the SHA-256 of what it got).

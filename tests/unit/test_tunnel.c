@@ -382,7 +382,7 @@ static void node_start(struct env *e, int i)
     memset(n, 0, sizeof *n);
     n->env = e;
     n->idx = i;
-    snprintf(n->name, sizeof n->name, "n%d", i);
+    snprintf(n->name, sizeof n->name, "n%d", i & 0xffff);
     keyring_init(&n->kr, key1);
     randombytes_buf(priv, sizeof priv);
     int fd = harness_listen_socket(&n->addr);
