@@ -44,7 +44,7 @@ struct env;
 struct node {
     struct env *env;
     int idx;
-    char name[8];
+    char name[16];
     struct peers *p;
     struct tunnels *ts;
     struct mesh_addr addr;
