@@ -1,6 +1,6 @@
 /* Link-state routing: every node gossips its neighbours with measured RTTs, and every node
  * computes shortest paths over what all the alive nodes report (OSPF's idea, RFC 2328 section
- * 16, without areas). Pure logic: no I/O, no clock, no allocation after the tables are built.
+ * 16, without areas). Pure logic: no I/O, no clock; every table has a fixed bound.
  *
  * The link-state record. One node's neighbour list travels in its gossip metadata, which is
  * small (meshd/swim_wire.h's SWIM_META_MAX, shared with the node's other facts), so neighbours

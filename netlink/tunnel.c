@@ -392,8 +392,15 @@ static void pump(struct tunnel *t, int i)
         t->ts->st.bytes[i] += (uint64_t)n;
         give_credit(src, (size_t)n);
     }
-    if (!p->len)
+    if (!p->len) {
         p->off = 0;
+        if (src->kind == END_STREAM || p->eof) {
+            /* Data from a stream mostly goes straight through (st_data): an idle tunnel keeps
+             * no window-sized buffer. */
+            free(p->buf);
+            p->buf = NULL;
+        }
+    }
     if (p->eof && !p->len && !p->shut)
         shut_sink(t, i);
     if (t->failed)
