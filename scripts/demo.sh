@@ -87,6 +87,20 @@ echo
 echo "\$ meshctl --socket $work/edge-c/api.sock raft peers"
 ctl edge-c raft peers
 echo
+echo "\$ meshctl --socket $work/edge-a/api.sock get services"
+ctl edge-a get services
+echo
+echo "\$ meshctl --socket $work/edge-a/api.sock routes"
+ctl edge-a routes
+echo
+# The collector prints what it fetched from the reader, through the mesh.
+for _ in $(seq 100); do
+  ctl edge-a logs sensors/collector --tail 1 2>/dev/null | grep -q "collected .*[0-9]" && break
+  sleep 0.1
+done
+echo "\$ meshctl --socket $work/edge-a/api.sock logs sensors/collector --tail 3"
+ctl edge-a logs sensors/collector --tail 3
+echo
 
 if [ $once -eq 1 ]; then
   ctl edge-a delete app sensors >/dev/null 2>&1 || true
