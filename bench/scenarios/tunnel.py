@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 
 from .common import in_netns, median, netns_usable, row, tcp_accepts, unix_http_json, wait_until
 
@@ -167,9 +166,13 @@ class Ssh:
                 "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                 shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", conf],
                 stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.sshd.poll() is None and accepts_in(lab.nodes[1], ip_of(1),
-                                                                   SSHD_PORT),
-                   timeout=20, interval=0.02)
+        try:
+            wait_until(lambda: self.sshd.poll() is None and accepts_in(lab.nodes[1], ip_of(1),
+                                                                       SSHD_PORT),
+                       timeout=20, interval=0.02)
+        except TimeoutError:
+            with open(self.sshd_log, errors="replace") as f:
+                raise RuntimeError(f"sshd did not start: {f.read()[-300:].strip()}")
         self.ssh_log = os.path.join(d, "ssh.log")
         with open(self.ssh_log, "wb") as log:
             self.ssh = ctx.spawn(lab.nodes[0].prefix + [
