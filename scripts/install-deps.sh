@@ -15,6 +15,8 @@ pkgs=(
   podman runc busybox-static curl docker.io
   # benchmarks: peers to measure against
   serf etcd-server etcd-client
+  # benchmarks: service tunnels (bench/scenarios/tunnel.py) beside a relay and ssh -L
+  sockperf iperf3 socat openssh-server openssh-client
 )
 
 missing=()
