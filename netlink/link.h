@@ -82,7 +82,7 @@
 #define LINK_OPEN_PAYLOAD_MAX 256
 #define LINK_FRAME_HDR_LEN    6
 #define LINK_FRAME_OVERHEAD   (4 + LINK_FRAME_HDR_LEN + 16) /* length + header + tag */
-#define LINK_BULK_CHUNK       16384
+#define LINK_BULK_CHUNK       65536
 #define LINK_ABORT_MAGIC      0xFFFFFF00u
 #define LINK_CHAN_CONTROL     0x8000u /* channel type flag: control priority */
 #define LINK_NO_DEADLINE      UINT64_MAX
