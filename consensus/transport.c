@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "tunnel.h"
 
 #define PUMP_BUF        65536 /* bytes read from raft's end at once */
 #define READS_PER_EVENT 16    /* then let other events run */
@@ -47,9 +48,12 @@ struct tr {
     struct transport_config cfg;
     raft_id id;
     char address[ADDRESS_MAX + 1];
+    struct mesh_addr self; /* address, parsed */
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
     bool listening, closing;
+    bool relay_listening;
+    struct tunnels *relays; /* streams spliced on to a next hop; only with cfg.next_hop */
     struct tconn *conns;
     struct event *close_ev;
     struct transport_stats st;
@@ -104,6 +108,51 @@ int transport_handshake_decode(const uint8_t *buf, size_t len, uint64_t *ret_id,
         return MESH_EMALFORMED;
     memcpy(ret_address, a, (size_t)(nul - a) + 1);
     *ret_id = get64(buf + 8);
+    return 0;
+}
+
+/* ---- relay payload ----------------------------------------------------------------------- */
+
+size_t transport_relay_encode(uint8_t hops_left, const struct mesh_addr *dest, const uint8_t *hs,
+                              size_t hs_len, uint8_t *buf, size_t cap)
+{
+    if ((dest->family != 4 && dest->family != 6) || cap < TRANSPORT_RELAY_HEADER ||
+        hs_len > cap - TRANSPORT_RELAY_HEADER)
+        return 0;
+    buf[0] = TRANSPORT_RELAY_VERSION;
+    buf[1] = hops_left;
+    buf[2] = dest->family;
+    memset(buf + 3, 0, 16);
+    memcpy(buf + 3, dest->ip, dest->family == 4 ? 4 : 16);
+    buf[19] = (uint8_t)(dest->port & 0xff);
+    buf[20] = (uint8_t)(dest->port >> 8);
+    memcpy(buf + TRANSPORT_RELAY_HEADER, hs, hs_len);
+    return TRANSPORT_RELAY_HEADER + hs_len;
+}
+
+int transport_relay_decode(const uint8_t *buf, size_t len, struct transport_relay *ret)
+{
+    struct transport_relay r;
+    static const uint8_t zero[12];
+    if (len < 1)
+        return MESH_EMALFORMED;
+    if (buf[0] != TRANSPORT_RELAY_VERSION)
+        return MESH_EUNSUPPORTED;
+    if (len < TRANSPORT_RELAY_HEADER || (buf[2] != 4 && buf[2] != 6) ||
+        (buf[2] == 4 && memcmp(buf + 7, zero, sizeof zero) != 0))
+        return MESH_EMALFORMED;
+    memset(&r, 0, sizeof r);
+    r.hops_left = buf[1];
+    r.dest.family = buf[2];
+    memcpy(r.dest.ip, buf + 3, 16);
+    r.dest.port = (uint16_t)(buf[19] | buf[20] << 8);
+    if (r.dest.port == 0)
+        return MESH_EMALFORMED;
+    r.hs = buf + TRANSPORT_RELAY_HEADER;
+    r.hs_len = len - TRANSPORT_RELAY_HEADER;
+    if (transport_handshake_decode(r.hs, r.hs_len, &r.id, r.address, sizeof r.address) < 0)
+        return MESH_EMALFORMED;
+    *ret = r;
     return 0;
 }
 
@@ -615,23 +664,10 @@ static void s_detached_end(void *ud, struct peers_stream *s, const struct mesh_e
 
 static const struct peers_stream_cb detached_cb = {.on_end = s_detached_end};
 
-static uint32_t on_accept(void *ud, struct peers_stream *s, const struct peers_stream_info *info)
+/* Takes an incoming stream as a raft connection from id at address (already checked). */
+static uint32_t accept_conn(struct tr *tr, struct peers_stream *s, uint64_t id, const char *address)
 {
-    struct tr *tr = ud;
-    uint64_t id;
-    char address[ADDRESS_MAX + 1];
-    struct mesh_addr claimed;
     uv_pipe_t *pipe;
-
-    if (tr->closing || !tr->accept_cb)
-        return LINK_RESET_REFUSED;
-    /* The peer speaks for its own advertised address only. */
-    if (transport_handshake_decode(info->payload, info->len, &id, address, sizeof address) < 0 ||
-        id == 0 || mesh_addr_parse(address, 0, &claimed) < 0 ||
-        !mesh_addr_equal(&claimed, &info->from)) {
-        tr->st.refused++;
-        return RESET_HANDSHAKE;
-    }
     struct tconn *tc = tc_new(tr, false);
     if (!tc)
         return LINK_RESET_REFUSED;
@@ -646,6 +682,62 @@ static uint32_t on_accept(void *ud, struct peers_stream *s, const struct peers_s
     return 0;
 }
 
+static uint32_t on_accept(void *ud, struct peers_stream *s, const struct peers_stream_info *info)
+{
+    struct tr *tr = ud;
+    uint64_t id;
+    char address[ADDRESS_MAX + 1];
+    struct mesh_addr claimed;
+
+    if (tr->closing || !tr->accept_cb)
+        return LINK_RESET_REFUSED;
+    /* The peer speaks for its own advertised address only. */
+    if (transport_handshake_decode(info->payload, info->len, &id, address, sizeof address) < 0 ||
+        id == 0 || mesh_addr_parse(address, 0, &claimed) < 0 ||
+        !mesh_addr_equal(&claimed, &info->from)) {
+        tr->st.refused++;
+        return RESET_HANDSHAKE;
+    }
+    return accept_conn(tr, s, id, address);
+}
+
+/* A relay stream: ours (accepted as a raft connection from any mesh member, see the trust
+ * model in transport.h), or passed on to the next hop with one hop less. */
+static uint32_t on_accept_relay(void *ud, struct peers_stream *s,
+                                const struct peers_stream_info *info)
+{
+    struct tr *tr = ud;
+    struct transport_relay r;
+    struct mesh_addr claimed, hop;
+    uint8_t payload[LINK_OPEN_PAYLOAD_MAX];
+
+    if (tr->closing || !tr->accept_cb)
+        return LINK_RESET_REFUSED;
+    if (transport_relay_decode(info->payload, info->len, &r) < 0 || r.id == 0 ||
+        mesh_addr_parse(r.address, 0, &claimed) < 0)
+        goto refuse;
+    if (mesh_addr_equal(&r.dest, &tr->self)) {
+        uint32_t rc = accept_conn(tr, s, r.id, r.address);
+        if (rc == 0)
+            tr->st.accepted_relayed++;
+        return rc;
+    }
+    /* Not a loop back to where it came from or to ourselves, and within the hop limit. */
+    if (r.hops_left == 0 || tr->cfg.next_hop(tr->cfg.next_hop_ud, &r.dest, &hop) < 0 ||
+        mesh_addr_equal(&hop, &info->from) || mesh_addr_equal(&hop, &tr->self))
+        goto refuse;
+    size_t len = transport_relay_encode((uint8_t)(r.hops_left - 1), &r.dest, r.hs, r.hs_len,
+                                        payload, sizeof payload);
+    if (len == 0 || tunnel_accept_relay(tr->relays, s, &hop, tr->cfg.relay_chan_type, payload, len,
+                                        tr->cfg.connect_timeout_ms, r.id, NULL) < 0)
+        goto refuse;
+    tr->st.relayed++;
+    return 0;
+refuse:
+    tr->st.relay_refused++;
+    return RESET_HANDSHAKE;
+}
+
 /* ---- raft_uv_transport ------------------------------------------------------------------- */
 
 static int t_init(struct raft_uv_transport *t, raft_id id, const char *address)
@@ -657,6 +749,7 @@ static int t_init(struct raft_uv_transport *t, raft_id id, const char *address)
         return RAFT_INVALID;
     }
     tr->id = id;
+    tr->self = a;
     snprintf(tr->address, sizeof tr->address, "%s", address);
     return 0;
 }
@@ -668,6 +761,16 @@ static int t_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
     if (rc < 0) {
         snprintf(t->errmsg, sizeof t->errmsg, "listen for raft streams: %s", mesh_strerror(rc));
         return RAFT_IOERR;
+    }
+    if (tr->cfg.next_hop) {
+        rc = peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, on_accept_relay, tr);
+        if (rc < 0) {
+            peers_listen_streams(tr->cfg.peers, tr->cfg.chan_type, NULL, NULL);
+            snprintf(t->errmsg, sizeof t->errmsg, "listen for relayed raft streams: %s",
+                     mesh_strerror(rc));
+            return RAFT_IOERR;
+        }
+        tr->relay_listening = true;
     }
     tr->accept_cb = cb;
     tr->listening = true;
@@ -688,20 +791,40 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
         return RAFT_NOCONNECTION;
     }
     size_t hl = transport_handshake_encode(tr->id, tr->address, hs, sizeof hs);
-    struct tconn *tc = tc_new(tr, true);
-    if (!tc || hl == 0) {
-        if (tc)
-            tc_free(tc);
+    if (hl == 0)
         return RAFT_NOMEM;
+    /* Through the next hop when the route to the destination is not direct. */
+    struct mesh_addr hop = to;
+    uint16_t type = tr->cfg.chan_type;
+    const uint8_t *payload = hs;
+    size_t plen = hl;
+    uint8_t relay[LINK_OPEN_PAYLOAD_MAX];
+    if (tr->cfg.next_hop && tr->cfg.next_hop(tr->cfg.next_hop_ud, &to, &hop) == 0 &&
+        !mesh_addr_equal(&hop, &to) && !mesh_addr_equal(&hop, &tr->self)) {
+        plen = transport_relay_encode(tr->cfg.relay_hops, &to, hs, hl, relay, sizeof relay);
+        if (plen == 0) {
+            snprintf(t->errmsg, sizeof t->errmsg, "raft stream to %.64s: address too long to relay",
+                     address);
+            return RAFT_NOCONNECTION;
+        }
+        payload = relay;
+        type = tr->cfg.relay_chan_type;
+    } else {
+        hop = to;
     }
-    int rc = peers_stream_open(tr->cfg.peers, &to, tr->cfg.chan_type, hs, hl,
-                               tr->cfg.connect_timeout_ms, &tc_cb, tc, &tc->s);
+    struct tconn *tc = tc_new(tr, true);
+    if (!tc)
+        return RAFT_NOMEM;
+    int rc = peers_stream_open(tr->cfg.peers, &hop, type, payload, plen, tr->cfg.connect_timeout_ms,
+                               &tc_cb, tc, &tc->s);
     if (rc < 0) {
         tc_free(tc);
         snprintf(t->errmsg, sizeof t->errmsg, "raft stream to %.64s: %s", address,
                  mesh_strerror(rc));
         return RAFT_NOCONNECTION;
     }
+    if (type != tr->cfg.chan_type)
+        tr->st.connects_relayed++;
     req->cb = cb;
     tc->req = req;
     return 0;
@@ -725,7 +848,9 @@ static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
     tr->close_cb = cb;
     if (tr->listening)
         peers_listen_streams(tr->cfg.peers, tr->cfg.chan_type, NULL, NULL);
-    tr->listening = false;
+    if (tr->relay_listening)
+        peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, NULL, NULL);
+    tr->listening = tr->relay_listening = false;
     tr->accept_cb = NULL;
     /* Each on_end frees its connection (and answers a pending connect with RAFT_CANCELED);
      * the last one schedules close_cb. */
@@ -755,6 +880,21 @@ int transport_init(struct raft_uv_transport *t, const struct transport_config *c
         tr->cfg.connect_timeout_ms = TRANSPORT_DEFAULT_CONNECT_TIMEOUT_MS;
     if (!tr->cfg.max_message)
         tr->cfg.max_message = TRANSPORT_DEFAULT_MAX_MESSAGE;
+    if (!tr->cfg.relay_chan_type)
+        tr->cfg.relay_chan_type = TRANSPORT_CHAN_RAFT_RELAY;
+    if (!tr->cfg.max_relays)
+        tr->cfg.max_relays = TRANSPORT_RELAY_DEFAULT_MAX;
+    if (!tr->cfg.relay_hops)
+        tr->cfg.relay_hops = TRANSPORT_RELAY_DEFAULT_HOPS;
+    if (tr->cfg.next_hop) {
+        struct tunnels_config tcfg = {.max_tunnels = tr->cfg.max_relays};
+        int rc = tunnels_new(cfg->base, cfg->peers, &tcfg, NULL, &tr->relays);
+        if (rc < 0) {
+            event_free(tr->close_ev);
+            free(tr);
+            return mesh_errf(err, rc, "raft transport: relays: %s", mesh_strerror(rc));
+        }
+    }
     void *data = t->data;
     memset(t, 0, sizeof *t);
     t->data = data;
@@ -773,6 +913,9 @@ void transport_free(struct raft_uv_transport *t)
         return;
     if (tr->listening)
         peers_listen_streams(tr->cfg.peers, tr->cfg.chan_type, NULL, NULL);
+    if (tr->relay_listening)
+        peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, NULL, NULL);
+    tunnels_free(tr->relays); /* resets the relayed connections still open */
     /* Left over only when raft never closed us: detach the streams from memory we free. */
     while (tr->conns) {
         struct tconn *tc = tr->conns;

@@ -852,9 +852,19 @@ out:
 
 /* ---- recovery ---------------------------------------------------------------------------- */
 
+/* Raft's connections follow the mesh's routes (transport.h, "Relaying"). */
+static int raft_next_hop(void *ud, const struct mesh_addr *dest, struct mesh_addr *ret_hop)
+{
+    return node_routes_next_hop_addr(ud, dest, ret_hop);
+}
+
 static int cluster_open(struct node *n, bool may_bootstrap, struct mesh_err *err)
 {
-    struct transport_config tc = {.base = n->loop.base, .loop = &n->loop.uv, .peers = n->peers};
+    struct transport_config tc = {.base = n->loop.base,
+                                  .loop = &n->loop.uv,
+                                  .peers = n->peers,
+                                  .next_hop = raft_next_hop,
+                                  .next_hop_ud = n};
     int rc = transport_init(&n->transport, &tc, err);
     if (rc < 0)
         return rc;
