@@ -15,6 +15,7 @@
 #define READS_PER_EVENT 16    /* then let other events run */
 #define HS_FIXED        24    /* protocol, id, address length */
 #define ADDRESS_MAX     (LINK_OPEN_PAYLOAD_MAX - HS_FIXED - 1)
+#define REROUTE_MS      1000 /* how often outgoing connections are checked against the routes */
 #define SMALL_HEADER    4096 /* bound of the fixed-size raft message headers */
 #define CONF_FORMAT     1    /* raft's configuration ENCODING_FORMAT */
 
@@ -30,6 +31,7 @@ struct tconn {
     struct peers_stream *s;      /* until its on_end */
     struct raft_uv_connect *req; /* connector: until raft's connect callback fired */
     bool outgoing;
+    struct mesh_addr dest, hop; /* connector: the raft peer, and the node the stream goes to */
     int fd; /* our end of the socketpair; -1 before the pipe exists and once closed */
     struct event *rd, *wr, *linger;
     /* raft -> stream */
@@ -54,6 +56,7 @@ struct tr {
     bool listening, closing;
     bool relay_listening;
     struct tunnels *relays; /* streams spliced on to a next hop; only with cfg.next_hop */
+    struct event *reroute_ev;
     struct tconn *conns;
     struct event *close_ev;
     struct transport_stats st;
@@ -777,6 +780,39 @@ static int t_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
     return 0;
 }
 
+/* Where a connection to `to` goes first: the next hop when the route is known and not direct,
+ * else `to` itself. */
+static struct mesh_addr first_hop(struct tr *tr, const struct mesh_addr *to)
+{
+    struct mesh_addr hop;
+    if (tr->cfg.next_hop && tr->cfg.next_hop(tr->cfg.next_hop_ud, to, &hop) == 0 &&
+        !mesh_addr_equal(&hop, &tr->self))
+        return hop;
+    return *to;
+}
+
+/* A connection whose route changed is reset: raft reconnects (on its next message), and the
+ * new connection takes the new route. Without this, a connection on a link that went silent
+ * (a blocked path drops packets, it does not refuse them) would hang until the link's
+ * keepalive gives up, tens of seconds during which raft's messages to that node go nowhere. */
+static void on_reroute(evutil_socket_t fd, short what, void *arg)
+{
+    struct tr *tr = arg;
+    (void)fd;
+    (void)what;
+    if (tr->closing)
+        return;
+    for (struct tconn *tc = tr->conns; tc; tc = tc->next) {
+        if (!tc->outgoing || !tc->s || tc->fd < 0)
+            continue;
+        struct mesh_addr hop = first_hop(tr, &tc->dest);
+        if (!mesh_addr_equal(&hop, &tc->hop)) {
+            tr->st.rerouted++;
+            tc_abort(tc); /* on_end frees it later: the list stays valid */
+        }
+    }
+}
+
 static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
                      const char *address, raft_uv_connect_cb cb)
 {
@@ -794,13 +830,12 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
     if (hl == 0)
         return RAFT_NOMEM;
     /* Through the next hop when the route to the destination is not direct. */
-    struct mesh_addr hop = to;
+    struct mesh_addr hop = first_hop(tr, &to);
     uint16_t type = tr->cfg.chan_type;
     const uint8_t *payload = hs;
     size_t plen = hl;
     uint8_t relay[LINK_OPEN_PAYLOAD_MAX];
-    if (tr->cfg.next_hop && tr->cfg.next_hop(tr->cfg.next_hop_ud, &to, &hop) == 0 &&
-        !mesh_addr_equal(&hop, &to) && !mesh_addr_equal(&hop, &tr->self)) {
+    if (!mesh_addr_equal(&hop, &to)) {
         plen = transport_relay_encode(tr->cfg.relay_hops, &to, hs, hl, relay, sizeof relay);
         if (plen == 0) {
             snprintf(t->errmsg, sizeof t->errmsg, "raft stream to %.64s: address too long to relay",
@@ -809,12 +844,12 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
         }
         payload = relay;
         type = tr->cfg.relay_chan_type;
-    } else {
-        hop = to;
     }
     struct tconn *tc = tc_new(tr, true);
     if (!tc)
         return RAFT_NOMEM;
+    tc->dest = to;
+    tc->hop = hop;
     int rc = peers_stream_open(tr->cfg.peers, &hop, type, payload, plen, tr->cfg.connect_timeout_ms,
                                &tc_cb, tc, &tc->s);
     if (rc < 0) {
@@ -888,8 +923,15 @@ int transport_init(struct raft_uv_transport *t, const struct transport_config *c
         tr->cfg.relay_hops = TRANSPORT_RELAY_DEFAULT_HOPS;
     if (tr->cfg.next_hop) {
         struct tunnels_config tcfg = {.max_tunnels = tr->cfg.max_relays};
+        struct timeval tv = {REROUTE_MS / 1000, (REROUTE_MS % 1000) * 1000};
         int rc = tunnels_new(cfg->base, cfg->peers, &tcfg, NULL, &tr->relays);
+        if (rc == 0 && (!(tr->reroute_ev = event_new(cfg->base, -1, EV_PERSIST, on_reroute, tr)) ||
+                        event_add(tr->reroute_ev, &tv) != 0))
+            rc = MESH_ENOMEM;
         if (rc < 0) {
+            if (tr->reroute_ev)
+                event_free(tr->reroute_ev);
+            tunnels_free(tr->relays);
             event_free(tr->close_ev);
             free(tr);
             return mesh_errf(err, rc, "raft transport: relays: %s", mesh_strerror(rc));
@@ -916,6 +958,8 @@ void transport_free(struct raft_uv_transport *t)
     if (tr->relay_listening)
         peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, NULL, NULL);
     tunnels_free(tr->relays); /* resets the relayed connections still open */
+    if (tr->reroute_ev)
+        event_free(tr->reroute_ev);
     /* Left over only when raft never closed us: detach the streams from memory we free. */
     while (tr->conns) {
         struct tconn *tc = tr->conns;

@@ -55,7 +55,9 @@
  * stream there (netlink/tunnel.h, tunnel_accept_relay) with one hop less, refusing at 0 hops,
  * when it has no route, or when the route leads back to where the stream came from. Relays
  * hold at most TRANSPORT_RELAY_DEFAULT_MAX (cfg.max_relays) spliced connections at once, each
- * bounded by the tunnel's window.
+ * bounded by the tunnel's window. Every second the connector checks its connections against
+ * the hook and resets those whose first hop changed, so that raft reconnects along the new
+ * route instead of waiting, on a path that went silent, for the link's keepalive to fail.
  *
  * The trust model of relayed connections. A direct stream's handshake must name the address
  * of the link it came on. A relayed stream comes on the link of the last relay, so that check
@@ -126,6 +128,7 @@ struct transport_stats {
     uint64_t accepted_relayed; /* of accepted: came through relays */
     uint64_t relayed;          /* connections this node passed on to a next hop */
     uint64_t relay_refused;    /* relay streams refused (malformed, no hops, no route, full) */
+    uint64_t rerouted;         /* outgoing connections reset because their route changed */
 };
 
 /* Fills t (keeping t->data, which raft_uv_init sets) with this implementation: pass t to
