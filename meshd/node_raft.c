@@ -104,21 +104,10 @@ json_t *node_raft_status(struct node *n)
         raft_name(n, info.leader_id, name, sizeof name);
         leader = json_string(name);
     }
-    json_t *o = json_pack(
-        "{s:s, s:o, s:I, s:I, s:I, s:o, s:o}", "state", cluster_state_name(info.state), "leader",
-        leader, "term", (json_int_t)info.term, "commit_index", (json_int_t)info.commit_index,
-        "applied_index", (json_int_t)info.last_applied, "voters", voters, "standbys", standbys);
-    if (o && n->transport_ready) {
-        /* Connections that followed a route through other nodes (transport.h, "Relaying"). */
-        const struct transport_stats *st = transport_stats(&n->transport);
-        json_object_set_new(
-            o, "relays",
-            json_pack("{s:I, s:I, s:I, s:I, s:I}", "connects", (json_int_t)st->connects_relayed,
-                      "accepted", (json_int_t)st->accepted_relayed, "relayed",
-                      (json_int_t)st->relayed, "refused", (json_int_t)st->relay_refused, "rerouted",
-                      (json_int_t)st->rerouted));
-    }
-    return o;
+    return json_pack("{s:s, s:o, s:I, s:I, s:I, s:o, s:o}", "state", cluster_state_name(info.state),
+                     "leader", leader, "term", (json_int_t)info.term, "commit_index",
+                     (json_int_t)info.commit_index, "applied_index", (json_int_t)info.last_applied,
+                     "voters", voters, "standbys", standbys);
 }
 
 static void h_raft(struct evhttp_request *req, const char *rest, void *ud)
@@ -149,6 +138,16 @@ static void h_raft(struct evhttp_request *req, const char *rest, void *ud)
     }
     json_t *body = node_raft_status(n);
     json_object_set_new(body, "servers", servers);
+    if (n->transport_ready) {
+        /* Connections that followed a route through other nodes (transport.h, "Relaying"). */
+        const struct transport_stats *st = transport_stats(&n->transport);
+        json_object_set_new(
+            body, "relays",
+            json_pack("{s:I, s:I, s:I, s:I, s:I}", "connects", (json_int_t)st->connects_relayed,
+                      "accepted", (json_int_t)st->accepted_relayed, "relayed",
+                      (json_int_t)st->relayed, "refused", (json_int_t)st->relay_refused, "rerouted",
+                      (json_int_t)st->rerouted));
+    }
     api_reply_json(req, 200, body);
 }
 

@@ -310,7 +310,17 @@ int node_routes_next_hop_addr(struct node *n, const struct mesh_addr *dest,
         if (mesh_addr_equal(&m->addr, dest))
             to = m;
     }
-    const struct route_entry *e = to ? route_table_lookup(t, to->name) : NULL;
+    if (!to)
+        return MESH_ENOTFOUND;
+    /* A neighbour that answers directly is reached directly, even when a path through others
+     * measures shorter: raft's connections move only when a link goes down or comes back, not
+     * whenever the RTTs shift (each move costs a reconnect). */
+    const struct nbr *b = nbr_find(n->routes, to->name);
+    if (b && b->up) {
+        *ret_hop = to->addr;
+        return 0;
+    }
+    const struct route_entry *e = route_table_lookup(t, to->name);
     const struct swim_member *hop = e && e->next_hop ? swim_member_find(sw, e->next_hop) : NULL;
     if (!hop)
         return MESH_ENOTFOUND;
