@@ -887,6 +887,10 @@ static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
         peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, NULL, NULL);
     tr->listening = tr->relay_listening = false;
     tr->accept_cb = NULL;
+    /* The connections this node relays for others end too (raft reconnects them elsewhere):
+     * now, while the peers still exist; transport_free may come after peers_free. */
+    tunnels_free(tr->relays);
+    tr->relays = NULL;
     /* Each on_end frees its connection (and answers a pending connect with RAFT_CANCELED);
      * the last one schedules close_cb. */
     for (struct tconn *tc = tr->conns; tc; tc = tc->next)

@@ -137,8 +137,9 @@ struct transport_stats {
 int transport_init(struct raft_uv_transport *t, const struct transport_config *cfg,
                    struct mesh_err *err);
 
-/* Frees the implementation: after t->close's callback fired, or when raft never started it.
- * Accepts a transport that transport_init failed on or never saw. */
+/* Frees the implementation: after t->close's callback fired (then the peers may already be
+ * freed), or when raft never started it (then before the peers). Accepts a transport that
+ * transport_init failed on or never saw. */
 void transport_free(struct raft_uv_transport *t);
 
 const struct transport_stats *transport_stats(const struct raft_uv_transport *t);

@@ -1031,7 +1031,7 @@ static void test_line_elect_commit(void **state)
 
 struct relay_env {
     uv_stream_t *out, *in;
-    int connects, connect_status, accepts;
+    int connects, connect_status, accepts, closes;
     raft_id accepted_id;
     char accepted_address[MESH_ADDR_STRLEN];
     uint8_t got[256];
@@ -1113,6 +1113,19 @@ static bool relay_cond_no_streams(struct env *e, const void *arg)
         if (peers_stream_count(e->n[i].p) != 0)
             return false;
     return true;
+}
+
+static void relay_transport_closed(struct raft_uv_transport *t)
+{
+    struct tnode *n = t->data;
+    relay_env_of(n->env)->closes++;
+}
+
+static bool relay_cond_closed_and_reset(struct env *e, const void *arg)
+{
+    const struct relay_env *re = arg;
+    return re->closes == 1 && peers_stream_count(e->n[0].p) == 0 &&
+           peers_stream_count(e->n[1].p) == 0 && peers_stream_count(e->n[2].p) == 0;
 }
 
 static int setup_relay(void **state)
@@ -1249,6 +1262,19 @@ static void test_relay_round_trip_and_refusals(void **state)
     assert_int_equal(transport_stats(&e->n[2].tr)->bad_frames, 1);
     assert_int_equal(re.accepts, 2);
     assert_true(run_until(e, relay_cond_no_streams, NULL, DEADLINE_MS));
+
+    /* The relay's raft closes its transport: the connections it carries for others end with it
+     * (meshd frees the peers before the transport). */
+    re.in = re.out = NULL;
+    re.connects = 0;
+    re.req.data = &re;
+    assert_int_equal(e->n[0].tr.connect(&e->n[0].tr, &re.req, 3, e->n[2].address, relay_connect_cb),
+                     0);
+    assert_true(run_until(e, relay_cond_connected, &re, DEADLINE_MS));
+    e->n[1].tr.close(&e->n[1].tr, relay_transport_closed);
+    assert_true(run_until(e, relay_cond_closed_and_reset, &re, DEADLINE_MS));
+    uv_close((uv_handle_t *)re.out, free_handle);
+    uv_close((uv_handle_t *)re.in, free_handle);
     e->pump = NULL;
 }
 
