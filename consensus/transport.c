@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "tunnel.h"
 
 #define PUMP_BUF        65536 /* bytes read from raft's end at once */
 #define READS_PER_EVENT 16    /* then let other events run */
 #define HS_FIXED        24    /* protocol, id, address length */
 #define ADDRESS_MAX     (LINK_OPEN_PAYLOAD_MAX - HS_FIXED - 1)
+#define REROUTE_MS      1000 /* how often outgoing connections are checked against the routes */
 #define SMALL_HEADER    4096 /* bound of the fixed-size raft message headers */
 #define CONF_FORMAT     1    /* raft's configuration ENCODING_FORMAT */
 
@@ -29,6 +31,7 @@ struct tconn {
     struct peers_stream *s;      /* until its on_end */
     struct raft_uv_connect *req; /* connector: until raft's connect callback fired */
     bool outgoing;
+    struct mesh_addr dest, hop; /* connector: the raft peer, and the node the stream goes to */
     int fd; /* our end of the socketpair; -1 before the pipe exists and once closed */
     struct event *rd, *wr, *linger;
     /* raft -> stream */
@@ -47,9 +50,13 @@ struct tr {
     struct transport_config cfg;
     raft_id id;
     char address[ADDRESS_MAX + 1];
+    struct mesh_addr self; /* address, parsed */
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
     bool listening, closing;
+    bool relay_listening;
+    struct tunnels *relays; /* streams spliced on to a next hop; only with cfg.next_hop */
+    struct event *reroute_ev;
     struct tconn *conns;
     struct event *close_ev;
     struct transport_stats st;
@@ -104,6 +111,51 @@ int transport_handshake_decode(const uint8_t *buf, size_t len, uint64_t *ret_id,
         return MESH_EMALFORMED;
     memcpy(ret_address, a, (size_t)(nul - a) + 1);
     *ret_id = get64(buf + 8);
+    return 0;
+}
+
+/* ---- relay payload ----------------------------------------------------------------------- */
+
+size_t transport_relay_encode(uint8_t hops_left, const struct mesh_addr *dest, const uint8_t *hs,
+                              size_t hs_len, uint8_t *buf, size_t cap)
+{
+    if ((dest->family != 4 && dest->family != 6) || cap < TRANSPORT_RELAY_HEADER ||
+        hs_len > cap - TRANSPORT_RELAY_HEADER)
+        return 0;
+    buf[0] = TRANSPORT_RELAY_VERSION;
+    buf[1] = hops_left;
+    buf[2] = dest->family;
+    memset(buf + 3, 0, 16);
+    memcpy(buf + 3, dest->ip, dest->family == 4 ? 4 : 16);
+    buf[19] = (uint8_t)(dest->port & 0xff);
+    buf[20] = (uint8_t)(dest->port >> 8);
+    memcpy(buf + TRANSPORT_RELAY_HEADER, hs, hs_len);
+    return TRANSPORT_RELAY_HEADER + hs_len;
+}
+
+int transport_relay_decode(const uint8_t *buf, size_t len, struct transport_relay *ret)
+{
+    struct transport_relay r;
+    static const uint8_t zero[12];
+    if (len < 1)
+        return MESH_EMALFORMED;
+    if (buf[0] != TRANSPORT_RELAY_VERSION)
+        return MESH_EUNSUPPORTED;
+    if (len < TRANSPORT_RELAY_HEADER || (buf[2] != 4 && buf[2] != 6) ||
+        (buf[2] == 4 && memcmp(buf + 7, zero, sizeof zero) != 0))
+        return MESH_EMALFORMED;
+    memset(&r, 0, sizeof r);
+    r.hops_left = buf[1];
+    r.dest.family = buf[2];
+    memcpy(r.dest.ip, buf + 3, 16);
+    r.dest.port = (uint16_t)(buf[19] | buf[20] << 8);
+    if (r.dest.port == 0)
+        return MESH_EMALFORMED;
+    r.hs = buf + TRANSPORT_RELAY_HEADER;
+    r.hs_len = len - TRANSPORT_RELAY_HEADER;
+    if (transport_handshake_decode(r.hs, r.hs_len, &r.id, r.address, sizeof r.address) < 0)
+        return MESH_EMALFORMED;
+    *ret = r;
     return 0;
 }
 
@@ -615,23 +667,10 @@ static void s_detached_end(void *ud, struct peers_stream *s, const struct mesh_e
 
 static const struct peers_stream_cb detached_cb = {.on_end = s_detached_end};
 
-static uint32_t on_accept(void *ud, struct peers_stream *s, const struct peers_stream_info *info)
+/* Takes an incoming stream as a raft connection from id at address (already checked). */
+static uint32_t accept_conn(struct tr *tr, struct peers_stream *s, uint64_t id, const char *address)
 {
-    struct tr *tr = ud;
-    uint64_t id;
-    char address[ADDRESS_MAX + 1];
-    struct mesh_addr claimed;
     uv_pipe_t *pipe;
-
-    if (tr->closing || !tr->accept_cb)
-        return LINK_RESET_REFUSED;
-    /* The peer speaks for its own advertised address only. */
-    if (transport_handshake_decode(info->payload, info->len, &id, address, sizeof address) < 0 ||
-        id == 0 || mesh_addr_parse(address, 0, &claimed) < 0 ||
-        !mesh_addr_equal(&claimed, &info->from)) {
-        tr->st.refused++;
-        return RESET_HANDSHAKE;
-    }
     struct tconn *tc = tc_new(tr, false);
     if (!tc)
         return LINK_RESET_REFUSED;
@@ -646,6 +685,62 @@ static uint32_t on_accept(void *ud, struct peers_stream *s, const struct peers_s
     return 0;
 }
 
+static uint32_t on_accept(void *ud, struct peers_stream *s, const struct peers_stream_info *info)
+{
+    struct tr *tr = ud;
+    uint64_t id;
+    char address[ADDRESS_MAX + 1];
+    struct mesh_addr claimed;
+
+    if (tr->closing || !tr->accept_cb)
+        return LINK_RESET_REFUSED;
+    /* The peer speaks for its own advertised address only. */
+    if (transport_handshake_decode(info->payload, info->len, &id, address, sizeof address) < 0 ||
+        id == 0 || mesh_addr_parse(address, 0, &claimed) < 0 ||
+        !mesh_addr_equal(&claimed, &info->from)) {
+        tr->st.refused++;
+        return RESET_HANDSHAKE;
+    }
+    return accept_conn(tr, s, id, address);
+}
+
+/* A relay stream: ours (accepted as a raft connection from any mesh member, see the trust
+ * model in transport.h), or passed on to the next hop with one hop less. */
+static uint32_t on_accept_relay(void *ud, struct peers_stream *s,
+                                const struct peers_stream_info *info)
+{
+    struct tr *tr = ud;
+    struct transport_relay r;
+    struct mesh_addr claimed, hop;
+    uint8_t payload[LINK_OPEN_PAYLOAD_MAX];
+
+    if (tr->closing || !tr->accept_cb)
+        return LINK_RESET_REFUSED;
+    if (transport_relay_decode(info->payload, info->len, &r) < 0 || r.id == 0 ||
+        mesh_addr_parse(r.address, 0, &claimed) < 0)
+        goto refuse;
+    if (mesh_addr_equal(&r.dest, &tr->self)) {
+        uint32_t rc = accept_conn(tr, s, r.id, r.address);
+        if (rc == 0)
+            tr->st.accepted_relayed++;
+        return rc;
+    }
+    /* Not a loop back to where it came from or to ourselves, and within the hop limit. */
+    if (r.hops_left == 0 || tr->cfg.next_hop(tr->cfg.next_hop_ud, &r.dest, &hop) < 0 ||
+        mesh_addr_equal(&hop, &info->from) || mesh_addr_equal(&hop, &tr->self))
+        goto refuse;
+    size_t len = transport_relay_encode((uint8_t)(r.hops_left - 1), &r.dest, r.hs, r.hs_len,
+                                        payload, sizeof payload);
+    if (len == 0 || tunnel_accept_relay(tr->relays, s, &hop, tr->cfg.relay_chan_type, payload, len,
+                                        tr->cfg.connect_timeout_ms, r.id, NULL) < 0)
+        goto refuse;
+    tr->st.relayed++;
+    return 0;
+refuse:
+    tr->st.relay_refused++;
+    return RESET_HANDSHAKE;
+}
+
 /* ---- raft_uv_transport ------------------------------------------------------------------- */
 
 static int t_init(struct raft_uv_transport *t, raft_id id, const char *address)
@@ -657,6 +752,7 @@ static int t_init(struct raft_uv_transport *t, raft_id id, const char *address)
         return RAFT_INVALID;
     }
     tr->id = id;
+    tr->self = a;
     snprintf(tr->address, sizeof tr->address, "%s", address);
     return 0;
 }
@@ -669,9 +765,52 @@ static int t_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
         snprintf(t->errmsg, sizeof t->errmsg, "listen for raft streams: %s", mesh_strerror(rc));
         return RAFT_IOERR;
     }
+    if (tr->cfg.next_hop) {
+        rc = peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, on_accept_relay, tr);
+        if (rc < 0) {
+            peers_listen_streams(tr->cfg.peers, tr->cfg.chan_type, NULL, NULL);
+            snprintf(t->errmsg, sizeof t->errmsg, "listen for relayed raft streams: %s",
+                     mesh_strerror(rc));
+            return RAFT_IOERR;
+        }
+        tr->relay_listening = true;
+    }
     tr->accept_cb = cb;
     tr->listening = true;
     return 0;
+}
+
+/* Where a connection to `to` goes first: the next hop when the route is known and not direct,
+ * else `to` itself. */
+static struct mesh_addr first_hop(struct tr *tr, const struct mesh_addr *to)
+{
+    struct mesh_addr hop;
+    if (tr->cfg.next_hop && tr->cfg.next_hop(tr->cfg.next_hop_ud, to, &hop) == 0 &&
+        !mesh_addr_equal(&hop, &tr->self))
+        return hop;
+    return *to;
+}
+
+/* A connection whose route changed is reset: raft reconnects (on its next message), and the
+ * new connection takes the new route. Without this, a connection on a link that went silent
+ * (a blocked path drops packets, it does not refuse them) would hang until the link's
+ * keepalive gives up, tens of seconds during which raft's messages to that node go nowhere. */
+static void on_reroute(evutil_socket_t fd, short what, void *arg)
+{
+    struct tr *tr = arg;
+    (void)fd;
+    (void)what;
+    if (tr->closing)
+        return;
+    for (struct tconn *tc = tr->conns; tc; tc = tc->next) {
+        if (!tc->outgoing || !tc->s || tc->fd < 0)
+            continue;
+        struct mesh_addr hop = first_hop(tr, &tc->dest);
+        if (!mesh_addr_equal(&hop, &tc->hop)) {
+            tr->st.rerouted++;
+            tc_abort(tc); /* on_end frees it later: the list stays valid */
+        }
+    }
 }
 
 static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
@@ -688,20 +827,39 @@ static int t_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
         return RAFT_NOCONNECTION;
     }
     size_t hl = transport_handshake_encode(tr->id, tr->address, hs, sizeof hs);
-    struct tconn *tc = tc_new(tr, true);
-    if (!tc || hl == 0) {
-        if (tc)
-            tc_free(tc);
+    if (hl == 0)
         return RAFT_NOMEM;
+    /* Through the next hop when the route to the destination is not direct. */
+    struct mesh_addr hop = first_hop(tr, &to);
+    uint16_t type = tr->cfg.chan_type;
+    const uint8_t *payload = hs;
+    size_t plen = hl;
+    uint8_t relay[LINK_OPEN_PAYLOAD_MAX];
+    if (!mesh_addr_equal(&hop, &to)) {
+        plen = transport_relay_encode(tr->cfg.relay_hops, &to, hs, hl, relay, sizeof relay);
+        if (plen == 0) {
+            snprintf(t->errmsg, sizeof t->errmsg, "raft stream to %.64s: address too long to relay",
+                     address);
+            return RAFT_NOCONNECTION;
+        }
+        payload = relay;
+        type = tr->cfg.relay_chan_type;
     }
-    int rc = peers_stream_open(tr->cfg.peers, &to, tr->cfg.chan_type, hs, hl,
-                               tr->cfg.connect_timeout_ms, &tc_cb, tc, &tc->s);
+    struct tconn *tc = tc_new(tr, true);
+    if (!tc)
+        return RAFT_NOMEM;
+    tc->dest = to;
+    tc->hop = hop;
+    int rc = peers_stream_open(tr->cfg.peers, &hop, type, payload, plen, tr->cfg.connect_timeout_ms,
+                               &tc_cb, tc, &tc->s);
     if (rc < 0) {
         tc_free(tc);
         snprintf(t->errmsg, sizeof t->errmsg, "raft stream to %.64s: %s", address,
                  mesh_strerror(rc));
         return RAFT_NOCONNECTION;
     }
+    if (type != tr->cfg.chan_type)
+        tr->st.connects_relayed++;
     req->cb = cb;
     tc->req = req;
     return 0;
@@ -725,8 +883,14 @@ static void t_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
     tr->close_cb = cb;
     if (tr->listening)
         peers_listen_streams(tr->cfg.peers, tr->cfg.chan_type, NULL, NULL);
-    tr->listening = false;
+    if (tr->relay_listening)
+        peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, NULL, NULL);
+    tr->listening = tr->relay_listening = false;
     tr->accept_cb = NULL;
+    /* The connections this node relays for others end too (raft reconnects them elsewhere):
+     * now, while the peers still exist; transport_free may come after peers_free. */
+    tunnels_free(tr->relays);
+    tr->relays = NULL;
     /* Each on_end frees its connection (and answers a pending connect with RAFT_CANCELED);
      * the last one schedules close_cb. */
     for (struct tconn *tc = tr->conns; tc; tc = tc->next)
@@ -755,6 +919,28 @@ int transport_init(struct raft_uv_transport *t, const struct transport_config *c
         tr->cfg.connect_timeout_ms = TRANSPORT_DEFAULT_CONNECT_TIMEOUT_MS;
     if (!tr->cfg.max_message)
         tr->cfg.max_message = TRANSPORT_DEFAULT_MAX_MESSAGE;
+    if (!tr->cfg.relay_chan_type)
+        tr->cfg.relay_chan_type = TRANSPORT_CHAN_RAFT_RELAY;
+    if (!tr->cfg.max_relays)
+        tr->cfg.max_relays = TRANSPORT_RELAY_DEFAULT_MAX;
+    if (!tr->cfg.relay_hops)
+        tr->cfg.relay_hops = TRANSPORT_RELAY_DEFAULT_HOPS;
+    if (tr->cfg.next_hop) {
+        struct tunnels_config tcfg = {.max_tunnels = tr->cfg.max_relays};
+        struct timeval tv = {REROUTE_MS / 1000, (REROUTE_MS % 1000) * 1000};
+        int rc = tunnels_new(cfg->base, cfg->peers, &tcfg, NULL, &tr->relays);
+        if (rc == 0 && (!(tr->reroute_ev = event_new(cfg->base, -1, EV_PERSIST, on_reroute, tr)) ||
+                        event_add(tr->reroute_ev, &tv) != 0))
+            rc = MESH_ENOMEM;
+        if (rc < 0) {
+            if (tr->reroute_ev)
+                event_free(tr->reroute_ev);
+            tunnels_free(tr->relays);
+            event_free(tr->close_ev);
+            free(tr);
+            return mesh_errf(err, rc, "raft transport: relays: %s", mesh_strerror(rc));
+        }
+    }
     void *data = t->data;
     memset(t, 0, sizeof *t);
     t->data = data;
@@ -773,6 +959,11 @@ void transport_free(struct raft_uv_transport *t)
         return;
     if (tr->listening)
         peers_listen_streams(tr->cfg.peers, tr->cfg.chan_type, NULL, NULL);
+    if (tr->relay_listening)
+        peers_listen_streams(tr->cfg.peers, tr->cfg.relay_chan_type, NULL, NULL);
+    tunnels_free(tr->relays); /* resets the relayed connections still open */
+    if (tr->reroute_ev)
+        event_free(tr->reroute_ev);
     /* Left over only when raft never closed us: detach the streams from memory we free. */
     while (tr->conns) {
         struct tconn *tc = tr->conns;

@@ -40,6 +40,35 @@
  * raft_free). A write into a pipe whose other end is gone raises SIGPIPE: the process must
  * ignore it (meshd does), as with raft's TCP transport.
  *
+ * Relaying (optional: only with a next_hop hook in the config). Mesh links can be blocked
+ * between two nodes that both reach a third; service traffic then follows the routes of
+ * netlink/route.h, and so can Raft's connections. When the hook says the next hop towards a
+ * raft address is another node, the connector opens a stream of channel type
+ * TRANSPORT_CHAN_RAFT_RELAY to that next hop, whose open payload is the relay header followed
+ * by the raft handshake (transport_relay_encode):
+ *
+ *     [u8 version = 1, u8 hops_left, u8 family (4 or 6), 16 bytes ip, u16 port (LE)] handshake
+ *
+ * A node that accepts a relay stream is either the destination (the address its raft runs
+ * on): it accepts it as a raft connection, with the same listener-side framing checks as a
+ * direct one; or it asks its own hook for the next hop and splices the stream to a new relay
+ * stream there (netlink/tunnel.h, tunnel_accept_relay) with one hop less, refusing at 0 hops,
+ * when it has no route, or when the route leads back to where the stream came from. Relays
+ * hold at most TRANSPORT_RELAY_DEFAULT_MAX (cfg.max_relays) spliced connections at once, each
+ * bounded by the tunnel's window. Every second the connector checks its connections against
+ * the hook and resets those whose first hop changed, so that raft reconnects along the new
+ * route instead of waiting, on a path that went silent, for the link's keepalive to fail.
+ *
+ * The trust model of relayed connections. A direct stream's handshake must name the address
+ * of the link it came on. A relayed stream comes on the link of the last relay, so that check
+ * cannot hold: the destination accepts the address the handshake claims, from any mesh member.
+ * That is the mesh's existing trust boundary: every member holds the mesh key and is
+ * authenticated by the Noise handshake of every link on the way, nobody outside can open or
+ * inject into a relay stream, and raft itself only uses the claimed id/address to route
+ * replies (which it sends on its own outgoing connections). A compromised member could
+ * already disrupt Raft in many other ways (it is a voter or could become one). The direct
+ * check is kept for direct streams.
+ *
  * No logging here; failures reach raft as statuses and t->errmsg, and counters in
  * transport_stats. */
 #ifndef FOGMESH_CONSENSUS_TRANSPORT_H
@@ -52,16 +81,28 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "addr.h"
 #include "err.h"
 #include "link.h"
 #include "peers.h"
 
 #define TRANSPORT_CHAN_RAFT                  (LINK_CHAN_CONTROL | 16)
-#define TRANSPORT_HANDSHAKE_PROTOCOL         1 /* raft's UV__TCP_HANDSHAKE_PROTOCOL */
+#define TRANSPORT_CHAN_RAFT_RELAY            (LINK_CHAN_CONTROL | 17)
+#define TRANSPORT_RELAY_VERSION              1
+#define TRANSPORT_RELAY_HEADER               21 /* version, hops, family, ip, port */
+#define TRANSPORT_RELAY_DEFAULT_HOPS         8  /* relays a connection may cross */
+#define TRANSPORT_RELAY_DEFAULT_MAX          64 /* relayed connections through a node at once */
+#define TRANSPORT_HANDSHAKE_PROTOCOL         1  /* raft's UV__TCP_HANDSHAKE_PROTOCOL */
 #define TRANSPORT_DEFAULT_CONNECT_TIMEOUT_MS 3000
 #define TRANSPORT_DEFAULT_MAX_MESSAGE        (64u << 20) /* payload bytes of one raft message */
 #define TRANSPORT_MAX_HEADER                 (1u << 20)  /* header bytes of one raft message */
 #define TRANSPORT_LINGER_MS                  10000 /* after raft closed its end, wait this long for the FIN */
+
+/* The next hop on the route to the node whose mesh address is dest: 0 with *ret_hop (dest
+ * itself when the route is direct), or a negative code when no route is known. Called from
+ * the event loop, synchronously; must not call back into the transport. */
+typedef int (*transport_next_hop_fn)(void *ud, const struct mesh_addr *dest,
+                                     struct mesh_addr *ret_hop);
 
 struct transport_config {
     struct event_base *base;     /* the peers' base; the pumps run on it */
@@ -70,12 +111,24 @@ struct transport_config {
     uint16_t chan_type;          /* 0: TRANSPORT_CHAN_RAFT */
     uint64_t connect_timeout_ms; /* 0: TRANSPORT_DEFAULT_CONNECT_TIMEOUT_MS */
     size_t max_message;          /* 0: TRANSPORT_DEFAULT_MAX_MESSAGE */
+    /* Relaying (see above); with next_hop NULL the transport neither relays nor accepts
+     * relayed connections, and connects directly, as without these fields. */
+    transport_next_hop_fn next_hop;
+    void *next_hop_ud;
+    uint16_t relay_chan_type; /* 0: TRANSPORT_CHAN_RAFT_RELAY */
+    size_t max_relays;        /* 0: TRANSPORT_RELAY_DEFAULT_MAX */
+    uint8_t relay_hops;       /* 0: TRANSPORT_RELAY_DEFAULT_HOPS */
 };
 
 struct transport_stats {
     uint64_t connects, connects_failed, accepted, refused;
     uint64_t bad_frames; /* listener streams reset for raft framing errors */
     uint64_t bytes_to_raft, bytes_from_raft;
+    uint64_t connects_relayed; /* of connects: through a next hop */
+    uint64_t accepted_relayed; /* of accepted: came through relays */
+    uint64_t relayed;          /* connections this node passed on to a next hop */
+    uint64_t relay_refused;    /* relay streams refused (malformed, no hops, no route, full) */
+    uint64_t rerouted;         /* outgoing connections reset because their route changed */
 };
 
 /* Fills t (keeping t->data, which raft_uv_init sets) with this implementation: pass t to
@@ -84,8 +137,9 @@ struct transport_stats {
 int transport_init(struct raft_uv_transport *t, const struct transport_config *cfg,
                    struct mesh_err *err);
 
-/* Frees the implementation: after t->close's callback fired, or when raft never started it.
- * Accepts a transport that transport_init failed on or never saw. */
+/* Frees the implementation: after t->close's callback fired (then the peers may already be
+ * freed), or when raft never started it (then before the peers). Accepts a transport that
+ * transport_init failed on or never saw. */
 void transport_free(struct raft_uv_transport *t);
 
 const struct transport_stats *transport_stats(const struct raft_uv_transport *t);
@@ -116,5 +170,24 @@ size_t transport_handshake_encode(uint64_t id, const char *address, uint8_t *buf
  * MESH_EMALFORMED. */
 int transport_handshake_decode(const uint8_t *buf, size_t len, uint64_t *ret_id, char *ret_address,
                                size_t cap);
+
+/* The open payload of a relay stream (see above). */
+struct transport_relay {
+    uint8_t hops_left;
+    struct mesh_addr dest;
+    uint64_t id;                    /* the connector's raft id, from the handshake */
+    char address[MESH_ADDR_STRLEN]; /* the connector's raft address, from the handshake */
+    const uint8_t *hs;              /* the raft handshake, inside the decoded buffer */
+    size_t hs_len;
+};
+
+/* Encodes a relay payload: the header for dest and hops_left, then the handshake hs (copied).
+ * Returns its length, or 0 when dest is not an address or it does not fit in cap bytes. */
+size_t transport_relay_encode(uint8_t hops_left, const struct mesh_addr *dest, const uint8_t *hs,
+                              size_t hs_len, uint8_t *buf, size_t cap);
+/* Decodes one, the embedded handshake included (its address at most MESH_ADDR_STRLEN - 1
+ * characters): 0, MESH_EUNSUPPORTED for another version, MESH_EMALFORMED for anything else
+ * unexpected. ret is untouched on failure; ret->hs points into buf. */
+int transport_relay_decode(const uint8_t *buf, size_t len, struct transport_relay *ret);
 
 #endif

@@ -218,6 +218,11 @@ void node_logs_close(struct node *n);
 int node_routes_start(struct node *n, struct mesh_err *err);
 void node_routes_stop(struct node *n); /* after peers_free */
 const struct route_table *node_routes_table(struct node *n);
+/* The mesh address of the next hop towards the member that advertises dest (raft's
+ * transport, node_raft.c): dest itself when it is a neighbour that answers directly or the
+ * route is direct; MESH_ENOTFOUND when no member has that address or no route is known. */
+int node_routes_next_hop_addr(struct node *n, const struct mesh_addr *dest,
+                              struct mesh_addr *ret_hop);
 
 /* Gossips this node's metadata (n->meta) after a change. */
 void node_meta_publish(struct node *n);

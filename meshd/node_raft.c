@@ -138,6 +138,16 @@ static void h_raft(struct evhttp_request *req, const char *rest, void *ud)
     }
     json_t *body = node_raft_status(n);
     json_object_set_new(body, "servers", servers);
+    if (n->transport_ready) {
+        /* Connections that followed a route through other nodes (transport.h, "Relaying"). */
+        const struct transport_stats *st = transport_stats(&n->transport);
+        json_object_set_new(
+            body, "relays",
+            json_pack("{s:I, s:I, s:I, s:I, s:I}", "connects", (json_int_t)st->connects_relayed,
+                      "accepted", (json_int_t)st->accepted_relayed, "relayed",
+                      (json_int_t)st->relayed, "refused", (json_int_t)st->relay_refused, "rerouted",
+                      (json_int_t)st->rerouted));
+    }
     api_reply_json(req, 200, body);
 }
 
@@ -852,9 +862,19 @@ out:
 
 /* ---- recovery ---------------------------------------------------------------------------- */
 
+/* Raft's connections follow the mesh's routes (transport.h, "Relaying"). */
+static int raft_next_hop(void *ud, const struct mesh_addr *dest, struct mesh_addr *ret_hop)
+{
+    return node_routes_next_hop_addr(ud, dest, ret_hop);
+}
+
 static int cluster_open(struct node *n, bool may_bootstrap, struct mesh_err *err)
 {
-    struct transport_config tc = {.base = n->loop.base, .loop = &n->loop.uv, .peers = n->peers};
+    struct transport_config tc = {.base = n->loop.base,
+                                  .loop = &n->loop.uv,
+                                  .peers = n->peers,
+                                  .next_hop = raft_next_hop,
+                                  .next_hop_ud = n};
     int rc = transport_init(&n->transport, &tc, err);
     if (rc < 0)
         return rc;

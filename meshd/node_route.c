@@ -297,6 +297,37 @@ const struct route_table *node_routes_table(struct node *n)
     return n->routes ? n->routes->table : NULL;
 }
 
+int node_routes_next_hop_addr(struct node *n, const struct mesh_addr *dest,
+                              struct mesh_addr *ret_hop)
+{
+    const struct route_table *t = node_routes_table(n);
+    if (!t || !n->gossip)
+        return MESH_ENOTFOUND;
+    const struct swim *sw = gossip_swim(n->gossip);
+    const struct swim_member *to = NULL;
+    for (size_t i = 0; i < swim_member_count(sw) && !to; i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        if (mesh_addr_equal(&m->addr, dest))
+            to = m;
+    }
+    if (!to)
+        return MESH_ENOTFOUND;
+    /* A neighbour that answers directly is reached directly, even when a path through others
+     * measures shorter: raft's connections move only when a link goes down or comes back, not
+     * whenever the RTTs shift (each move costs a reconnect). */
+    const struct nbr *b = nbr_find(n->routes, to->name);
+    if (b && b->up) {
+        *ret_hop = to->addr;
+        return 0;
+    }
+    const struct route_entry *e = route_table_lookup(t, to->name);
+    const struct swim_member *hop = e && e->next_hop ? swim_member_find(sw, e->next_hop) : NULL;
+    if (!hop)
+        return MESH_ENOTFOUND;
+    *ret_hop = hop->addr;
+    return 0;
+}
+
 /* ---- API -------------------------------------------------------------------------------- */
 
 static void h_routes(struct evhttp_request *req, const char *rest, void *ud)

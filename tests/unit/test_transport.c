@@ -4,8 +4,12 @@
  * leader, commit entries on all; stop the leader and the other two elect a new one and keep
  * committing; a rogue mesh node sending garbage on the raft channel is refused or reset while
  * the cluster goes on. Then everything closes cleanly (no leaks under ASan). The framing check
- * and the handshake codec are also tested on their own. Every wait runs the loop until a
- * condition holds, under a deadline. */
+ * and the handshake codec are also tested on their own. Relays: on a line 0 - 1 - 2 where 0 and
+ * 2 refuse each other's links, raft elects and commits with the connections between 0 and 2
+ * relayed by 1 (a next-hop hook as meshd's routes give); a raw connect/accept round trip
+ * through 1; a relay refuses malformed payloads, exhausted hops, unknown routes and routes
+ * back to the sender, and the destination's framing check still resets garbage. Every wait runs the
+ * loop until a condition holds, under a deadline. */
 #include <errno.h>
 #include <ftw.h>
 #include <setjmp.h>
@@ -71,9 +75,49 @@ struct env {
     struct tnode n[NNODES + 1];
     int applies_done, applies_failed;
     struct pump_env *pump;
+    bool line; /* nodes 0 and 2 have no link: raft between them goes through node 1 */
 };
 
 static const uint8_t key1[MESH_KEY_LEN] = {7, 7, 7};
+
+/* ---- the line A - B - C: A and C refuse each other's links; routes go through B ---------- */
+
+static int node_index(const struct env *e, const struct mesh_addr *a)
+{
+    for (int i = 0; i <= NNODES; i++)
+        if (mesh_addr_equal(&e->n[i].addr, a))
+            return i;
+    return -1;
+}
+
+static int line_hs_hook(void *ud, const uint8_t peer_static[LINK_KEY_LEN], const uint8_t *payload,
+                        size_t len, struct mesh_addr *ret_adv)
+{
+    const struct tnode *n = ud;
+    struct mesh_addr adv;
+    int rc = harness_hs_hook(NULL, peer_static, payload, len, &adv);
+    if (rc < 0)
+        return rc;
+    int peer = node_index(n->env, &adv);
+    if (n->env->line && ((n->idx == 0 && peer == 2) || (n->idx == 2 && peer == 0)))
+        return MESH_EAUTH;
+    *ret_adv = adv;
+    return 0;
+}
+
+/* The next-hop hook of the line: 0 and 2 reach each other through 1; everything else known
+ * is direct; unknown addresses have no route. */
+static int line_next_hop(void *ud, const struct mesh_addr *dest, struct mesh_addr *ret_hop)
+{
+    const struct tnode *n = ud;
+    int d = node_index(n->env, dest);
+    if (d < 0)
+        return MESH_ENOTFOUND;
+    if ((n->idx == 0 && d == 2) || (n->idx == 2 && d == 0))
+        d = 1;
+    *ret_hop = n->env->n[d].addr;
+    return 0;
+}
 
 /* ---- the FSM: counts entries and sums their first word ----------------------------------- */
 
@@ -135,7 +179,7 @@ static void node_peers(struct env *e, struct tnode *n, int idx)
                                .kr = &n->kr,
                                .payload = (const uint8_t *)&n->addr,
                                .payload_len = sizeof n->addr};
-    struct peers_hooks hooks = {.ud = n, .on_handshake = harness_hs_hook};
+    struct peers_hooks hooks = {.ud = n, .on_handshake = line_hs_hook};
     if (peers_new(e->loop.base, fd, &cfg, &hooks, &n->p, &err) < 0)
         fail_msg("peers_new: %s", err.msg);
     sodium_memzero(priv, sizeof priv);
@@ -147,6 +191,10 @@ static void node_raft(struct env *e, struct tnode *n)
     snprintf(n->dir, sizeof n->dir, "%s/n%d", e->root, n->idx);
     assert_int_equal(mkdir(n->dir, 0700), 0);
     struct transport_config tc = {.base = e->loop.base, .loop = &e->loop.uv, .peers = n->p};
+    if (e->line) {
+        tc.next_hop = line_next_hop;
+        tc.next_hop_ud = n;
+    }
     if (transport_init(&n->tr, &tc, &err) < 0)
         fail_msg("transport_init: %s", err.msg);
     assert_int_equal(raft_uv_init(&n->io, &e->loop.uv, n->dir, &n->tr), 0);
@@ -308,10 +356,11 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
-static int setup(void **state)
+static int setup_env(void **state, bool line)
 {
     struct env *e = calloc(1, sizeof *e);
     assert_non_null(e);
+    e->line = line;
     assert_int_equal(mesh_loop_init(&e->loop), 0);
     e->tick = event_new(e->loop.base, -1, EV_PERSIST, on_tick, e);
     assert_non_null(e->tick);
@@ -331,6 +380,16 @@ static int setup(void **state)
     raft_configuration_close(&conf);
     *state = e;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_env(state, false);
+}
+
+static int setup_line(void **state)
+{
+    return setup_env(state, true);
 }
 
 static int teardown(void **state)
@@ -514,6 +573,18 @@ static void test_garbage_on_raft_channel(void **state)
         assert_int_equal(r.end_code, MESH_ECLOSED); /* reset by the transport */
     }
     assert_int_equal(transport_stats(&target->tr)->bad_frames, 5);
+
+    /* Without a next-hop hook, relay streams are not taken at all. */
+    uint8_t pl[LINK_OPEN_PAYLOAD_MAX];
+    size_t pn = transport_relay_encode(3, &target->addr, hs, hl, pl, sizeof pl);
+    assert_true(pn > 0);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(peers_stream_open(rogue->p, &target->addr, TRANSPORT_CHAN_RAFT_RELAY, pl, pn,
+                                       2000, &rogue_cb, &r, &r.s),
+                     0);
+    assert_true(run_until(e, rogue_ended, &r, DEADLINE_MS));
+    assert_int_equal(r.connected, 0);
+    assert_int_equal(transport_stats(&target->tr)->accepted_relayed, 0);
 
     /* The cluster did not notice. */
     l = leader(e);
@@ -856,6 +927,357 @@ static void test_pump_backpressure_and_close(void **state)
     e->pump = NULL;
 }
 
+/* ---- relays ------------------------------------------------------------------------------ */
+
+static void test_relay_codec(void **state)
+{
+    (void)state;
+    uint8_t hs[LINK_OPEN_PAYLOAD_MAX], buf[LINK_OPEN_PAYLOAD_MAX];
+    struct mesh_addr dest;
+    struct transport_relay r, untouched;
+    assert_int_equal(mesh_addr_parse("10.1.2.3:7946", 0, &dest), 0);
+    size_t hl = transport_handshake_encode(42, "127.0.0.1:7000", hs, sizeof hs);
+    size_t n = transport_relay_encode(5, &dest, hs, hl, buf, sizeof buf);
+    assert_int_equal(n, TRANSPORT_RELAY_HEADER + hl);
+    assert_int_equal(buf[0], TRANSPORT_RELAY_VERSION);
+    assert_int_equal(transport_relay_decode(buf, n, &r), 0);
+    assert_int_equal(r.hops_left, 5);
+    assert_true(mesh_addr_equal(&r.dest, &dest));
+    assert_int_equal(r.id, 42);
+    assert_string_equal(r.address, "127.0.0.1:7000");
+    assert_ptr_equal(r.hs, buf + TRANSPORT_RELAY_HEADER);
+    assert_int_equal(r.hs_len, hl);
+    /* IPv6 */
+    assert_int_equal(mesh_addr_parse("[fd00::1]:7946", 0, &dest), 0);
+    n = transport_relay_encode(1, &dest, hs, hl, buf, sizeof buf);
+    assert_int_equal(transport_relay_decode(buf, n, &r), 0);
+    assert_true(mesh_addr_equal(&r.dest, &dest));
+    /* Does not fit. */
+    assert_int_equal(transport_relay_encode(1, &dest, hs, hl, buf, n - 1), 0);
+    /* Refusals leave ret untouched. */
+    memset(&r, 0x5a, sizeof r);
+    untouched = r;
+    assert_int_equal(transport_relay_decode(buf, TRANSPORT_RELAY_HEADER - 1, &r), MESH_EMALFORMED);
+    assert_int_equal(transport_relay_decode(buf, n - 1, &r), MESH_EMALFORMED); /* handshake */
+    assert_int_equal(transport_relay_decode(buf, 0, &r), MESH_EMALFORMED);
+    buf[2] = 5; /* family */
+    assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
+    buf[2] = 4; /* IPv4 with bytes past the first four */
+    assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
+    buf[2] = 6;
+    buf[19] = buf[20] = 0; /* port 0 */
+    assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
+    buf[0] = 2;
+    assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EUNSUPPORTED);
+    assert_memory_equal(&r, &untouched, sizeof r);
+}
+
+struct transfer {
+    struct raft_transfer req;
+    bool done;
+};
+
+static void on_transferred(struct raft_transfer *req)
+{
+    ((struct transfer *)req->data)->done = true;
+}
+
+static bool node0_leads(struct env *e, const void *arg)
+{
+    const struct transfer *t = arg;
+    return t->done && one_leader(e, NULL) && leader(e) == &e->n[0];
+}
+
+/* Raft over the line: 0 and 2 cannot link, yet the three elect a leader and commit on all,
+ * the connections between 0 and 2 going through 1. */
+static void test_line_elect_commit(void **state)
+{
+    struct env *e = *state;
+    start_all(e);
+    assert_true(run_until(e, one_leader, NULL, DEADLINE_MS));
+    struct tnode *l = leader(e);
+    assert_non_null(l);
+    /* 0 leads (the middle one would need no relay): hand leadership over if another won; from
+     * 2, even the transfer (TimeoutNow) goes through 1. */
+    print_message("node %d won the election\n", l->idx);
+    if (l != &e->n[0]) {
+        struct transfer t = {0};
+        t.req.data = &t;
+        assert_int_equal(raft_transfer(&l->raft, &t.req, 1, on_transferred), 0);
+        assert_true(run_until(e, node0_leads, &t, DEADLINE_MS));
+        l = leader(e);
+    }
+    apply_entries(e, l, 5, 3);
+    uint64_t want = 5;
+    assert_true(run_until(e, all_applied, &want, DEADLINE_MS));
+    for (int i = 0; i < NNODES; i++)
+        assert_int_equal(e->n[i].sum, 15);
+
+    const struct transport_stats *s0 = transport_stats(&e->n[0].tr);
+    const struct transport_stats *s1 = transport_stats(&e->n[1].tr);
+    const struct transport_stats *s2 = transport_stats(&e->n[2].tr);
+    print_message("relayed: connects %llu + %llu, via node 1 %llu, accepted %llu + %llu\n",
+                  (unsigned long long)s0->connects_relayed,
+                  (unsigned long long)s2->connects_relayed, (unsigned long long)s1->relayed,
+                  (unsigned long long)s0->accepted_relayed,
+                  (unsigned long long)s2->accepted_relayed);
+    /* The leader, 0, sent its entries to 2 through 1. */
+    assert_true(s0->connects_relayed > 0 && s2->accepted_relayed > 0);
+    assert_true(s1->relayed >= 1);
+    assert_int_equal(s1->connects_relayed, 0); /* its routes are direct */
+    for (int i = 0; i < NNODES; i++)
+        assert_int_equal(transport_stats(&e->n[i].tr)->bad_frames, 0);
+}
+
+struct relay_env {
+    uv_stream_t *out, *in;
+    int connects, connect_status, accepts, closes;
+    raft_id accepted_id;
+    char accepted_address[MESH_ADDR_STRLEN];
+    uint8_t got[256];
+    size_t got_len;
+    uv_write_t wreq;
+    bool write_done;
+    struct raft_uv_connect req;
+};
+
+static struct relay_env *relay_env_of(struct env *e)
+{
+    return (struct relay_env *)e->pump;
+}
+
+static void relay_connect_cb(struct raft_uv_connect *req, struct uv_stream_s *stream, int status)
+{
+    struct relay_env *re = req->data;
+    re->connects++;
+    re->connect_status = status;
+    re->out = stream;
+}
+
+static void relay_accept_cb(struct raft_uv_transport *t, raft_id id, const char *address,
+                            struct uv_stream_s *stream)
+{
+    struct tnode *n = t->data;
+    struct relay_env *re = relay_env_of(n->env);
+    re->accepts++;
+    re->accepted_id = id;
+    snprintf(re->accepted_address, sizeof re->accepted_address, "%s", address);
+    if (re->in) { /* only the first one is read in this test */
+        uv_close((uv_handle_t *)stream, free_handle);
+        return;
+    }
+    re->in = stream;
+}
+
+static void relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct relay_env *re = h->data;
+    (void)suggested;
+    buf->base = (char *)re->got + re->got_len;
+    buf->len = sizeof re->got - re->got_len;
+}
+
+static void relay_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct relay_env *re = s->data;
+    (void)buf;
+    if (nread > 0)
+        re->got_len += (size_t)nread;
+}
+
+static void relay_write_cb(uv_write_t *req, int status)
+{
+    struct relay_env *re = req->data;
+    assert_int_equal(status, 0);
+    re->write_done = true;
+}
+
+static bool relay_cond_connected(struct env *e, const void *arg)
+{
+    (void)e;
+    const struct relay_env *re = arg;
+    return re->connects > 0 && re->in != NULL;
+}
+
+static bool relay_cond_read(struct env *e, const void *arg)
+{
+    (void)e;
+    const struct relay_env *re = arg;
+    return re->write_done && re->got_len == 16 + 48;
+}
+
+static bool relay_cond_no_streams(struct env *e, const void *arg)
+{
+    (void)arg;
+    for (int i = 0; i <= NNODES; i++)
+        if (peers_stream_count(e->n[i].p) != 0)
+            return false;
+    return true;
+}
+
+static void relay_transport_closed(struct raft_uv_transport *t)
+{
+    struct tnode *n = t->data;
+    relay_env_of(n->env)->closes++;
+}
+
+static bool relay_cond_closed_and_reset(struct env *e, const void *arg)
+{
+    const struct relay_env *re = arg;
+    return re->closes == 1 && peers_stream_count(e->n[0].p) == 0 &&
+           peers_stream_count(e->n[1].p) == 0 && peers_stream_count(e->n[2].p) == 0;
+}
+
+static int setup_relay(void **state)
+{
+    struct env *e = calloc(1, sizeof *e);
+    assert_non_null(e);
+    e->line = true;
+    assert_int_equal(mesh_loop_init(&e->loop), 0);
+    e->tick = event_new(e->loop.base, -1, EV_PERSIST, on_tick, e);
+    assert_non_null(e->tick);
+    for (int i = 0; i <= NNODES; i++)
+        node_peers(e, &e->n[i], i);
+    for (int i = 0; i < NNODES; i++) {
+        struct tnode *n = &e->n[i];
+        struct mesh_err err;
+        struct transport_config tc = {.base = e->loop.base,
+                                      .loop = &e->loop.uv,
+                                      .peers = n->p,
+                                      .next_hop = line_next_hop,
+                                      .next_hop_ud = n};
+        n->tr.data = n;
+        assert_int_equal(transport_init(&n->tr, &tc, &err), 0);
+        assert_int_equal(n->tr.init(&n->tr, (raft_id)(i + 1), n->address), 0);
+        assert_int_equal(n->tr.listen(&n->tr, relay_accept_cb), 0);
+    }
+    *state = e;
+    return 0;
+}
+
+static int teardown_relay(void **state)
+{
+    struct env *e = *state;
+    for (int i = 0; i < NNODES; i++)
+        transport_free(&e->n[i].tr);
+    for (int i = 0; i <= NNODES; i++) {
+        peers_free(e->n[i].p);
+        keyring_wipe(&e->n[i].kr);
+    }
+    event_free(e->tick);
+    mesh_loop_close(&e->loop);
+    free(e);
+    return 0;
+}
+
+/* The rogue (node 3, no raft) opens a relay stream with payload to target, sends garbage once
+ * accepted, and waits for the end. */
+static void rogue_relay(struct env *e, struct tnode *target, const uint8_t *payload, size_t plen,
+                        const void *garbage, size_t glen, struct rogue *r)
+{
+    memset(r, 0, sizeof *r);
+    r->garbage = garbage;
+    r->garbage_len = glen;
+    assert_int_equal(peers_stream_open(e->n[ROGUE].p, &target->addr, TRANSPORT_CHAN_RAFT_RELAY,
+                                       payload, plen, 2000, &rogue_cb, r, &r->s),
+                     0);
+    assert_true(run_until(e, rogue_ended, r, DEADLINE_MS));
+    assert_true(r->end_code != 0);
+}
+
+static void test_relay_round_trip_and_refusals(void **state)
+{
+    struct env *e = *state;
+    struct relay_env re = {0};
+    e->pump = (struct pump_env *)&re;
+
+    /* 0 connects to 2's raft address: through 1. */
+    re.req.data = &re;
+    assert_int_equal(e->n[0].tr.connect(&e->n[0].tr, &re.req, 3, e->n[2].address, relay_connect_cb),
+                     0);
+    assert_true(run_until(e, relay_cond_connected, &re, DEADLINE_MS));
+    assert_int_equal(re.connect_status, 0);
+    assert_int_equal(re.accepted_id, 1);
+    assert_string_equal(re.accepted_address, e->n[0].address);
+
+    /* Raft's bytes (a heartbeat) go through and pass the destination's framing check. */
+    uint8_t hb[16 + 48] = {1, 0, 0, 0, 0, 0, 0, 0, 48};
+    hb[16] = 7; /* term */
+    uv_buf_t b = uv_buf_init((char *)hb, sizeof hb);
+    re.wreq.data = &re;
+    re.in->data = &re;
+    assert_int_equal(uv_read_start(re.in, relay_alloc, relay_read), 0);
+    assert_int_equal(uv_write(&re.wreq, re.out, &b, 1, relay_write_cb), 0);
+    assert_true(run_until(e, relay_cond_read, &re, DEADLINE_MS));
+    assert_memory_equal(re.got, hb, sizeof hb);
+    assert_int_equal(transport_stats(&e->n[0].tr)->connects_relayed, 1);
+    assert_int_equal(transport_stats(&e->n[1].tr)->relayed, 1);
+    assert_int_equal(transport_stats(&e->n[2].tr)->accepted_relayed, 1);
+    assert_int_equal(transport_stats(&e->n[1].tr)->accepted, 0);
+    /* 0 and 2 never linked: 0's only link is to 1. */
+    assert_int_equal(peers_link_count(e->n[0].p), 1);
+    uv_close((uv_handle_t *)re.out, free_handle);
+    uv_close((uv_handle_t *)re.in, free_handle);
+    assert_true(run_until(e, relay_cond_no_streams, NULL, DEADLINE_MS));
+
+    /* Refusals at the relay (node 1), from the rogue. */
+    struct tnode *rogue = &e->n[ROGUE];
+    struct rogue r;
+    uint8_t hs[LINK_OPEN_PAYLOAD_MAX], pl[LINK_OPEN_PAYLOAD_MAX];
+    size_t hl = transport_handshake_encode(77, rogue->address, hs, sizeof hs), pn;
+    uint64_t refused = transport_stats(&e->n[1].tr)->relay_refused;
+    /* not a relay payload */
+    rogue_relay(e, &e->n[1], (const uint8_t *)"xyz", 3, NULL, 0, &r);
+    assert_int_equal(r.connected, 0);
+    /* no hop left */
+    pn = transport_relay_encode(0, &e->n[2].addr, hs, hl, pl, sizeof pl);
+    rogue_relay(e, &e->n[1], pl, pn, NULL, 0, &r);
+    assert_int_equal(r.connected, 0);
+    /* no route */
+    struct mesh_addr nowhere;
+    assert_int_equal(mesh_addr_parse("127.0.0.1:1", 0, &nowhere), 0);
+    pn = transport_relay_encode(3, &nowhere, hs, hl, pl, sizeof pl);
+    rogue_relay(e, &e->n[1], pl, pn, NULL, 0, &r);
+    assert_int_equal(r.connected, 0);
+    /* the route leads back to where it came from */
+    pn = transport_relay_encode(3, &rogue->addr, hs, hl, pl, sizeof pl);
+    rogue_relay(e, &e->n[1], pl, pn, NULL, 0, &r);
+    assert_int_equal(r.connected, 0);
+    /* id 0 */
+    hl = transport_handshake_encode(0, rogue->address, hs, sizeof hs);
+    pn = transport_relay_encode(3, &e->n[2].addr, hs, hl, pl, sizeof pl);
+    rogue_relay(e, &e->n[1], pl, pn, NULL, 0, &r);
+    assert_int_equal(r.connected, 0);
+    assert_int_equal(transport_stats(&e->n[1].tr)->relay_refused, refused + 5);
+    assert_int_equal(transport_stats(&e->n[1].tr)->relayed, 1);
+
+    /* A relayed stream to 2 that carries garbage: relayed, then reset by 2's framing check
+     * (the reset travels back through the relay). */
+    hl = transport_handshake_encode(77, rogue->address, hs, sizeof hs);
+    pn = transport_relay_encode(3, &e->n[2].addr, hs, hl, pl, sizeof pl);
+    static const uint8_t type0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 8};
+    rogue_relay(e, &e->n[1], pl, pn, type0, sizeof type0, &r);
+    assert_int_equal(r.connected, 1);
+    assert_int_equal(transport_stats(&e->n[1].tr)->relayed, 2);
+    assert_int_equal(transport_stats(&e->n[2].tr)->bad_frames, 1);
+    assert_int_equal(re.accepts, 2);
+    assert_true(run_until(e, relay_cond_no_streams, NULL, DEADLINE_MS));
+
+    /* The relay's raft closes its transport: the connections it carries for others end with it
+     * (meshd frees the peers before the transport). */
+    re.in = re.out = NULL;
+    re.connects = 0;
+    re.req.data = &re;
+    assert_int_equal(e->n[0].tr.connect(&e->n[0].tr, &re.req, 3, e->n[2].address, relay_connect_cb),
+                     0);
+    assert_true(run_until(e, relay_cond_connected, &re, DEADLINE_MS));
+    e->n[1].tr.close(&e->n[1].tr, relay_transport_closed);
+    assert_true(run_until(e, relay_cond_closed_and_reset, &re, DEADLINE_MS));
+    uv_close((uv_handle_t *)re.out, free_handle);
+    uv_close((uv_handle_t *)re.in, free_handle);
+    e->pump = NULL;
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -868,6 +1290,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_on_raft_channel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pump_backpressure_and_close, setup_pump,
                                         teardown_pump),
+        cmocka_unit_test(test_relay_codec),
+        cmocka_unit_test_setup_teardown(test_line_elect_commit, setup_line, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_round_trip_and_refusals, setup_relay,
+                                        teardown_relay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
