@@ -18,7 +18,7 @@ GSO/GRO, as a LAN host). The client tools always run in A. The servers (`sockper
   127.0.0.1:PORT in B), `meshctl service connect --listen 127.0.0.1:PORT --node A`: client ->
   A's listener -> link -> B -> server.
 - mesh, 2 hops: the same for a service on C, with the direct A-C path dropped by iptables inside
-  A and C (after the declarations: Raft replicates over direct links only), once A routes to C
+  A and C (after the declarations, so that the run measures the tunnel alone), once A routes to C
   through B (2 hops): client -> A -> B -> C -> server.
 
 Latency: `sockperf ping-pong --tcp`, 64-byte messages, one connection, back to back, for

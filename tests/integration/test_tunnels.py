@@ -149,8 +149,8 @@ def rss_kib(node):
 def test_tunnel_around_a_blocked_link(mesh, lab, tool):
     a, b, c = start_lab_mesh(mesh, lab, 3, "tn")
     na, nc = lab.node_ns[0], lab.node_ns[2]
-    # The service runs on c, a client on a. The declarations go first: Raft replicates over
-    # direct links only, and a is the leader (see README, "Services").
+    # The service runs on c, a client on a. The declarations go first, so that the test is
+    # about the tunnel alone (test_raft_relay.py covers declarations made after the cut).
     tool.start("serve", "127.0.0.1", 7000, netns=nc)
     write(a, "service", "expose", "sink", "--target", "127.0.0.1:7000", "--node", c.name)
     write(a, "service", "connect", "sink", "--listen", "127.0.0.1:7001", "--node", a.name)
