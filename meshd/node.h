@@ -27,7 +27,8 @@ enum node_call_type {
     CALL_RAFT_READ_INDEX = LINK_CHAN_CONTROL | 4, /* a follower asks for a read index */
     CALL_RT_STATUS = LINK_CHAN_CONTROL | 5,       /* what a node observes of its replicas */
     /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
-    CALL_PING = LINK_CHAN_CONTROL | 6, /* a neighbour's RTT (node_route.c) */
+    CALL_PING = LINK_CHAN_CONTROL | 6,  /* a neighbour's RTT (node_route.c) */
+    CALL_RELAY = LINK_CHAN_CONTROL | 7, /* a call on its way to a node further on */
     STREAM_LOGS = 0x20,   /* a replica's output, from the node that runs it (bulk priority) */
     STREAM_TUNNEL = 0x21, /* a service connection, hop by hop (node_tunnel.c) */
 };
@@ -218,6 +219,13 @@ void node_logs_close(struct node *n);
 int node_routes_start(struct node *n, struct mesh_err *err);
 void node_routes_stop(struct node *n); /* after peers_free */
 const struct route_table *node_routes_table(struct node *n);
+/* peers_call to dest along the routes: directly when dest answers directly (or no route is
+ * known), else relayed hop by hop (CALL_RELAY). Only raft's forwarded writes and read indexes
+ * are relayed. Same contract as peers_call. */
+#define NODE_RELAY_MAX_REQUEST (FSM_SPEC_MAX + 1024) /* node_raft.c's FORWARD_MAX_REQUEST */
+int node_call_routed(struct node *n, const struct mesh_addr *dest, uint16_t type,
+                     const uint8_t *req, size_t len, size_t max_reply, uint64_t timeout_ms,
+                     peers_reply_fn cb, void *ud);
 /* The mesh address of the next hop towards the member that advertises dest (raft's
  * transport, node_raft.c): dest itself when it is a neighbour that answers directly or the
  * route is direct; MESH_ENOTFOUND when no member has that address or no route is known. */

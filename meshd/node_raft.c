@@ -17,7 +17,7 @@
 #define READ_YOUR_WRITES_MS 2000 /* a read after a forwarded write waits this long */
 #define AUTOPILOT_MS        250  /* one configuration change at a time, so steps come often */
 #define FORWARD_MAX_REPLY   1024
-#define FORWARD_MAX_REQUEST (FSM_SPEC_MAX + 1024)
+#define FORWARD_MAX_REQUEST NODE_RELAY_MAX_REQUEST
 
 /* ---- names and counts ---------------------------------------------------------------------- */
 
@@ -350,8 +350,8 @@ void node_raft_write(struct node *n, struct evhttp_request *req, const char *nam
         struct mesh_addr to;
         rc = mesh_addr_parse(info.leader_address, 0, &to);
         if (rc == 0)
-            rc = peers_call(n->peers, &to, CALL_RAFT_APPLY, cmd->base, cmd->len, FORWARD_MAX_REPLY,
-                            WRITE_TIMEOUT_MS, on_forward_reply, w);
+            rc = node_call_routed(n, &to, CALL_RAFT_APPLY, cmd->base, cmd->len, FORWARD_MAX_REPLY,
+                                  WRITE_TIMEOUT_MS, on_forward_reply, w);
         raft_free(cmd->base);
         if (rc == 0) {
             w->forwarded = true;
@@ -775,8 +775,8 @@ void node_raft_read(struct node *n, struct evhttp_request *req, const char *name
         struct mesh_addr to;
         rc = mesh_addr_parse(info.leader_address, 0, &to);
         if (rc == 0)
-            rc = peers_call(n->peers, &to, CALL_RAFT_READ_INDEX, NULL, 0, 64, READ_WAIT_MS,
-                            on_read_index, r);
+            rc = node_call_routed(n, &to, CALL_RAFT_READ_INDEX, NULL, 0, 64, READ_WAIT_MS,
+                                  on_read_index, r);
     }
     if (rc < 0) {
         read_finish(r, 503, "consistent read: cannot reach the leader");

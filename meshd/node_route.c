@@ -28,6 +28,7 @@
 #define NBR_FAILS_DOWN    3 /* a link is down after ~3 s without an answer */
 #define NBR_REPUBLISH_MS  10000
 #define ROUTE_TICK_MS     500
+#define RELAY_TIMEOUT_MS  10000
 
 /* One tracked member. A slot whose member went away while its ping was in flight is not reused
  * until the ping's callback has come (`inflight` with `used` false). */
@@ -48,8 +49,12 @@ struct ping_ctx {
     size_t slot;
 };
 
+struct relay;
+
 struct node_routes {
     struct node *n;
+    struct relay *relays; /* calls relayed by this node, waiting for their reply */
+    size_t nrelays;
     struct nbr nbrs[NBR_TRACK_MAX];
     struct ping_ctx pctx[NBR_TRACK_MAX]; /* peers_call's ud, one per slot */
     uint64_t next_gen;
@@ -328,6 +333,152 @@ int node_routes_next_hop_addr(struct node *n, const struct mesh_addr *dest,
     return 0;
 }
 
+/* ---- routed calls ------------------------------------------------------------------------- */
+
+/* A call to a node this one may not reach directly (a follower's write forwarded to the
+ * leader, a read index) travels hop by hop: to the next hop on the route as a CALL_RELAY whose
+ * request starts with RELAY_HDR bytes
+ *     [u8 version 1, u8 hops_left, u16 type (big-endian), u32 max_reply (big-endian),
+ *      u8 family, 16 bytes ip, u16 port (big-endian)]   (the destination)
+ * then the request itself. The node whose next hop is the destination makes the real call;
+ * each relay answers with what it got back (status and message included). Only the call types
+ * in relayable() are carried; at most RELAY_MAX relays are in flight on one node. */
+#define RELAY_HDR  27
+#define RELAY_HOPS 8
+#define RELAY_MAX  64
+
+struct relay {
+    struct node_routes *r;
+    struct peers_req *req;
+    struct relay *prev, *next;
+};
+
+static bool relayable(uint16_t type)
+{
+    return type == CALL_RAFT_APPLY || type == CALL_RAFT_READ_INDEX;
+}
+
+static void put_addr(uint8_t *p, const struct mesh_addr *a)
+{
+    p[0] = a->family;
+    memcpy(p + 1, a->ip, 16);
+    p[17] = (uint8_t)(a->port >> 8);
+    p[18] = (uint8_t)a->port;
+}
+
+static int get_addr(const uint8_t *p, struct mesh_addr *a)
+{
+    memset(a, 0, sizeof *a);
+    if (p[0] != 4 && p[0] != 6)
+        return MESH_EMALFORMED;
+    a->family = p[0];
+    memcpy(a->ip, p + 1, 16);
+    a->port = (uint16_t)(p[17] << 8 | p[18]);
+    return a->port ? 0 : MESH_EMALFORMED;
+}
+
+/* Sends a call (or a relayed one) towards dest: directly when dest is the next hop or there is
+ * no route, else through the next hop. */
+static int call_towards(struct node *n, const struct mesh_addr *dest, uint16_t type,
+                        uint8_t hops_left, const uint8_t *req, size_t len, size_t max_reply,
+                        uint64_t timeout_ms, peers_reply_fn cb, void *ud)
+{
+    struct mesh_addr hop;
+    if (node_routes_next_hop_addr(n, dest, &hop) < 0 || mesh_addr_equal(&hop, dest))
+        return peers_call(n->peers, dest, type, req, len, max_reply, timeout_ms, cb, ud);
+    if (hops_left == 0)
+        return MESH_ETOOBIG; /* no hops left */
+    uint8_t *buf = malloc(RELAY_HDR + len);
+    if (!buf)
+        return MESH_ENOMEM;
+    buf[0] = 1;
+    buf[1] = hops_left;
+    buf[2] = (uint8_t)(type >> 8);
+    buf[3] = (uint8_t)type;
+    uint32_t mr = max_reply > UINT32_MAX ? UINT32_MAX : (uint32_t)max_reply;
+    buf[4] = (uint8_t)(mr >> 24);
+    buf[5] = (uint8_t)(mr >> 16);
+    buf[6] = (uint8_t)(mr >> 8);
+    buf[7] = (uint8_t)mr;
+    put_addr(buf + 8, dest);
+    if (len)
+        memcpy(buf + RELAY_HDR, req, len);
+    int rc =
+        peers_call(n->peers, &hop, CALL_RELAY, buf, RELAY_HDR + len, max_reply, timeout_ms, cb, ud);
+    free(buf);
+    return rc;
+}
+
+int node_call_routed(struct node *n, const struct mesh_addr *dest, uint16_t type,
+                     const uint8_t *req, size_t len, size_t max_reply, uint64_t timeout_ms,
+                     peers_reply_fn cb, void *ud)
+{
+    return call_towards(n, dest, type, RELAY_HOPS, req, len, max_reply, timeout_ms, cb, ud);
+}
+
+static void relay_free(struct relay *x)
+{
+    struct node_routes *r = x->r;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        r->relays = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    r->nrelays--;
+    free(x);
+}
+
+static void on_relayed(void *ud, int rc, const uint8_t *reply, size_t len,
+                       const struct mesh_err *err)
+{
+    struct relay *x = ud;
+    peers_respond(x->req, rc, reply, len, rc < 0 && err ? err->msg : NULL);
+    relay_free(x);
+}
+
+static void serve_relay(void *ud, struct peers_req *req)
+{
+    struct node_routes *r = ud;
+    struct node *n = r->n;
+    struct mesh_addr dest;
+    if (req->len < RELAY_HDR || req->data[0] != 1 || get_addr(req->data + 8, &dest) < 0) {
+        peers_respond(req, MESH_EMALFORMED, NULL, 0, "malformed relayed call");
+        return;
+    }
+    uint16_t type = (uint16_t)(req->data[2] << 8 | req->data[3]);
+    uint32_t max_reply = (uint32_t)req->data[4] << 24 | (uint32_t)req->data[5] << 16 |
+                         (uint32_t)req->data[6] << 8 | req->data[7];
+    uint8_t hops = req->data[1];
+    if (!relayable(type) || hops == 0 || mesh_addr_equal(&dest, &n->cfg.advertise) ||
+        max_reply > (1u << 20)) {
+        peers_respond(req, MESH_EINVAL, NULL, 0, "this call cannot be relayed here");
+        return;
+    }
+    if (r->nrelays >= RELAY_MAX) {
+        peers_respond(req, MESH_EFULL, NULL, 0, "too many relayed calls on this node");
+        return;
+    }
+    struct relay *x = calloc(1, sizeof *x);
+    if (!x) {
+        peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
+        return;
+    }
+    x->r = r;
+    x->req = req;
+    x->next = r->relays;
+    if (x->next)
+        x->next->prev = x;
+    r->relays = x;
+    r->nrelays++;
+    int rc = call_towards(n, &dest, type, (uint8_t)(hops - 1), req->data + RELAY_HDR,
+                          req->len - RELAY_HDR, max_reply, RELAY_TIMEOUT_MS, on_relayed, x);
+    if (rc < 0) {
+        relay_free(x);
+        peers_respond(req, rc, NULL, 0, "cannot relay the call further");
+    }
+}
+
 /* ---- API -------------------------------------------------------------------------------- */
 
 static void h_routes(struct evhttp_request *req, const char *rest, void *ud)
@@ -379,6 +530,9 @@ int node_routes_start(struct node *n, struct mesh_err *err)
     rc = peers_serve(n->peers, CALL_PING, 64, serve_ping, n);
     if (rc < 0)
         return mesh_errf(err, rc, "cannot register the ping service");
+    rc = peers_serve(n->peers, CALL_RELAY, RELAY_HDR + NODE_RELAY_MAX_REQUEST, serve_relay, r);
+    if (rc < 0)
+        return mesh_errf(err, rc, "cannot register the relay service");
     r->ping_timer = event_new(n->loop.base, -1, EV_PERSIST, on_ping_timer, r);
     r->route_timer = event_new(n->loop.base, -1, EV_PERSIST, on_route_timer, r);
     struct timeval ping = {NBR_PING_MS / 1000, (NBR_PING_MS % 1000) * 1000};
@@ -398,6 +552,9 @@ void node_routes_stop(struct node *n)
         event_free(r->ping_timer);
     if (r->route_timer)
         event_free(r->route_timer);
+    /* After peers_free their callbacks never come: free what waits. */
+    while (r->relays)
+        relay_free(r->relays);
     route_table_free(r->table);
     route_graph_free(r->graph);
     free(r);

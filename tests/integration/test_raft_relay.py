@@ -52,6 +52,13 @@ def test_raft_replicates_around_a_blocked_link(mesh, lab):
     assert relays(a)["connects"] >= 1, relays(a)
     assert relays(b)["relayed"] >= 1, relays(b)
     assert relays(c)["accepted"] >= 1, relays(c)
+    # A write made on c, forwarded to a leader c cannot reach directly: relayed by b too
+    # (whoever leads now; an election may have moved the leadership meanwhile).
+    assert raft(c)["leader"] != c.name, raft(c)
+    r = c.ctl_json("service", "expose", "from-c", "--target", "127.0.0.1:7002", "--node", c.name)
+    assert r["result"] == "created", r
+    wait_for(lambda: "from-c" in services(a), timeout=TIMEOUT,
+             what="a's replica to have 'from-c', written on c")
     # One leader, known everywhere, and the replicas caught up with it.
     wait_for(lambda: agreed(nodes), timeout=TIMEOUT, what="the mesh to agree on a leader")
     leader_commit = {n.name: raft(n) for n in nodes}[raft(a)["leader"]]["commit_index"]
