@@ -444,16 +444,30 @@ static void on_rejoin_timer(evutil_socket_t fd, short what, void *arg)
         start_join(n);
         return;
     }
+    /* Reconnect (as memberlist does): one push-pull every tick with a member believed dead,
+     * or with a seed (--join or remembered) that is not a live member, so that two groups
+     * that formed apart (all nodes restarted at once and each found a different first peer)
+     * still merge. */
     const struct swim *sw = gossip_swim(n->gossip);
-    struct mesh_addr dead[64];
-    size_t nd = 0;
-    for (size_t i = 0; i < swim_member_count(sw) && nd < 64; i++) {
+    struct mesh_addr cand[64 + CONFIG_JOIN_MAX + NODE_REMEMBER_MAX];
+    size_t nc = 0;
+    for (size_t i = 0; i < swim_member_count(sw) && nc < 64; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
         if (m->state == SWIM_DEAD)
-            dead[nd++] = m->addr;
+            cand[nc++] = m->addr;
     }
-    if (nd > 0)
-        gossip_join(n->gossip, &dead[randombytes_uniform((uint32_t)nd)], 1);
+    for (size_t k = 0; k < n->nseeds; k++) {
+        bool live = mesh_addr_equal(&n->seeds[k], &n->cfg.advertise);
+        for (size_t i = 0; i < swim_member_count(sw) && !live; i++) {
+            const struct swim_member *m = swim_member_at(sw, i);
+            live = (m->state == SWIM_ALIVE || m->state == SWIM_SUSPECT) &&
+                   mesh_addr_equal(&m->addr, &n->seeds[k]);
+        }
+        if (!live)
+            cand[nc++] = n->seeds[k];
+    }
+    if (nc > 0)
+        gossip_join(n->gossip, &cand[randombytes_uniform((uint32_t)nc)], 1);
 }
 
 static void on_remember_timer(evutil_socket_t fd, short what, void *arg)
