@@ -117,6 +117,9 @@ static void on_pong(void *ud, int rc, const uint8_t *reply, size_t len, const st
     } else if (++b->fails >= NBR_FAILS_DOWN && b->up) {
         b->up = false;
         log_info(&r->n->log, "route: neighbour %s unreachable directly", b->name);
+        /* Its link is a black hole: drop it, so that traffic for it dials afresh (and works at
+         * once when the path is back, rather than after TCP's retransmission backoff). */
+        peers_close_links_to(r->n->peers, &b->addr);
         recompute(r);
     }
 }

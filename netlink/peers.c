@@ -1203,6 +1203,16 @@ size_t peers_stream_count(const struct peers *p)
     return p->nstreams;
 }
 
+void peers_close_links_to(struct peers *p, const struct mesh_addr *to)
+{
+    for (struct conn *c = p->conns; c; c = c->next) {
+        if (!c->closing && (c->outgoing || c->adv_known) && mesh_addr_equal(&c->adv, to)) {
+            c->closing = true;
+            linkio_close(c->lio);
+        }
+    }
+}
+
 void peers_close_all(struct peers *p)
 {
     for (struct conn *c = p->conns; c; c = c->next) {

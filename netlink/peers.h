@@ -194,6 +194,11 @@ size_t peers_stream_count(const struct peers *p);
 /* Closes every link (graceful GOAWAY); pending calls fail. */
 void peers_close_all(struct peers *p);
 
+/* Closes the links to the node at `to` the same way, so that the next call or stream dials a
+ * new connection: for a link that stopped answering (a black hole keeps TCP retransmitting
+ * with growing backoff long after the path is back). */
+void peers_close_links_to(struct peers *p, const struct mesh_addr *to);
+
 size_t peers_link_count(const struct peers *p);
 const struct peers_stats *peers_stats(const struct peers *p);
 
