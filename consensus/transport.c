@@ -143,8 +143,7 @@ int transport_relay_decode(const uint8_t *buf, size_t len, struct transport_rela
         return MESH_EUNSUPPORTED;
     /* The whole payload travels in one OPEN frame: nothing longer is a relay request. */
     if (len < TRANSPORT_RELAY_HEADER || len > LINK_OPEN_PAYLOAD_MAX ||
-        (buf[2] != 4 && buf[2] != 6) ||
-        (buf[2] == 4 && memcmp(buf + 7, zero, sizeof zero) != 0))
+        (buf[2] != 4 && buf[2] != 6) || (buf[2] == 4 && memcmp(buf + 7, zero, sizeof zero) != 0))
         return MESH_EMALFORMED;
     memset(&r, 0, sizeof r);
     r.hops_left = buf[1];
