@@ -39,6 +39,7 @@ enum phase {
 #define MAX_FRAME_CAP (1u << 20)
 #define CREDIT_MAX    (1ull << 40) /* a peer granting more than this is broken */
 #define OUT_INITIAL   (16 * 1024)
+#define SBUF_HEADROOM 16 /* >= LINK_FRAME_HDR_LEN, see struct chan */
 
 struct chan;
 
@@ -67,7 +68,10 @@ struct chan {
     uint64_t recv_avail;    /* bytes the peer may still send us */
     uint64_t unconsumed;    /* delivered to the application, not consumed yet */
     uint64_t send_credit;   /* bytes we may still send (not counting sbuf) */
-    uint8_t *sbuf;          /* accepted bytes not yet framed: sbuf[shead .. shead+slen) */
+    /* Accepted bytes not yet framed: sbuf[shead .. shead+slen), scap bytes in all. shead is at
+     * least SBUF_HEADROOM, so that a DATA frame's header can be written right in front of its
+     * body and the frame encrypted from there without copying the body (emit_chan_data). */
+    uint8_t *sbuf;
     size_t scap, shead, slen;
     size_t open_len;
     uint8_t open_payload[LINK_OPEN_PAYLOAD_MAX];
@@ -93,10 +97,11 @@ struct link {
     struct mesh_err err;
     struct link_stats st;
 
-    /* Input: one record being assembled. */
+    /* Input: in[in_off .. in_len) received and not processed yet (at most one partial record
+     * after link_input_commit). Room for two records, so that the rest of a partial record
+     * always fits after at most one move (link_input_space); frames are decrypted in place. */
     uint8_t *in;
-    size_t in_len, in_cap;
-    uint8_t *plain; /* decrypted frame */
+    size_t in_off, in_len, in_cap;
     size_t max_record;
 
     /* Output: encrypted bytes out[out_off .. out_len). */
@@ -421,29 +426,21 @@ static void emit_raw_record(struct link *l, const uint8_t *rec, size_t len)
     l->st.bytes_out += len;
 }
 
-static int emit_one(struct link *l, uint8_t type, uint32_t ch, const uint8_t *b1, size_t l1,
-                    const uint8_t *b2, size_t l2)
+static void put_frame_hdr(uint8_t *h, uint8_t type, uint32_t ch)
 {
-    size_t plen = LINK_FRAME_HDR_LEN + l1 + l2;
-    size_t rlen = plen + NOISE_TAGLEN;
-    uint8_t *p;
-    int r;
+    h[0] = type;
+    h[1] = 0;
+    put32(h + 2, ch);
+}
 
-    if (!l->have_keys)
-        return MESH_ESTATE;
-    r = out_reserve(l, 4 + rlen);
-    if (r < 0)
-        return r;
-    p = l->out + l->out_len;
+/* Encrypts the plaintext frame f (header || body, plen bytes) into the output as one record.
+ * f is either the record's own place in the output (in place) or a buffer outside it. */
+static int seal(struct link *l, const uint8_t *f, size_t plen)
+{
+    size_t rlen = plen + NOISE_TAGLEN;
+    uint8_t *p = l->out + l->out_len;
     put32(p, (uint32_t)rlen);
-    p[4] = type;
-    p[5] = 0;
-    put32(p + 6, ch);
-    if (l1)
-        memcpy(p + 4 + LINK_FRAME_HDR_LEN, b1, l1);
-    if (l2)
-        memcpy(p + 4 + LINK_FRAME_HDR_LEN + l1, b2, l2);
-    r = noise_cipher_encrypt(&l->tx, NULL, 0, p + 4, plen, p + 4);
+    int r = noise_cipher_encrypt(&l->tx, NULL, 0, f, plen, p + 4);
     if (r < 0)
         return r;
     l->out_len += 4 + rlen;
@@ -451,6 +448,27 @@ static int emit_one(struct link *l, uint8_t type, uint32_t ch, const uint8_t *b1
     l->st.bytes_out += 4 + rlen;
     l->tx_since_rekey += plen;
     return 0;
+}
+
+static int emit_one(struct link *l, uint8_t type, uint32_t ch, const uint8_t *b1, size_t l1,
+                    const uint8_t *b2, size_t l2)
+{
+    size_t plen = LINK_FRAME_HDR_LEN + l1 + l2;
+    uint8_t *p;
+    int r;
+
+    if (!l->have_keys)
+        return MESH_ESTATE;
+    r = out_reserve(l, 4 + plen + NOISE_TAGLEN);
+    if (r < 0)
+        return r;
+    p = l->out + l->out_len + 4;
+    put_frame_hdr(p, type, ch);
+    if (l1)
+        memcpy(p + LINK_FRAME_HDR_LEN, b1, l1);
+    if (l2)
+        memcpy(p + LINK_FRAME_HDR_LEN + l1, b2, l2);
+    return seal(l, p, plen);
 }
 
 /* Encrypts one frame into the output, preceded by REKEY when our sending key is due (bytes or
@@ -472,15 +490,18 @@ static int do_rekey(struct link *l)
 
 /* Encrypts one frame into the output, preceded by REKEY when our sending key is due (bytes or
  * time, see link.h). */
+static int rekey_if_due(struct link *l)
+{
+    if (l->have_keys && (l->rekey_due || l->tx_since_rekey >= l->cfg.rekey_bytes))
+        return do_rekey(l);
+    return 0;
+}
+
 static int emit(struct link *l, uint8_t type, uint32_t ch, const uint8_t *b1, size_t l1,
                 const uint8_t *b2, size_t l2)
 {
-    if (l->have_keys && (l->rekey_due || l->tx_since_rekey >= l->cfg.rekey_bytes)) {
-        int r = do_rekey(l);
-        if (r < 0)
-            return r;
-    }
-    return emit_one(l, type, ch, b1, l1, b2, l2);
+    int r = rekey_if_due(l);
+    return r < 0 ? r : emit_one(l, type, ch, b1, l1, b2, l2);
 }
 
 static void maybe_release(struct link *l, struct chan *c)
@@ -541,7 +562,15 @@ static int emit_chan_data(struct link *l, struct chan *c, size_t max)
     int r;
 
     list_remove(ready_list(l, c), c, &c->ready, READY_OFF);
-    r = emit(l, F_DATA, c->id, c->sbuf + c->shead, n, NULL, 0);
+    r = rekey_if_due(l);
+    if (r == 0)
+        r = out_reserve(l, 4 + LINK_FRAME_HDR_LEN + n + NOISE_TAGLEN);
+    if (r < 0)
+        return r;
+    /* The header goes into the bytes before the body (headroom or bytes already framed). */
+    uint8_t *f = c->sbuf + c->shead - LINK_FRAME_HDR_LEN;
+    put_frame_hdr(f, F_DATA, c->id);
+    r = seal(l, f, LINK_FRAME_HDR_LEN + n);
     if (r < 0)
         return r;
     c->shead += n;
@@ -549,7 +578,7 @@ static int emit_chan_data(struct link *l, struct chan *c, size_t max)
     c->send_credit -= n;
     l->queued -= n;
     if (c->slen == 0)
-        c->shead = 0;
+        c->shead = SBUF_HEADROOM;
     if (c->slen > 0)
         list_push(ready_list(l, c), c, &c->ready, READY_OFF); /* round robin */
     else if (c->fin_pending && !c->fin_sent)
@@ -715,16 +744,15 @@ int link_new(const struct link_config *cfg, const struct link_callbacks *cb, voi
         l->max_record = LINK_HS_MSG_MAX;
     if (l->cfg.out_cap < 2 * (l->max_record + 4))
         l->cfg.out_cap = 2 * (l->max_record + 4);
-    l->in_cap = 4 + l->max_record;
+    l->in_cap = 2 * (4 + l->max_record);
     while (tab_size < 2 * l->cfg.max_channels)
         tab_size *= 2;
     l->tab_mask = tab_size - 1;
     l->next_local_id = cfg->initiator ? 1 : 2;
 
     l->in = malloc(l->in_cap);
-    l->plain = malloc(l->max_record);
     l->tab = calloc(tab_size, sizeof *l->tab);
-    if (!l->in || !l->plain || !l->tab) {
+    if (!l->in || !l->tab) {
         r = MESH_ENOMEM;
         goto fail_alloc;
     }
@@ -765,10 +793,7 @@ void link_free(struct link *l)
     }
     if (l->in)
         sodium_memzero(l->in, l->in_cap);
-    if (l->plain)
-        sodium_memzero(l->plain, l->max_record);
     free(l->in);
-    free(l->plain);
     free(l->out);
     sodium_memzero(l, sizeof *l);
     free(l);
@@ -1122,7 +1147,7 @@ static int on_frame(struct link *l, const uint8_t *p, size_t len)
     }
 }
 
-static int on_record(struct link *l, const uint8_t *rec, size_t len)
+static int on_record(struct link *l, uint8_t *rec, size_t len)
 {
     int r;
 
@@ -1139,7 +1164,7 @@ static int on_record(struct link *l, const uint8_t *rec, size_t len)
     default:
         return MESH_ESTATE;
     }
-    r = noise_cipher_decrypt(&l->rx, NULL, 0, rec, len, l->plain);
+    r = noise_cipher_decrypt(&l->rx, NULL, 0, rec, len, rec); /* in place */
     if (r < 0) {
         if (r == MESH_EAUTH)
             l->st.auth_failures++;
@@ -1152,7 +1177,7 @@ static int on_record(struct link *l, const uint8_t *rec, size_t len)
     l->last_recv = l->now;
     if (len - NOISE_TAGLEN < LINK_FRAME_HDR_LEN)
         return PROTO(l, "frame of %zu bytes is shorter than its header", len - NOISE_TAGLEN);
-    return on_frame(l, l->plain, len - NOISE_TAGLEN);
+    return on_frame(l, rec, len - NOISE_TAGLEN);
 }
 
 /* Validates a record length field; may be the abort notice. */
@@ -1176,40 +1201,65 @@ static int check_len(struct link *l, uint32_t n)
     return 0;
 }
 
-int link_feed(struct link *l, const uint8_t *data, size_t len, uint64_t now_ms)
+size_t link_input_space(struct link *l, uint8_t **ptr)
+{
+    if (l->in_off == l->in_len) {
+        l->in_off = l->in_len = 0;
+    } else if (l->in_cap - l->in_len < 4 + l->max_record) {
+        /* What is left is less than one record: after the move, the rest of it fits. */
+        memmove(l->in, l->in + l->in_off, l->in_len - l->in_off);
+        l->in_len -= l->in_off;
+        l->in_off = 0;
+    }
+    *ptr = l->in + l->in_len;
+    return l->in_cap - l->in_len;
+}
+
+int link_input_commit(struct link *l, size_t n, uint64_t now_ms)
 {
     int r;
 
-    if (l->phase == P_DEAD)
+    if (l->phase == P_DEAD || l->phase == P_NEW)
         return MESH_ESTATE;
-    if (l->phase == P_NEW)
-        return MESH_ESTATE;
+    if (n > l->in_cap - l->in_len)
+        return MESH_EINVAL;
     l->now = now_ms;
-    l->st.bytes_in += len;
-    while (len > 0 && l->phase != P_DEAD) {
-        size_t take, need;
-        if (l->in_len < 4) {
-            take = 4 - l->in_len < len ? 4 - l->in_len : len;
-            memcpy(l->in + l->in_len, data, take);
-            l->in_len += take, data += take, len -= take;
-            if (l->in_len < 4)
-                break;
-            r = check_len(l, get32(l->in));
-            if (r < 0)
-                return r;
-        }
-        need = 4 + (size_t)get32(l->in) - l->in_len;
-        take = need < len ? need : len;
-        memcpy(l->in + l->in_len, data, take);
-        l->in_len += take, data += take, len -= take;
-        if (take < need)
+    l->st.bytes_in += n;
+    l->in_len += n;
+    while (l->phase != P_DEAD && l->in_len - l->in_off >= 4) {
+        uint8_t *rec = l->in + l->in_off;
+        uint32_t rlen = get32(rec);
+        r = check_len(l, rlen);
+        if (r < 0)
+            return r;
+        if (l->in_len - l->in_off < 4 + (size_t)rlen)
             break;
-        l->in_len = 0;
-        r = on_record(l, l->in + 4, get32(l->in));
+        l->in_off += 4 + (size_t)rlen;
+        r = on_record(l, rec + 4, rlen);
         if (r < 0)
             return r;
     }
+    if (l->in_off == l->in_len)
+        l->in_off = l->in_len = 0;
     return l->phase == P_DEAD ? l->err.code : 0;
+}
+
+int link_feed(struct link *l, const uint8_t *data, size_t len, uint64_t now_ms)
+{
+    if (l->phase == P_DEAD || l->phase == P_NEW)
+        return MESH_ESTATE;
+    do {
+        uint8_t *p;
+        size_t take = link_input_space(l, &p);
+        if (take > len)
+            take = len;
+        memcpy(p, data, take);
+        int r = link_input_commit(l, take, now_ms);
+        if (r < 0)
+            return r;
+        data += take, len -= take;
+    } while (len > 0);
+    return 0;
 }
 
 int link_feed_eof(struct link *l, uint64_t now_ms)
@@ -1226,7 +1276,7 @@ int link_feed_eof(struct link *l, uint64_t now_ms)
     if (l->phase == P_DEAD)
         return MESH_ESTATE;
     return die(l, MESH_ECLOSED, LINK_GOAWAY_NORMAL, false, "peer closed the connection %s%s",
-               what[l->phase], l->in_len ? " in the middle of a record" : "");
+               what[l->phase], l->in_len > l->in_off ? " in the middle of a record" : "");
 }
 
 /* ---- timers ---- */
@@ -1341,7 +1391,31 @@ int link_channel_open(struct link *l, uint16_t type, const uint8_t *payload, siz
     return 0;
 }
 
-long link_channel_send(struct link *l, uint32_t id, const uint8_t *data, size_t len)
+/* Room for n more bytes at the tail of c's send buffer, its headroom kept. */
+static int sbuf_room(struct chan *c, size_t n)
+{
+    if (c->sbuf && c->scap - c->shead - c->slen >= n)
+        return 0;
+    if (c->sbuf && c->shead > SBUF_HEADROOM) {
+        memmove(c->sbuf + SBUF_HEADROOM, c->sbuf + c->shead, c->slen);
+        c->shead = SBUF_HEADROOM;
+        if (c->scap - c->shead - c->slen >= n)
+            return 0;
+    }
+    size_t cap = c->scap ? c->scap : 4096;
+    while (cap - SBUF_HEADROOM - c->slen < n)
+        cap *= 2;
+    uint8_t *p = realloc(c->sbuf, cap);
+    if (!p)
+        return MESH_ENOMEM;
+    if (!c->sbuf)
+        c->shead = SBUF_HEADROOM;
+    c->sbuf = p;
+    c->scap = cap;
+    return 0;
+}
+
+long link_channel_reserve(struct link *l, uint32_t id, size_t len, uint8_t **ptr)
 {
     struct chan *c;
     size_t n, link_room;
@@ -1354,7 +1428,7 @@ long link_channel_send(struct link *l, uint32_t id, const uint8_t *data, size_t 
         return MESH_ENOTFOUND;
     if (c->fin_pending)
         return MESH_ESTATE;
-    if (len && !data)
+    if (!ptr)
         return MESH_EINVAL;
     if (len == 0)
         return 0;
@@ -1375,28 +1449,48 @@ long link_channel_send(struct link *l, uint32_t id, const uint8_t *data, size_t 
         c->want_writable = true;
     if (n == 0)
         return 0;
-    if (c->scap - c->shead - c->slen < n) {
-        if (c->shead) {
-            memmove(c->sbuf, c->sbuf + c->shead, c->slen);
-            c->shead = 0;
-        }
-        if (c->scap - c->slen < n) {
-            size_t cap = c->scap ? c->scap : 4096;
-            uint8_t *p;
-            while (cap - c->slen < n)
-                cap *= 2;
-            p = realloc(c->sbuf, cap);
-            if (!p)
-                return MESH_ENOMEM;
-            c->sbuf = p;
-            c->scap = cap;
-        }
-    }
-    memcpy(c->sbuf + c->shead + c->slen, data, n);
+    r = sbuf_room(c, n);
+    if (r < 0)
+        return r;
+    *ptr = c->sbuf + c->shead + c->slen;
+    return (long)n;
+}
+
+int link_channel_commit(struct link *l, uint32_t id, size_t n)
+{
+    struct chan *c;
+    int r = check_open(l);
+
+    if (r < 0)
+        return r;
+    c = chan_find(l, id);
+    if (!c || c->reset_pending)
+        return MESH_ENOTFOUND;
+    if (c->fin_pending)
+        return MESH_ESTATE;
+    if (n == 0)
+        return 0;
+    if (!c->sbuf || n > c->scap - c->shead - c->slen || n > chan_space(l, c))
+        return MESH_EINVAL;
     c->slen += n;
     l->queued += n;
     mark_ready(l, c);
-    return (long)n;
+    return 0;
+}
+
+long link_channel_send(struct link *l, uint32_t id, const uint8_t *data, size_t len)
+{
+    uint8_t *p;
+    long n;
+
+    if (len && !data)
+        return MESH_EINVAL;
+    n = link_channel_reserve(l, id, len, &p);
+    if (n <= 0)
+        return n;
+    memcpy(p, data, (size_t)n);
+    int r = link_channel_commit(l, id, (size_t)n);
+    return r < 0 ? r : n;
 }
 
 int link_channel_consume(struct link *l, uint32_t id, size_t n)
@@ -1451,7 +1545,8 @@ int link_channel_reset(struct link *l, uint32_t id, uint32_t reason)
         return 0;
     }
     l->queued -= c->slen;
-    c->slen = c->shead = 0;
+    c->slen = 0;
+    c->shead = SBUF_HEADROOM;
     list_remove(ready_list(l, c), c, &c->ready, READY_OFF);
     c->reset_pending = true;
     c->reset_reason = reason;

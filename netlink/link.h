@@ -200,6 +200,12 @@ int link_start(struct link *l, uint64_t now_ms);
  * dead (see link_error). data is only read during the call. */
 int link_feed(struct link *l, const uint8_t *data, size_t len, uint64_t now_ms);
 
+/* Zero-copy input: link_input_space returns the room (always at least one whole record) at
+ * *ptr where the owner may receive bytes; link_input_commit then takes the n bytes written
+ * there, as link_feed does. Frames are decrypted in place. */
+size_t link_input_space(struct link *l, uint8_t **ptr);
+int link_input_commit(struct link *l, size_t n, uint64_t now_ms);
+
 /* The transport reached end of stream. Returns MESH_ECLOSED (the link is now dead) with a
  * message that says what was going on. */
 int link_feed_eof(struct link *l, uint64_t now_ms);
@@ -238,6 +244,13 @@ int link_channel_open(struct link *l, uint16_t type, const uint8_t *payload, siz
  * credit and the channel send buffer (0 = wait for on_channel_writable), or MESH_ENOTFOUND,
  * MESH_ESTATE (closed for sending / link not established), MESH_EAGAIN (link output full). */
 long link_channel_send(struct link *l, uint32_t id, const uint8_t *data, size_t len);
+
+/* Zero-copy variant: link_channel_reserve returns how many bytes (at most len) the channel
+ * accepts now, with the same bounds and results as link_channel_send, and sets *ptr to where
+ * they go; link_channel_commit then queues the first n (<= that) bytes written there. Nothing
+ * else may be called on the link between the two. */
+long link_channel_reserve(struct link *l, uint32_t id, size_t len, uint8_t **ptr);
+int link_channel_commit(struct link *l, uint32_t id, size_t n);
 
 /* The application has processed n bytes delivered by on_channel_data. Returns 0,
  * MESH_ENOTFOUND, MESH_EINVAL (more than was delivered). */

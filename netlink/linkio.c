@@ -1,5 +1,6 @@
-/* libevent binding of struct link: bytes in from the bufferevent, bytes out to it, link_tick
- * from a timer, on_close once at the end. */
+/* libevent binding of struct link to a TCP socket: bytes received straight into the link's
+ * input buffer, its output sent straight from its buffer, link_tick from a timer, on_close once
+ * at the end. */
 #define _POSIX_C_SOURCE 200809L
 #include "linkio.h"
 
@@ -13,26 +14,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <sodium.h>
 
-/* Keep the kernel-side queue short so control frames are not stuck behind bulk bytes that
- * already left the link (see "Priorities" in link.h). */
-#define OUT_HIGH       (64 * 1024)
-#define OUT_LOW        (16 * 1024)
+/* The kernel-side queue: at most NOTSENT_LOWAT bytes not yet sent on the wire wait in the
+ * socket (TCP_NOTSENT_LOWAT), so that control frames are not stuck behind bulk bytes that
+ * already left the link (see "Priorities" in link.h), while the link encrypts the next frame
+ * only when the socket can take it. */
+#define NOTSENT_LOWAT  (128 * 1024)
 #define FLUSH_GRACE_MS 1000 /* time given to a final notice before closing the socket */
-/* libevent 2.1 reads at most 4 KiB per readiness event (EVBUFFER_MAX_READ), four syscalls
- * per bulk frame: after taking what the bufferevent read, read_cb drains the socket itself in
- * READ_CHUNK reads, up to READ_BUDGET bytes per event so that one busy link cannot starve the
- * others (bench/README.md, tunnel: the kernel side was half of meshd's CPU per GiB). */
-#define READ_CHUNK  (64 * 1024)
+/* Bytes read per readiness event at most, so that one busy link cannot starve the others. The
+ * socket is read straight into the link's input buffer (link_input_space): no copy. */
 #define READ_BUDGET (512 * 1024)
 
 struct linkio {
     struct event_base *base;
-    struct bufferevent *bev;
-    uint8_t *rbuf; /* READ_CHUNK bytes for read_cb's own reads */
+    int fd; /* -1 once closed */
+    struct event *rev, *wev;
+    bool reading, writing; /* rev / wev added */
     struct link *link;
     struct event *timer, *flush_ev, *close_ev;
     struct linkio_config cfg;
@@ -104,14 +102,27 @@ static void t_output(void *ud)
 
 /* ---- closing ---- */
 
+static void want(struct event *ev, bool *added, bool on)
+{
+    if (on == *added)
+        return;
+    if (on)
+        event_add(ev, NULL);
+    else
+        event_del(ev);
+    *added = on;
+}
+
 static void finish(struct linkio *lio)
 {
     if (lio->finished)
         return;
     lio->finished = true;
-    if (lio->bev) {
-        bufferevent_free(lio->bev); /* BEV_OPT_CLOSE_ON_FREE closes the socket */
-        lio->bev = NULL;
+    want(lio->rev, &lio->reading, false);
+    want(lio->wev, &lio->writing, false);
+    if (lio->fd >= 0) {
+        close(lio->fd);
+        lio->fd = -1;
     }
     evtimer_del(lio->timer);
     event_del(lio->flush_ev);
@@ -137,8 +148,7 @@ static void fail(struct linkio *lio, const struct mesh_err *err)
     if (lio->closing && err->code == MESH_ECLOSED)
         lio->err.code = 0;
     lio->fail_deadline = now_ms() + FLUSH_GRACE_MS;
-    if (lio->bev)
-        bufferevent_disable(lio->bev, EV_READ);
+    want(lio->rev, &lio->reading, false);
     event_active(lio->flush_ev, EV_WRITE, 0);
 }
 
@@ -174,26 +184,54 @@ static void rearm_timer(struct linkio *lio)
     evtimer_add(lio->timer, &tv);
 }
 
+/* The socket failed (errno e) or reached its end: nothing more can be sent. */
+static void socket_failed(struct linkio *lio, int e)
+{
+    if (e == 0) {
+        if (link_state(lio->link) != LINK_STATE_DEAD)
+            (void)link_feed_eof(lio->link, now_ms());
+        if (!lio->failing)
+            fail(lio, link_error(lio->link));
+    } else {
+        struct mesh_err err;
+        mesh_errf(&err, MESH_EIO, "%s: %s", lio->connected ? "socket" : "connect", strerror(e));
+        fail(lio, &err);
+    }
+    finish(lio);
+}
+
+/* Sends what the link has to send, straight from its output buffer, until the socket is full. */
 static void flush(struct linkio *lio)
 {
-    struct evbuffer *out;
+    bool blocked = false;
 
     if (lio->finished || !lio->connected)
         return;
-    out = bufferevent_get_output(lio->bev);
-    while (evbuffer_get_length(out) < OUT_HIGH || lio->failing) {
+    for (;;) {
         const uint8_t *p;
         size_t n;
         link_output_peek(lio->link, &p, &n);
         if (n == 0)
             break;
-        if (bufferevent_write(lio->bev, p, n) < 0) {
-            fail_code(lio, MESH_ENOMEM, "writing to the socket buffer");
+        ssize_t w = send(lio->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                blocked = true;
+                break;
+            }
+            socket_failed(lio, errno);
+            return;
+        }
+        link_output_consume(lio->link, (size_t)w);
+        if ((size_t)w < n) {
+            blocked = true;
             break;
         }
-        link_output_consume(lio->link, n);
     }
-    if (evbuffer_get_length(out) == 0 && link_output_idle(lio->link)) {
+    want(lio->wev, &lio->writing, blocked);
+    if (!blocked && link_output_idle(lio->link)) {
         if (lio->failing) {
             finish(lio);
             return;
@@ -215,41 +253,33 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     flush(arg);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg);
-
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct linkio *lio = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
     uint64_t now = now_ms();
-
-    while (!lio->failing && evbuffer_get_length(in) > 0) {
-        struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-            break;
-        int r = link_feed(lio->link, v.iov_base, v.iov_len, now);
-        evbuffer_drain(in, v.iov_len);
-        if (r < 0)
-            fail(lio, link_error(lio->link));
-    }
-    /* Then what else the socket holds, in large reads. */
     size_t budget = READ_BUDGET;
-    while (!lio->failing && !lio->finished && lio->rbuf && budget > 0) {
-        ssize_t n = recv(bufferevent_getfd(bev), lio->rbuf, READ_CHUNK, 0);
+    (void)what;
+
+    while (!lio->failing && !lio->finished && budget > 0) {
+        uint8_t *p;
+        size_t room = link_input_space(lio->link, &p);
+        ssize_t n = recv(fd, p, room, 0);
         if (n > 0) {
             budget = (size_t)n < budget ? budget - (size_t)n : 0;
-            if (link_feed(lio->link, lio->rbuf, (size_t)n, now) < 0)
+            if (link_input_commit(lio->link, (size_t)n, now) < 0)
                 fail(lio, link_error(lio->link));
+            if ((size_t)n < room)
+                break; /* drained (a level-triggered event follows if more came) */
             continue;
         }
         if (n == 0) {
-            event_cb(bev, BEV_EVENT_READING | BEV_EVENT_EOF, lio);
+            socket_failed(lio, 0);
             return;
         }
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            event_cb(bev, BEV_EVENT_READING | BEV_EVENT_ERROR, lio);
+            socket_failed(lio, errno);
             return;
         }
         break;
@@ -257,40 +287,37 @@ static void read_cb(struct bufferevent *bev, void *arg)
     flush(lio);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+static void set_sockopts(int fd)
 {
-    (void)bev;
-    flush(arg);
+    int one = 1, lowat = NOTSENT_LOWAT;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct linkio *lio = arg;
-    (void)bev;
+    (void)what;
 
-    if (what & BEV_EVENT_CONNECTED) {
-        int one = 1;
+    if (!lio->connected) {
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+            soerr = errno;
+        if (soerr == EINPROGRESS || soerr == EALREADY)
+            return;
+        if (soerr) {
+            socket_failed(lio, soerr);
+            return;
+        }
         lio->connected = true;
-        setsockopt(bufferevent_getfd(lio->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        set_sockopts(fd);
+        want(lio->wev, &lio->writing, false);
+        want(lio->rev, &lio->reading, true);
         if (link_start(lio->link, now_ms()) < 0)
             fail_code(lio, MESH_ESTATE, "starting the link");
-        flush(lio);
-        return;
     }
-    if (what & BEV_EVENT_EOF) {
-        if (link_state(lio->link) != LINK_STATE_DEAD)
-            (void)link_feed_eof(lio->link, now_ms());
-        if (!lio->failing)
-            fail(lio, link_error(lio->link));
-    } else if (what & BEV_EVENT_ERROR) {
-        struct mesh_err e;
-        int saved = EVUTIL_SOCKET_ERROR();
-        mesh_errf(&e, MESH_EIO, "%s: %s", lio->connected ? "socket" : "connect",
-                  evutil_socket_error_to_string(saved));
-        fail(lio, &e);
-    }
-    /* The socket is gone: nothing more can be flushed. */
-    finish(lio);
+    flush(lio);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -340,6 +367,7 @@ static int lio_new(struct event_base *base, int fd, const struct linkio_config *
     if (!lio)
         return mesh_errf(err, MESH_ENOMEM, "linkio: out of memory");
     lio->base = base;
+    lio->fd = -1; /* the caller's until we succeed */
     lio->cfg = *cfg;
     if (!lio->cfg.connect_timeout_ms)
         lio->cfg.connect_timeout_ms = LINKIO_DEFAULT_CONNECT_TIMEOUT;
@@ -351,42 +379,21 @@ static int lio_new(struct event_base *base, int fd, const struct linkio_config *
     sodium_memzero(&lio->cfg.link, sizeof lio->cfg.link);
     if (r < 0) {
         mesh_errf(err, r, "linkio: link: %s", mesh_strerror(r));
-        goto fail_lio;
+        free(lio);
+        return r;
     }
     lio->timer = evtimer_new(base, timer_cb, lio);
     lio->flush_ev = event_new(base, -1, 0, flush_cb, lio);
     lio->close_ev = event_new(base, -1, 0, close_cb, lio);
-    lio->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-    lio->rbuf = malloc(READ_CHUNK);
-    if (!lio->timer || !lio->flush_ev || !lio->close_ev || !lio->bev || !lio->rbuf) {
-        r = mesh_errf(err, MESH_ENOMEM, "linkio: out of memory");
-        goto fail_events;
+    lio->rev = event_new(base, fd, EV_READ | EV_PERSIST, read_cb, lio);
+    lio->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, write_cb, lio);
+    if (!lio->timer || !lio->flush_ev || !lio->close_ev || !lio->rev || !lio->wev) {
+        linkio_free(lio); /* fd is still -1: the caller keeps it */
+        return mesh_errf(err, MESH_ENOMEM, "linkio: out of memory");
     }
-    bufferevent_setcb(lio->bev, read_cb, write_cb, event_cb, lio);
-    bufferevent_setwatermark(lio->bev, EV_WRITE, OUT_LOW, 0);
-    /* Flush the whole (short) queue per writev, not bufferevent's default 16 KiB. */
-    bufferevent_set_max_single_write(lio->bev, OUT_HIGH);
-    bufferevent_enable(lio->bev, EV_READ | EV_WRITE);
+    lio->fd = fd;
     *ret = lio;
     return 0;
-
-fail_events:
-    if (lio->bev) {
-        /* The caller keeps the fd on failure: detach it before freeing. */
-        bufferevent_setfd(lio->bev, -1);
-        bufferevent_free(lio->bev);
-    }
-    if (lio->timer)
-        event_free(lio->timer);
-    if (lio->flush_ev)
-        event_free(lio->flush_ev);
-    if (lio->close_ev)
-        event_free(lio->close_ev);
-    free(lio->rbuf);
-    link_free(lio->link);
-fail_lio:
-    free(lio);
-    return r;
 }
 
 int linkio_connect(struct event_base *base, const struct mesh_addr *addr,
@@ -404,47 +411,47 @@ int linkio_connect(struct event_base *base, const struct mesh_addr *addr,
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return mesh_errf(err, -errno, "linkio: socket: %s", strerror(errno));
-    r = lio_new(base, fd, cfg, true, &lio, err);
-    if (r < 0)
-        goto fail_fd;
-    lio->connect_deadline = now_ms() + lio->cfg.connect_timeout_ms;
-    if (bufferevent_socket_connect(lio->bev, (struct sockaddr *)&ss, (int)sl) < 0) {
+    if (connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS) {
         r = mesh_errf(err, MESH_EIO, "linkio: connect to %s: %s",
                       mesh_addr_format(addr, buf, sizeof buf), strerror(errno));
-        goto fail_lio;
+        close(fd);
+        return r;
     }
+    r = lio_new(base, fd, cfg, true, &lio, err);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    /* Connected once the socket is writable (write_cb). */
+    lio->connect_deadline = now_ms() + lio->cfg.connect_timeout_ms;
+    want(lio->wev, &lio->writing, true);
     rearm_timer(lio);
     *ret = lio;
     return 0;
-
-fail_lio:
-    linkio_free(lio); /* closes fd through the bufferevent */
-    return r;
-fail_fd:
-    close(fd);
-    return r;
 }
 
 int linkio_adopt(struct event_base *base, int fd, const struct linkio_config *cfg,
                  struct linkio **ret, struct mesh_err *err)
 {
     struct linkio *lio;
-    int one = 1, fl, r;
+    int fl, r;
 
     fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
         return mesh_errf(err, -errno, "linkio: fcntl: %s", strerror(errno));
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    set_sockopts(fd);
     r = lio_new(base, fd, cfg, false, &lio, err);
     if (r < 0)
         return r;
     lio->connected = true;
     r = link_start(lio->link, now_ms());
     if (r < 0) {
-        bufferevent_setfd(lio->bev, -1);
+        lio->fd = -1; /* the caller keeps it */
         linkio_free(lio);
         return mesh_errf(err, r, "linkio: start: %s", mesh_strerror(r));
     }
+    want(lio->rev, &lio->reading, true);
+    event_active(lio->flush_ev, EV_WRITE, 0);
     rearm_timer(lio);
     *ret = lio;
     return 0;
@@ -479,8 +486,12 @@ void linkio_free(struct linkio *lio)
 {
     if (!lio)
         return;
-    if (lio->bev)
-        bufferevent_free(lio->bev);
+    if (lio->rev)
+        event_free(lio->rev);
+    if (lio->wev)
+        event_free(lio->wev);
+    if (lio->fd >= 0)
+        close(lio->fd);
     if (lio->timer)
         event_free(lio->timer);
     if (lio->flush_ev)
@@ -488,6 +499,5 @@ void linkio_free(struct linkio *lio)
     if (lio->close_ev)
         event_free(lio->close_ev);
     link_free(lio->link);
-    free(lio->rbuf);
     free(lio);
 }

@@ -1,4 +1,4 @@
-/* libevent binding of a struct link (link.h) to a TCP socket through a bufferevent.
+/* libevent binding of a struct link (link.h) to a TCP socket.
  *
  * Contract (after libuv's handles): the owner keeps the linkio until on_close has fired, which
  * happens exactly once, from the event loop (never from inside a linkio_* call or a link

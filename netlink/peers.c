@@ -1150,7 +1150,7 @@ void peers_stream_set_cb(struct peers_stream *s, const struct peers_stream_cb *c
     s->ud = ud;
 }
 
-long peers_stream_send(struct peers_stream *s, const uint8_t *data, size_t len)
+long peers_stream_reserve(struct peers_stream *s, size_t len, uint8_t **ptr)
 {
     if (s->ended || !s->c || !s->opened || !s->connected || s->fin_sent)
         return MESH_ESTATE;
@@ -1158,7 +1158,7 @@ long peers_stream_send(struct peers_stream *s, const uint8_t *data, size_t len)
         s->want_writable = true;
         return 0;
     }
-    long n = link_channel_send(stream_link(s), s->chan, data, len);
+    long n = link_channel_reserve(stream_link(s), s->chan, len, ptr);
     if (n == MESH_EAGAIN)
         n = 0;
     if (n < 0)
@@ -1166,6 +1166,24 @@ long peers_stream_send(struct peers_stream *s, const uint8_t *data, size_t len)
     if ((size_t)n < len)
         s->want_writable = true;
     return n;
+}
+
+int peers_stream_commit(struct peers_stream *s, size_t n)
+{
+    if (s->ended || !s->c || !s->opened || !s->connected || s->fin_sent)
+        return MESH_ESTATE;
+    return link_channel_commit(stream_link(s), s->chan, n);
+}
+
+long peers_stream_send(struct peers_stream *s, const uint8_t *data, size_t len)
+{
+    uint8_t *p;
+    long n = peers_stream_reserve(s, len, &p);
+    if (n <= 0)
+        return n;
+    memcpy(p, data, (size_t)n);
+    int r = peers_stream_commit(s, (size_t)n);
+    return r < 0 ? r : n;
 }
 
 int peers_stream_consume(struct peers_stream *s, size_t n)

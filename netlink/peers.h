@@ -174,6 +174,12 @@ void peers_stream_set_cb(struct peers_stream *s, const struct peers_stream_cb *c
  * room. MESH_ESTATE before on_connected, after peers_stream_close, or once the stream ended. */
 long peers_stream_send(struct peers_stream *s, const uint8_t *data, size_t len);
 
+/* Zero-copy variant (link_channel_reserve): up to len bytes of room at *ptr, as many as
+ * peers_stream_send would take now (same results); peers_stream_commit then queues the first n
+ * bytes written there. Nothing else may be called on the stream's link in between. */
+long peers_stream_reserve(struct peers_stream *s, size_t len, uint8_t **ptr);
+int peers_stream_commit(struct peers_stream *s, size_t n);
+
 /* The owner processed n bytes delivered by on_data: returns that much credit to the peer.
  * MESH_EINVAL for more than was delivered and not yet consumed. */
 int peers_stream_consume(struct peers_stream *s, size_t n);

@@ -419,6 +419,37 @@ static void on_fd_read(evutil_socket_t fd, short what, void *arg)
         update(t);
         return;
     }
+    struct end *dst = &t->e[1 - e->idx];
+    if (dst->kind == END_STREAM && sink_ready(dst)) {
+        /* The common case: straight into the stream's send buffer, no copy. */
+        uint8_t *room;
+        long n = peers_stream_reserve(dst->s, t->ts->read_max, &room);
+        if (n < 0) {
+            fail(t, (int)n, "%s: write: %s", side(dst), errstr((int)n));
+            return;
+        }
+        if (n > 0) {
+            ssize_t got = recv(fd, room, (size_t)n, 0);
+            if (got < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                    return;
+                fail(t, -errno, "%s: read: %s", side(e), strerror(errno));
+                return;
+            }
+            int rc = peers_stream_commit(dst->s, (size_t)got);
+            if (rc < 0) {
+                fail(t, rc, "%s: write: %s", side(dst), errstr(rc));
+                return;
+            }
+            p->bytes += (uint64_t)got;
+            t->ts->st.bytes[e->idx] += (uint64_t)got;
+            if (got == 0)
+                p->eof = true;
+            pump(t, e->idx);
+            return;
+        }
+        /* No room in the stream now: hold one read in the pipe, as for a socket sink. */
+    }
     if (!pipe_alloc(p)) {
         fail(t, MESH_ENOMEM, "%s: out of memory", side(e));
         return;
