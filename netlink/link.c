@@ -39,7 +39,11 @@ enum phase {
 #define MAX_FRAME_CAP (1u << 20)
 #define CREDIT_MAX    (1ull << 40) /* a peer granting more than this is broken */
 #define OUT_INITIAL   (16 * 1024)
-#define SBUF_HEADROOM 16 /* >= LINK_FRAME_HDR_LEN, see struct chan */
+/* >= LINK_FRAME_HDR_LEN (see struct chan). 64 rather than 8: a relay copies each frame's body
+ * from the input buffer (10 bytes into a record) into a send buffer, and where both buffers start
+ * at the same offset in a page, a destination 1..31 bytes ahead of the source modulo 4 KiB makes
+ * glibc's memcpy 20x slower on AMD CPUs (rep movsb; bench/README.md, tunnel). */
+#define SBUF_HEADROOM 64
 
 struct chan;
 
