@@ -1419,19 +1419,29 @@ static int sbuf_room(struct chan *c, size_t n)
     return 0;
 }
 
-long link_channel_reserve(struct link *l, uint32_t id, size_t len, uint8_t **ptr)
+/* The channel id names, if data may be queued on it: else a negative code. */
+static int sendable_chan(struct link *l, uint32_t id, struct chan **ret)
 {
-    struct chan *c;
-    size_t n, link_room;
     int r = check_open(l);
-
     if (r < 0)
         return r;
-    c = chan_find(l, id);
+    struct chan *c = chan_find(l, id);
     if (!c || c->reset_pending)
         return MESH_ENOTFOUND;
     if (c->fin_pending)
         return MESH_ESTATE;
+    *ret = c;
+    return 0;
+}
+
+long link_channel_reserve(struct link *l, uint32_t id, size_t len, uint8_t **ptr)
+{
+    struct chan *c;
+    size_t n, link_room;
+    int r = sendable_chan(l, id, &c);
+
+    if (r < 0)
+        return r;
     if (!ptr)
         return MESH_EINVAL;
     if (len == 0)
@@ -1463,15 +1473,10 @@ long link_channel_reserve(struct link *l, uint32_t id, size_t len, uint8_t **ptr
 int link_channel_commit(struct link *l, uint32_t id, size_t n)
 {
     struct chan *c;
-    int r = check_open(l);
+    int r = sendable_chan(l, id, &c);
 
     if (r < 0)
         return r;
-    c = chan_find(l, id);
-    if (!c || c->reset_pending)
-        return MESH_ENOTFOUND;
-    if (c->fin_pending)
-        return MESH_ESTATE;
     if (n == 0)
         return 0;
     if (!c->sbuf || n > c->scap - c->shead - c->slen || n > chan_space(l, c))
