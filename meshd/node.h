@@ -49,31 +49,27 @@ struct route_table;
 #define SVC_ENDPOINTS_MAX 8192
 #define SVC_LISTENERS_MAX 8192
 
-struct svc_endpoint {
+/* One entry of the service catalog: an endpoint of a service (addr: its target, reached from
+ * that node) or a listener for it (addr: where it listens on that node). host: declared with
+ * `service expose|connect`, else a microservice replica's (app, ms, replica). */
+struct svc_entry {
     char service[FSM_APP_NAME_MAX + 1];
     char node[FSM_NODE_NAME_MAX + 1];
-    struct mesh_addr target; /* reached from that node */
-    bool host;               /* declared with `service expose`, else a microservice replica */
+    struct mesh_addr addr;
+    bool host;
     char app[FSM_APP_NAME_MAX + 1], ms[FSM_APP_NAME_MAX + 1];
     uint32_t replica;
 };
 
-struct svc_listener {
-    char service[FSM_APP_NAME_MAX + 1];
-    char node[FSM_NODE_NAME_MAX + 1];
-    struct mesh_addr listen; /* on that node */
-    bool host;               /* declared with `service connect`, else a microservice's */
-    char app[FSM_APP_NAME_MAX + 1], ms[FSM_APP_NAME_MAX + 1];
-    uint32_t replica;
+struct svc_list {
+    struct svc_entry *v;
+    size_t n, cap;
 };
 
 struct svc_catalog {
-    uint64_t revision; /* of the fsm it was built from */
-    bool full;         /* entries beyond the bounds were left out */
-    struct svc_endpoint *eps;
-    size_t neps, caps_eps;
-    struct svc_listener *ls;
-    size_t nls, caps_ls;
+    uint64_t revision;       /* of the fsm it was built from */
+    bool full;               /* entries beyond the bounds were left out */
+    struct svc_list eps, ls; /* endpoints, listeners */
 };
 struct pp_call; /* a push-pull call in flight (node.c) */
 

@@ -25,32 +25,32 @@ void svc_catalog_free(struct svc_catalog *c)
 {
     if (!c)
         return;
-    free(c->eps);
-    free(c->ls);
+    free(c->eps.v);
+    free(c->ls.v);
     free(c);
 }
 
-static int add_endpoint(struct svc_catalog *c, const char *service, const char *node,
-                        const struct mesh_addr *target, const char *app, const char *ms,
-                        uint32_t replica)
+static int add_entry(struct svc_catalog *c, struct svc_list *list, size_t max, const char *service,
+                     const char *node, const struct mesh_addr *addr, const char *app,
+                     const char *ms, uint32_t replica)
 {
-    if (c->neps == c->caps_eps) {
-        size_t cap = c->caps_eps ? c->caps_eps * 2 : 16;
-        if (cap > SVC_ENDPOINTS_MAX) {
+    if (list->n == list->cap) {
+        size_t cap = list->cap ? list->cap * 2 : 16;
+        if (cap > max) {
             c->full = true;
             return MESH_EFULL;
         }
-        struct svc_endpoint *v = realloc(c->eps, cap * sizeof *v);
+        struct svc_entry *v = realloc(list->v, cap * sizeof *v);
         if (!v)
             return MESH_ENOMEM;
-        c->eps = v;
-        c->caps_eps = cap;
+        list->v = v;
+        list->cap = cap;
     }
-    struct svc_endpoint *e = &c->eps[c->neps++];
+    struct svc_entry *e = &list->v[list->n++];
     memset(e, 0, sizeof *e);
     snprintf(e->service, sizeof e->service, "%s", service);
     snprintf(e->node, sizeof e->node, "%s", node);
-    e->target = *target;
+    e->addr = *addr;
     e->host = app == NULL;
     if (app) {
         snprintf(e->app, sizeof e->app, "%s", app);
@@ -60,34 +60,18 @@ static int add_endpoint(struct svc_catalog *c, const char *service, const char *
     return 0;
 }
 
+static int add_endpoint(struct svc_catalog *c, const char *service, const char *node,
+                        const struct mesh_addr *target, const char *app, const char *ms,
+                        uint32_t replica)
+{
+    return add_entry(c, &c->eps, SVC_ENDPOINTS_MAX, service, node, target, app, ms, replica);
+}
+
 static int add_listener(struct svc_catalog *c, const char *service, const char *node,
                         const struct mesh_addr *listen, const char *app, const char *ms,
                         uint32_t replica)
 {
-    if (c->nls == c->caps_ls) {
-        size_t cap = c->caps_ls ? c->caps_ls * 2 : 16;
-        if (cap > SVC_LISTENERS_MAX) {
-            c->full = true;
-            return MESH_EFULL;
-        }
-        struct svc_listener *v = realloc(c->ls, cap * sizeof *v);
-        if (!v)
-            return MESH_ENOMEM;
-        c->ls = v;
-        c->caps_ls = cap;
-    }
-    struct svc_listener *l = &c->ls[c->nls++];
-    memset(l, 0, sizeof *l);
-    snprintf(l->service, sizeof l->service, "%s", service);
-    snprintf(l->node, sizeof l->node, "%s", node);
-    l->listen = *listen;
-    l->host = app == NULL;
-    if (app) {
-        snprintf(l->app, sizeof l->app, "%s", app);
-        snprintf(l->ms, sizeof l->ms, "%s", ms);
-        l->replica = replica;
-    }
-    return 0;
+    return add_entry(c, &c->ls, SVC_LISTENERS_MAX, service, node, listen, app, ms, replica);
 }
 
 static void loopback(uint16_t port, struct mesh_addr *a)
@@ -188,29 +172,17 @@ const struct svc_catalog *node_svc_catalog(struct node *n)
 
 /* ---- API --------------------------------------------------------------------------------- */
 
-static json_t *endpoint_json(const struct svc_endpoint *e)
+/* addr_key names the address: "target" for an endpoint, "listen" for a listener. */
+static json_t *entry_json(const struct svc_entry *e, const char *addr_key)
 {
     char addr[MESH_ADDR_STRLEN];
-    json_t *o = json_pack("{s:s, s:s, s:s}", "node", e->node, "target",
-                          mesh_addr_format(&e->target, addr, sizeof addr), "kind",
+    json_t *o = json_pack("{s:s, s:s, s:s}", "node", e->node, addr_key,
+                          mesh_addr_format(&e->addr, addr, sizeof addr), "kind",
                           e->host ? "host" : "microservice");
     if (!e->host)
         json_object_set_new(
             o, "microservice",
             json_pack("{s:s, s:s, s:i}", "app", e->app, "name", e->ms, "replica", (int)e->replica));
-    return o;
-}
-
-static json_t *listener_json(const struct svc_listener *l)
-{
-    char addr[MESH_ADDR_STRLEN];
-    json_t *o = json_pack("{s:s, s:s, s:s}", "node", l->node, "listen",
-                          mesh_addr_format(&l->listen, addr, sizeof addr), "kind",
-                          l->host ? "host" : "microservice");
-    if (!l->host)
-        json_object_set_new(
-            o, "microservice",
-            json_pack("{s:s, s:s, s:i}", "app", l->app, "name", l->ms, "replica", (int)l->replica));
     return o;
 }
 
@@ -236,13 +208,14 @@ static void reply_services(struct node *n, struct evhttp_request *req, const cha
     (void)consistent;
     const struct svc_catalog *c = node_svc_catalog(n);
     json_t *byname = json_object();
-    for (size_t i = 0; c && i < c->neps; i++)
+    for (size_t i = 0; c && i < c->eps.n; i++)
         json_array_append_new(
-            json_object_get(service_entry(byname, c->eps[i].service), "endpoints"),
-            endpoint_json(&c->eps[i]));
-    for (size_t i = 0; c && i < c->nls; i++)
-        json_array_append_new(json_object_get(service_entry(byname, c->ls[i].service), "listeners"),
-                              listener_json(&c->ls[i]));
+            json_object_get(service_entry(byname, c->eps.v[i].service), "endpoints"),
+            entry_json(&c->eps.v[i], "target"));
+    for (size_t i = 0; c && i < c->ls.n; i++)
+        json_array_append_new(
+            json_object_get(service_entry(byname, c->ls.v[i].service), "listeners"),
+            entry_json(&c->ls.v[i], "listen"));
     /* Sorted by name (jansson objects keep insertion order). */
     json_t *arr = json_array();
     size_t nkeys = json_object_size(byname), k = 0;

@@ -222,12 +222,12 @@ static int splice_local(struct node_tunnels *nt, int fd, const struct mesh_addr 
 /* ---- choosing an endpoint ---------------------------------------------------------------- */
 
 /* The endpoint of service on this node, if any. */
-static const struct svc_endpoint *local_endpoint(struct node *n, const char *service)
+static const struct svc_entry *local_endpoint(struct node *n, const char *service)
 {
     const struct svc_catalog *c = node_svc_catalog(n);
-    for (size_t i = 0; c && i < c->neps; i++)
-        if (strcmp(c->eps[i].service, service) == 0 && strcmp(c->eps[i].node, n->cfg.name) == 0)
-            return &c->eps[i];
+    for (size_t i = 0; c && i < c->eps.n; i++)
+        if (strcmp(c->eps.v[i].service, service) == 0 && strcmp(c->eps.v[i].node, n->cfg.name) == 0)
+            return &c->eps.v[i];
     return NULL;
 }
 
@@ -240,15 +240,15 @@ static int pick_node(struct node_tunnels *nt, struct svc_listen *sl, const char 
     const struct svc_catalog *c = node_svc_catalog(n);
     const char *cands[64];
     size_t nc = 0, total = 0;
-    for (size_t i = 0; c && i < c->neps && nc < 64; i++) {
-        if (strcmp(c->eps[i].service, sl->service) != 0)
+    for (size_t i = 0; c && i < c->eps.n && nc < 64; i++) {
+        if (strcmp(c->eps.v[i].service, sl->service) != 0)
             continue;
         total++;
         bool dup = false;
         for (size_t k = 0; k < nc && !dup; k++)
-            dup = strcmp(cands[k], c->eps[i].node) == 0;
+            dup = strcmp(cands[k], c->eps.v[i].node) == 0;
         if (!dup)
-            cands[nc++] = c->eps[i].node;
+            cands[nc++] = c->eps.v[i].node;
     }
     if (nc == 0) {
         snprintf(why, whylen, "service %s has no endpoints", sl->service);
@@ -300,8 +300,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     if (strcmp(dest, n->cfg.name) == 0) {
-        const struct svc_endpoint *e = local_endpoint(n, sl->service);
-        if (!e || splice_local(nt, fd, &e->target) < 0) {
+        const struct svc_entry *e = local_endpoint(n, sl->service);
+        if (!e || splice_local(nt, fd, &e->addr) < 0) {
             refused(nt, sl->service, "service %s: cannot connect to its endpoint here",
                     sl->service);
             close_rst(fd);
@@ -334,7 +334,7 @@ static void listen_close(struct svc_listen *sl)
     free(sl);
 }
 
-static struct svc_listen *listen_open(struct node_tunnels *nt, const struct svc_listener *want)
+static struct svc_listen *listen_open(struct node_tunnels *nt, const struct svc_entry *want)
 {
     struct node *n = nt->n;
     struct svc_listen *sl = calloc(1, sizeof *sl);
@@ -342,9 +342,9 @@ static struct svc_listen *listen_open(struct node_tunnels *nt, const struct svc_
         return NULL;
     sl->n = n;
     snprintf(sl->service, sizeof sl->service, "%s", want->service);
-    sl->addr = want->listen;
+    sl->addr = want->addr;
     struct sockaddr_storage ss;
-    socklen_t len = mesh_addr_to_sockaddr(&want->listen, &ss);
+    socklen_t len = mesh_addr_to_sockaddr(&want->addr, &ss);
     sl->l =
         evconnlistener_new_bind(n->loop.base, on_accept, sl,
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
@@ -352,8 +352,7 @@ static struct svc_listen *listen_open(struct node_tunnels *nt, const struct svc_
     if (!sl->l) {
         char addr[MESH_ADDR_STRLEN], msg[MESH_ERRMSG_LEN];
         snprintf(msg, sizeof msg, "cannot listen on %s for service %s: %s",
-                 mesh_addr_format(&want->listen, addr, sizeof addr), want->service,
-                 strerror(errno));
+                 mesh_addr_format(&want->addr, addr, sizeof addr), want->service, strerror(errno));
         if (strcmp(msg, nt->last_bind_error) != 0) {
             log_warn(&n->log, "%s", msg);
             snprintf(nt->last_bind_error, sizeof nt->last_bind_error, "%s", msg);
@@ -379,12 +378,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         return;
     for (size_t i = 0; i < nt->nls; i++)
         nt->ls[i]->wanted = false;
-    for (size_t i = 0; i < c->nls; i++) {
-        const struct svc_listener *w = &c->ls[i];
+    for (size_t i = 0; i < c->ls.n; i++) {
+        const struct svc_entry *w = &c->ls.v[i];
         if (strcmp(w->node, n->cfg.name) != 0)
             continue;
         size_t k = 0;
-        while (k < nt->nls && !mesh_addr_equal(&nt->ls[k]->addr, &w->listen))
+        while (k < nt->nls && !mesh_addr_equal(&nt->ls[k]->addr, &w->addr))
             k++;
         if (k < nt->nls && strcmp(nt->ls[k]->service, w->service) == 0) {
             nt->ls[k]->wanted = true;
@@ -429,13 +428,13 @@ static uint32_t accept_tunnel(void *ud, struct peers_stream *s,
         return LINK_RESET_REFUSED;
     }
     if (strcmp(o.dest, n->cfg.name) == 0) {
-        const struct svc_endpoint *e = local_endpoint(n, o.service);
+        const struct svc_entry *e = local_endpoint(n, o.service);
         if (!e) {
             refused(nt, o.service, "tunnel %llu from %s: this node provides no service %s",
                     (unsigned long long)o.id, o.origin, o.service);
             return LINK_RESET_REFUSED;
         }
-        if (tunnel_accept_connect(nt->ts, s, &e->target, o.id, NULL) < 0) {
+        if (tunnel_accept_connect(nt->ts, s, &e->addr, o.id, NULL) < 0) {
             refused(nt, o.service, "tunnel %llu from %s: too many tunnels",
                     (unsigned long long)o.id, o.origin);
             return LINK_RESET_REFUSED;
