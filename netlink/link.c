@@ -838,6 +838,7 @@ static int write_hs(struct link *l, bool with_payload)
 {
     uint8_t rec[4 + LINK_HS_MSG_MAX];
     uint8_t payload[1 + LINK_HS_PAYLOAD_MAX];
+    int msg = !l->cfg.initiator ? 2 : with_payload ? 3 : 1;
     size_t len = 0, n;
     int r;
 
@@ -847,12 +848,8 @@ static int write_hs(struct link *l, bool with_payload)
         len = 1 + l->cfg.payload_len;
     }
     r = noise_handshake_write(&l->hs, payload, len, rec + 4, LINK_HS_MSG_MAX, &n);
-    sodium_memzero(payload, len);
     if (r < 0)
-        return die(l, r, LINK_GOAWAY_PROTO, true, "handshake: writing message %d: %s",
-                   !l->cfg.initiator ? 2
-                   : with_payload    ? 3
-                                     : 1,
+        return die(l, r, LINK_GOAWAY_PROTO, true, "handshake: writing message %d: %s", msg,
                    mesh_strerror(r));
     put32(rec, (uint32_t)n);
     emit_raw_record(l, rec, 4 + n);
