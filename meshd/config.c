@@ -28,6 +28,7 @@ enum opt_id {
     OPT_RAFT_VOTERS,
     OPT_RAFT_TIMING,
     OPT_RESCHEDULE_AFTER,
+    OPT_LINK_CIPHER,
     OPT_CONFIG,
     OPT_COUNT_
 };
@@ -49,6 +50,7 @@ static const char *const opt_names[OPT_COUNT_] = {
     [OPT_RAFT_VOTERS] = "raft-voters",
     [OPT_RAFT_TIMING] = "raft-timing",
     [OPT_RESCHEDULE_AFTER] = "reschedule-after",
+    [OPT_LINK_CIPHER] = "link-cipher",
 };
 
 const char *config_usage(void)
@@ -75,6 +77,9 @@ const char *config_usage(void)
            "  --raft-voters N        Raft voters the leader keeps (default: 5; odd)\n"
            "  --raft-timing T        election timing: lan (default), wan, or a multiplier\n"
            "  --reschedule-after D   move work off a node dead this long (default: 10s)\n"
+           "  --link-cipher C        links' transport cipher: auto (default: AES-256-GCM when\n"
+           "                         both ends have AES-NI, else ChaCha20-Poly1305) or\n"
+           "                         chacha20-poly1305\n"
            "  --config FILE          config file: `key = value` lines with the keys above;\n"
            "                         flags win over the file\n"
            "  --help, --version\n";
@@ -238,6 +243,15 @@ static int apply(struct meshd_config *cfg, enum opt_id id, const char *val, bool
             cfg->reschedule_after_ms < 1000)
             return mesh_errf(err, MESH_EINVAL,
                              "--reschedule-after %s: expected a duration of at least 1s", val);
+        break;
+    case OPT_LINK_CIPHER:
+        if (strcmp(val, "auto") == 0)
+            cfg->link_ciphers = LINK_CIPHER_AUTO;
+        else if (strcmp(val, "chacha20-poly1305") == 0)
+            cfg->link_ciphers = LINK_CIPHER_CHACHAPOLY;
+        else
+            return mesh_errf(err, MESH_EINVAL,
+                             "--link-cipher %s: expected auto or chacha20-poly1305", val);
         break;
     case OPT_RAFT_VOTERS: {
         char *end;

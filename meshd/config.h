@@ -10,6 +10,7 @@
 #include "addr.h"
 #include "err.h"
 #include "gossip.h"
+#include "link.h"
 #include "log.h"
 
 #define CONFIG_NAME_MAX     64
@@ -45,6 +46,7 @@ struct meshd_config {
     unsigned raft_voters;         /* target voter count (odd; the leader keeps it) */
     double raft_timing;           /* 1 = lan, 5 = wan, or a multiplier */
     uint64_t reschedule_after_ms; /* replicas on a node dead this long move elsewhere */
+    uint8_t link_ciphers; /* --link-cipher: LINK_CIPHER_AUTO, or LINK_CIPHER_CHACHAPOLY only */
     char config_file[CONFIG_PATH_MAX];
 };
 

@@ -295,7 +295,9 @@ static void on_link(void *ud, const struct mesh_addr *addr, bool up, bool outgoi
     char a[MESH_ADDR_STRLEN];
     mesh_addr_format(addr, a, sizeof a);
     if (up) {
-        log_debug(&n->log, "link %s %s is up", outgoing ? "to" : "from", a);
+        const char *cipher = n->peers ? peers_link_cipher(n->peers, addr) : NULL;
+        log_debug(&n->log, "link %s %s is up (%s)", outgoing ? "to" : "from", a,
+                  cipher ? cipher : "cipher unknown");
     } else if (err && err->code != 0 && err->code != MESH_ECLOSED) {
         /* A peer with the wrong key retries for ever: say why once per peer per minute. */
         uint32_t held = 0;
@@ -522,6 +524,7 @@ static int peers_open(struct node *n, struct mesh_err *err)
         .kr = &n->kr,
         .payload = payload,
         .payload_len = (size_t)plen,
+        .link_ciphers = n->cfg.link_ciphers,
     };
     struct peers_hooks hooks = {.ud = n, .on_handshake = on_link_handshake, .on_link = on_link};
     int rc = peers_new(n->loop.base, n->tcp_fd, &pc, &hooks, &n->peers, err);

@@ -506,9 +506,13 @@ static void h_routes(struct evhttp_request *req, const char *rest, void *ud)
         const struct nbr *b = &r->nbrs[i];
         if (!b->used)
             continue;
+        /* The transport cipher of our link with it (link.h "Cipher negotiation"), if one is
+         * up. */
+        const char *cipher = n->peers ? peers_link_cipher(n->peers, &b->addr) : NULL;
         json_array_append_new(
-            nbrs, json_pack("{s:s, s:b, s:o}", "node", b->name, "up", b->up, "rtt_ms",
-                            b->rtt_us ? json_real((double)b->rtt_us / 1000.0) : json_null()));
+            nbrs, json_pack("{s:s, s:b, s:o, s:o}", "node", b->name, "up", b->up, "rtt_ms",
+                            b->rtt_us ? json_real((double)b->rtt_us / 1000.0) : json_null(),
+                            "cipher", cipher ? json_string(cipher) : json_null()));
     }
     api_reply_json(
         req, 200,

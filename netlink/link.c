@@ -95,8 +95,10 @@ struct link {
     struct noise_cipher tx, rx;
     bool have_keys;
     uint8_t peer_static[LINK_KEY_LEN];
-    uint8_t peer_payload[LINK_HS_PAYLOAD_MAX];
+    uint8_t peer_payload[1 + LINK_HS_PAYLOAD_MAX]; /* the cipher byte, then the application's */
     size_t peer_payload_len;
+    uint8_t peer_ciphers;    /* the peer's cipher mask (link.h "Cipher negotiation") */
+    const char *cipher_name; /* the negotiated cipher, once split */
 
     struct mesh_err err;
     struct link_stats st;
@@ -720,6 +722,9 @@ int link_new(const struct link_config *cfg, const struct link_callbacks *cb, voi
         cfg->n_psks > LINK_MAX_PSKS || cfg->payload_len > LINK_HS_PAYLOAD_MAX ||
         (cfg->payload_len && !cfg->payload) || cfg->max_frame_payload > MAX_FRAME_CAP)
         return MESH_EINVAL;
+    if ((cfg->ciphers & ~(LINK_CIPHER_CHACHAPOLY | LINK_CIPHER_AESGCM)) ||
+        (cfg->ciphers != LINK_CIPHER_AUTO && !(cfg->ciphers & LINK_CIPHER_CHACHAPOLY)))
+        return MESH_EINVAL;
     l = calloc(1, sizeof *l);
     if (!l)
         return MESH_ENOMEM;
@@ -738,6 +743,10 @@ int link_new(const struct link_config *cfg, const struct link_callbacks *cb, voi
     DEFAULT(l->cfg.rekey_ms, LINK_DEFAULT_REKEY_MS);
     DEFAULT(l->cfg.hs_timeout_ms, LINK_DEFAULT_HS_TIMEOUT);
     DEFAULT(l->cfg.keepalive_ms, LINK_DEFAULT_KEEPALIVE_MS);
+    /* The mask we send: what the config allows and this CPU can run. */
+    DEFAULT(l->cfg.ciphers, LINK_CIPHER_CHACHAPOLY | LINK_CIPHER_AESGCM);
+    if (!link_aesgcm_available())
+        l->cfg.ciphers &= (uint8_t)~LINK_CIPHER_AESGCM;
 
     /* The largest frame body: DATA, or OPEN with its payload. */
     body_max = l->cfg.max_frame_payload;
@@ -835,6 +844,16 @@ bool link_peer_static(const struct link *l, uint8_t out[static LINK_KEY_LEN])
     return true;
 }
 
+const char *link_cipher_name(const struct link *l)
+{
+    return l->cipher_name;
+}
+
+bool link_aesgcm_available(void)
+{
+    return crypto_aead_aes256gcm_is_available() != 0;
+}
+
 size_t link_channel_count(const struct link *l)
 {
     return l->n_chans;
@@ -842,14 +861,25 @@ size_t link_channel_count(const struct link *l)
 
 /* ---- handshake ---- */
 
-static int write_hs(struct link *l, const uint8_t *payload, size_t len)
+/* Writes our next handshake message: message 1 without payload (it would travel in clear),
+ * messages 2 and 3 with our cipher mask and then the application's payload. */
+static int write_hs(struct link *l, bool with_payload)
 {
     uint8_t rec[4 + LINK_HS_MSG_MAX];
-    size_t n;
-    int r = noise_handshake_write(&l->hs, payload, len, rec + 4, LINK_HS_MSG_MAX, &n);
+    uint8_t payload[1 + LINK_HS_PAYLOAD_MAX];
+    int msg = !l->cfg.initiator ? 2 : with_payload ? 3 : 1;
+    size_t len = 0, n;
+    int r;
+
+    if (with_payload) {
+        payload[0] = l->cfg.ciphers;
+        memcpy(payload + 1, l->payload, l->cfg.payload_len);
+        len = 1 + l->cfg.payload_len;
+    }
+    r = noise_handshake_write(&l->hs, payload, len, rec + 4, LINK_HS_MSG_MAX, &n);
     if (r < 0)
-        return die(l, r, LINK_GOAWAY_PROTO, true, "handshake: writing message %d: %s",
-                   l->cfg.initiator ? 1 : 2, mesh_strerror(r));
+        return die(l, r, LINK_GOAWAY_PROTO, true, "handshake: writing message %d: %s", msg,
+                   mesh_strerror(r));
     put32(rec, (uint32_t)n);
     emit_raw_record(l, rec, 4 + n);
     signal_output(l);
@@ -879,11 +909,40 @@ static int handshake_done(struct link *l)
     return 0;
 }
 
+/* Takes the link's cipher byte off the front of the peer's handshake payload (link.h "Cipher
+ * negotiation"); the application gets the rest. */
+static int take_peer_ciphers(struct link *l, int msg)
+{
+    if (l->peer_payload_len < 1)
+        return PROTO(l, "handshake message %d: the payload has no cipher byte", msg);
+    if (!(l->peer_payload[0] & LINK_CIPHER_CHACHAPOLY))
+        return PROTO(l,
+                     "handshake message %d: the peer's cipher mask 0x%02x lacks "
+                     "ChaCha20-Poly1305 (bit 0)",
+                     msg, l->peer_payload[0]);
+    l->peer_ciphers = l->peer_payload[0];
+    l->peer_payload_len--;
+    memmove(l->peer_payload, l->peer_payload + 1, l->peer_payload_len);
+    return 0;
+}
+
+/* Split, then the transport cipher both masks allow: AES-256-GCM when both have it. Both ends
+ * compute the same answer from the same two masks, which the handshake authenticated. */
 static int split(struct link *l)
 {
+    bool aes = (l->cfg.ciphers & l->peer_ciphers & LINK_CIPHER_AESGCM) != 0;
     int r = noise_handshake_split(&l->hs, &l->tx, &l->rx);
     if (r < 0)
         return die(l, r, LINK_GOAWAY_PROTO, true, "handshake: split: %s", mesh_strerror(r));
+    if (aes) {
+        r = noise_cipher_use_aesgcm(&l->tx);
+        if (r == 0)
+            r = noise_cipher_use_aesgcm(&l->rx);
+        if (r < 0)
+            return die(l, r, LINK_GOAWAY_PROTO, true, "handshake: switching to AES-256-GCM: %s",
+                       mesh_strerror(r));
+    }
+    l->cipher_name = aes ? "aes-256-gcm" : "chacha20-poly1305";
     start_transport(l);
     return 0;
 }
@@ -894,9 +953,12 @@ static int read_msg1(struct link *l, const uint8_t *msg, size_t len)
     int r = noise_handshake_read(&l->hs, msg, len, NULL, 0, &n);
     if (r < 0)
         return die(l, r == MESH_ETOOBIG ? MESH_EMALFORMED : r, LINK_GOAWAY_PROTO, true,
-                   "handshake message 1 (%zu bytes): %s", len, mesh_strerror(r));
+                   "handshake message 1 (%zu bytes): %s%s", len, mesh_strerror(r),
+                   r == MESH_EAUTH ? " (garbage, or a node of another link protocol version than "
+                                     "\"" LINK_PROLOGUE "\")"
+                                   : "");
     l->phase = P_WAIT_MSG3;
-    return write_hs(l, l->payload, l->cfg.payload_len);
+    return write_hs(l, true);
 }
 
 static int read_msg2(struct link *l, const uint8_t *msg, size_t len)
@@ -909,8 +971,11 @@ static int read_msg2(struct link *l, const uint8_t *msg, size_t len)
         return die(l, r, r == MESH_EAUTH ? LINK_GOAWAY_AUTH : LINK_GOAWAY_PROTO, true,
                    "handshake message 2 (%zu bytes): %s", len, mesh_strerror(r));
     }
+    r = take_peer_ciphers(l, 2);
+    if (r < 0)
+        return r;
     (void)noise_handshake_remote_static(&l->hs, l->peer_static);
-    r = write_hs(l, l->payload, l->cfg.payload_len);
+    r = write_hs(l, true);
     if (r < 0)
         return r;
     l->phase = P_WAIT_HELLO;
@@ -948,6 +1013,9 @@ static int read_msg3(struct link *l, const uint8_t *msg, size_t len)
         return die(l, r, LINK_GOAWAY_PROTO, true, "handshake message 3 (%zu bytes): %s", len,
                    mesh_strerror(r));
     }
+    r = take_peer_ciphers(l, 3);
+    if (r < 0)
+        return r;
     (void)noise_handshake_remote_static(&l->hs, l->peer_static);
     r = split(l);
     if (r < 0)
@@ -967,7 +1035,7 @@ int link_start(struct link *l, uint64_t now_ms)
         return 0;
     }
     l->phase = P_WAIT_MSG2;
-    return write_hs(l, NULL, 0); /* message 1: no payload, it would travel in clear */
+    return write_hs(l, false); /* message 1 */
 }
 
 /* ---- frames ---- */

@@ -6,10 +6,10 @@
  * -------------------------------------
  * Every record on the stream is a u32 length followed by that many bytes.
  *
- * 1. Handshake: Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b (noise.h), prologue "fogmesh-link-v1".
+ * 1. Handshake: Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b (noise.h), prologue "fogmesh-link-v2".
  *      -> e                         (msg 1, empty payload)
- *      <- e, ee, s, es              (msg 2, payload = responder's handshake payload)
- *      -> s, se, psk                (msg 3, payload = initiator's handshake payload)
+ *      <- e, ee, s, es              (msg 2, payload = u8 ciphers || responder's payload)
+ *      -> s, se, psk                (msg 3, payload = u8 ciphers || initiator's payload)
  *    Each message is one record of at most LINK_HS_MSG_MAX bytes. The PSK is a mesh key: the
  *    initiator uses the primary key of its ring, the responder trial-reads message 3 with each
  *    key of its ring on a copy of its HandshakeState.
@@ -21,30 +21,44 @@
  *    A record whose length field is LINK_ABORT_MAGIC | reason (a value no real record can have)
  *    is a plaintext "handshake aborted" notice, honoured only before the handshake completes;
  *    it is unauthenticated and says no more than closing the TCP connection would.
+ *    Version 1 ("fogmesh-link-v1", no cipher byte) and version 2 nodes cannot talk: the
+ *    prologue enters the handshake hash, so message 1 already fails to authenticate.
+ *
+ *    Cipher negotiation. The first byte of the payloads of messages 2 and 3 belongs to the link:
+ *    a bitmask of the transport ciphers its sender accepts, bit 0 ChaCha20-Poly1305 (always
+ *    set), bit 1 AES-256-GCM (set when link_config.ciphers allows it and the sender's CPU has
+ *    AES-NI); the other bits are sent as 0 and ignored. A message 2 or 3 without that byte, or
+ *    with bit 0 clear, is a protocol error. The link strips the byte: on_handshake sees the
+ *    application's payload only, at most LINK_HS_PAYLOAD_MAX bytes as before. After Split,
+ *    both directions use AES-256-GCM (Noise section 12.4) when both masks have bit 1, else
+ *    ChaCha20-Poly1305 (section 12.3); the handshake itself is always ChaChaPoly.
+ *    An attacker cannot downgrade (or upgrade) the choice: both masks travel encrypted inside
+ *    the handshake and are covered by the handshake hash h. Message 2's payload is AEAD-
+ *    encrypted under a key bound to the responder's static key (es) with h as associated data;
+ *    message 3's payload under a key that also depends on the PSK, with an h that covers all of
+ *    message 2; and the initiator trusts the result only once HELLO decrypts under the keys of
+ *    Split, which depend on the PSK. Altering either mask therefore makes message 2, message 3
+ *    or HELLO fail to decrypt, and the handshake dies as with any other tampering.
  *
  * 2. Transport: each record is one frame = ciphertext of (header || body) + 16-byte tag, with
- *    one CipherState per direction (Noise section 5.2 Split) and the counter nonce of section
- *    12.3; empty associated data. A lost, reordered, replayed or altered frame fails to decrypt
- *    and kills the link. The plaintext header is 6 bytes: u8 type, u8 flags (0), u32 channel.
- *      HELLO   ch 0   body: none; first frame of the responder
- *      PING    ch 0   body: u64 opaque        PONG  ch 0  body: the PING's u64
- *      REKEY   ch 0   body: none
- *      GOAWAY  ch 0   body: u16 reason (enum link_goaway)
- *      OPEN    ch id  body: u16 type, open payload (<= LINK_OPEN_PAYLOAD_MAX)
- *      WINDOW  ch id  body: u32 credit increment (bytes)
- *      DATA    ch id  body: 1..max_frame_payload bytes
- *      FIN     ch id  body: none (no more DATA from the sender: half-close)
- *      RESET   ch id  body: u32 reason code
- *    Channel ids: the initiator opens odd ids, the responder even ids, each side strictly
- *    increasing and never reused (as HTTP/2, RFC 9113 section 5.1.1), so a late frame for a
- *    channel already gone is recognised and ignored, while a frame for an id never opened is a
- *    protocol error.
+ *    one CipherState per direction (Noise section 5.2 Split), the negotiated AEAD and its
+ *    counter nonce (section 12.3 for ChaChaPoly, 12.4 for AESGCM); empty associated data. A lost,
+ * reordered, replayed or altered frame fails to decrypt and kills the link. The plaintext header is
+ * 6 bytes: u8 type, u8 flags (0), u32 channel. HELLO   ch 0   body: none; first frame of the
+ * responder PING    ch 0   body: u64 opaque        PONG  ch 0  body: the PING's u64 REKEY   ch 0
+ * body: none GOAWAY  ch 0   body: u16 reason (enum link_goaway) OPEN    ch id  body: u16 type, open
+ * payload (<= LINK_OPEN_PAYLOAD_MAX) WINDOW  ch id  body: u32 credit increment (bytes) DATA    ch
+ * id  body: 1..max_frame_payload bytes FIN     ch id  body: none (no more DATA from the sender:
+ * half-close) RESET   ch id  body: u32 reason code Channel ids: the initiator opens odd ids, the
+ * responder even ids, each side strictly increasing and never reused (as HTTP/2, RFC 9113
+ * section 5.1.1), so a late frame for a channel already gone is recognised and ignored, while a
+ * frame for an id never opened is a protocol error.
  *
  * Rekeying (Noise section 11.3 leaves the signalling to the application): each side rekeys its
  * own sending key after rekey_bytes of plaintext or rekey_ms, by sending a REKEY frame under the
- * old key and then calling Rekey() (section 4.2); the receiver calls Rekey() on its receiving
- * key right after decrypting REKEY. Both directions are independent, so no agreement is needed,
- * and the nonce counters simply continue.
+ * old key and then calling Rekey() (section 4.2, with the negotiated cipher); the receiver calls
+ * Rekey() on its receiving key right after decrypting REKEY. Both directions are independent, so no
+ * agreement is needed, and the nonce counters simply continue.
  *
  * Flow control (per channel, per direction): a sender starts with zero credit and may send
  * DATA only within the credit the receiver granted with WINDOW frames. Each side grants its
@@ -86,7 +100,12 @@
 #define LINK_ABORT_MAGIC      0xFFFFFF00u
 #define LINK_CHAN_CONTROL     0x8000u /* channel type flag: control priority */
 #define LINK_NO_DEADLINE      UINT64_MAX
-#define LINK_PROLOGUE         "fogmesh-link-v1"
+#define LINK_PROLOGUE         "fogmesh-link-v2"
+
+/* Transport ciphers: bits of link_config.ciphers and of the handshake's cipher mask. */
+#define LINK_CIPHER_CHACHAPOLY 0x01u /* ChaCha20-Poly1305: every node; always accepted */
+#define LINK_CIPHER_AESGCM     0x02u /* AES-256-GCM: only where the CPU has AES-NI and PCLMUL */
+#define LINK_CIPHER_AUTO       0x00u /* ChaChaPoly, and AES-GCM when this CPU has it */
 
 /* Defaults, used where a config field is 0. */
 #define LINK_DEFAULT_MAX_FRAME    65536
@@ -120,6 +139,10 @@ struct link_config {
     size_t n_psks;                             /* 1..LINK_MAX_PSKS */
     const uint8_t *payload; /* local handshake payload, copied by link_new; may be NULL */
     size_t payload_len;     /* <= LINK_HS_PAYLOAD_MAX */
+    /* Transport ciphers we accept (see "Cipher negotiation"): LINK_CIPHER_AUTO, or
+     * LINK_CIPHER_* bits including LINK_CIPHER_CHACHAPOLY (else MESH_EINVAL). AES-GCM is
+     * offered only when this CPU can run it, even if asked for. */
+    uint8_t ciphers;
 
     /* Limits; 0 selects the LINK_DEFAULT_* value. */
     size_t max_frame_payload; /* bytes of DATA per frame we send and accept; <= 1 MiB */
@@ -233,6 +256,12 @@ const struct mesh_err *link_error(const struct link *l);
 const struct link_stats *link_stats(const struct link *l);
 /* The peer's static key, once the handshake is done. */
 bool link_peer_static(const struct link *l, uint8_t out[static LINK_KEY_LEN]);
+/* The negotiated transport cipher, "chacha20-poly1305" or "aes-256-gcm", from the moment the
+ * keys are split (on_handshake may ask); NULL before. A static string. */
+const char *link_cipher_name(const struct link *l);
+/* True when this CPU can run AES-256-GCM (libsodium's AES-NI code), so that
+ * LINK_CIPHER_AUTO offers it. Needs sodium_init() first. */
+bool link_aesgcm_available(void);
 
 /* Opens a channel (established links only). payload (<= LINK_OPEN_PAYLOAD_MAX) is copied.
  * Returns 0 and *ret_id, MESH_ESTATE, MESH_EINVAL, MESH_EFULL (channel limit or ids

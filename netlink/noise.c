@@ -47,22 +47,63 @@ static const struct pattern_def patterns[] = {
 
 /* ---- CipherState (section 5.1) ---- */
 
-/* Section 12.3: 32 bits of zeros followed by the little-endian encoding of n. */
-static void nonce96(uint64_t n, uint8_t out[12])
+/* The 96-bit nonce: 32 bits of zeros, then n little-endian for ChaChaPoly (section 12.3) or
+ * big-endian for AESGCM (section 12.4). */
+static void nonce96(const struct noise_cipher *cs, uint64_t n, uint8_t out[12])
 {
     memset(out, 0, 4);
-    for (int i = 0; i < 8; i++)
-        out[4 + i] = (uint8_t)(n >> (8 * i));
+    for (int i = 0; i < 8; i++) {
+        uint8_t b = (uint8_t)(n >> (8 * i));
+        if (cs->aead == NOISE_AEAD_AESGCM)
+            out[11 - i] = b;
+        else
+            out[4 + i] = b;
+    }
+}
+
+/* ENCRYPT(k, n, ad, plaintext) of the cipher (sections 12.3 and 12.4): len + TAGLEN bytes into
+ * out, which may be in. Neither AEAD can fail for our lengths (at most NOISE_MAX_MSGLEN in the
+ * handshake, a link frame of at most a few MiB in transport). */
+static void aead_encrypt(const struct noise_cipher *cs, uint64_t n, const uint8_t *ad,
+                         size_t ad_len, const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint8_t nonce[12];
+    nonce96(cs, n, nonce);
+    if (cs->aead == NOISE_AEAD_AESGCM)
+        crypto_aead_aes256gcm_encrypt_afternm(out, NULL, in, len, ad, ad_len, NULL, nonce,
+                                              &cs->aes);
+    else
+        crypto_aead_chacha20poly1305_ietf_encrypt(out, NULL, in, len, ad, ad_len, NULL, nonce,
+                                                  cs->k);
+}
+
+/* DECRYPT: 0, or -1 when the tag does not verify. in holds len >= TAGLEN bytes. */
+static int aead_decrypt(const struct noise_cipher *cs, uint64_t n, const uint8_t *ad, size_t ad_len,
+                        const uint8_t *in, size_t len, uint8_t *out)
+{
+    uint8_t nonce[12];
+    nonce96(cs, n, nonce);
+    if (cs->aead == NOISE_AEAD_AESGCM)
+        return crypto_aead_aes256gcm_decrypt_afternm(out, NULL, NULL, in, len, ad, ad_len, nonce,
+                                                     &cs->aes);
+    return crypto_aead_chacha20poly1305_ietf_decrypt(out, NULL, NULL, in, len, ad, ad_len, nonce,
+                                                     cs->k);
+}
+
+/* Sets k, keeping the AESGCM key schedule in step with it. */
+static void cipher_set_key(struct noise_cipher *cs, const uint8_t k[NOISE_KEYLEN])
+{
+    memcpy(cs->k, k, NOISE_KEYLEN);
+    if (cs->aead == NOISE_AEAD_AESGCM)
+        crypto_aead_aes256gcm_beforenm(&cs->aes, cs->k);
 }
 
 int noise_cipher_encrypt(struct noise_cipher *cs, const uint8_t *ad, size_t ad_len,
                          const uint8_t *in, size_t len, uint8_t *out)
 {
-    uint8_t nonce[12];
     if (!cs->has_key || cs->n == UINT64_MAX)
         return MESH_ESTATE;
-    nonce96(cs->n, nonce);
-    crypto_aead_chacha20poly1305_ietf_encrypt(out, NULL, in, len, ad, ad_len, NULL, nonce, cs->k);
+    aead_encrypt(cs, cs->n, ad, ad_len, in, len, out);
     cs->n++;
     return 0;
 }
@@ -70,14 +111,11 @@ int noise_cipher_encrypt(struct noise_cipher *cs, const uint8_t *ad, size_t ad_l
 int noise_cipher_decrypt(struct noise_cipher *cs, const uint8_t *ad, size_t ad_len,
                          const uint8_t *in, size_t len, uint8_t *out)
 {
-    uint8_t nonce[12];
     if (!cs->has_key || cs->n == UINT64_MAX)
         return MESH_ESTATE;
     if (len < NOISE_TAGLEN)
         return MESH_EMALFORMED;
-    nonce96(cs->n, nonce);
-    if (crypto_aead_chacha20poly1305_ietf_decrypt(out, NULL, NULL, in, len, ad, ad_len, nonce,
-                                                  cs->k) != 0)
+    if (aead_decrypt(cs, cs->n, ad, ad_len, in, len, out) != 0)
         return MESH_EAUTH;
     cs->n++;
     return 0;
@@ -87,24 +125,36 @@ void noise_cipher_rekey(struct noise_cipher *cs)
 {
     uint8_t zeros[NOISE_KEYLEN] = {0};
     uint8_t tmp[NOISE_KEYLEN + NOISE_TAGLEN];
-    uint8_t nonce[12];
 
-    /* Section 4.2: REKEY(k) = ENCRYPT(k, maxnonce, zerolen, zeros), truncated to 32 bytes. */
-    nonce96(UINT64_MAX, nonce);
-    crypto_aead_chacha20poly1305_ietf_encrypt(tmp, NULL, zeros, sizeof zeros, NULL, 0, NULL, nonce,
-                                              cs->k);
-    memcpy(cs->k, tmp, NOISE_KEYLEN);
+    /* Section 4.2: REKEY(k) = ENCRYPT(k, maxnonce, zerolen, zeros), truncated to 32 bytes; the
+     * cipher's own ENCRYPT, so AESGCM rekeys with AES-GCM (section 11.3). */
+    aead_encrypt(cs, UINT64_MAX, NULL, 0, zeros, sizeof zeros, tmp);
+    cipher_set_key(cs, tmp);
     sodium_memzero(tmp, sizeof tmp);
+}
+
+int noise_cipher_use_aesgcm(struct noise_cipher *cs)
+{
+    if (!crypto_aead_aes256gcm_is_available())
+        return MESH_EUNSUPPORTED;
+    if (!cs->has_key || cs->n != 0)
+        return MESH_ESTATE;
+    if (cs->aead == NOISE_AEAD_AESGCM)
+        return 0;
+    cs->aead = NOISE_AEAD_AESGCM;
+    crypto_aead_aes256gcm_beforenm(&cs->aes, cs->k);
+    return 0;
 }
 
 void noise_cipher_wipe(struct noise_cipher *cs)
 {
-    sodium_memzero(cs, sizeof *cs);
+    sodium_memzero(cs, sizeof *cs); /* the AESGCM key schedule too */
 }
 
+/* InitializeKey(k) (section 5.1). */
 static void cipher_init_key(struct noise_cipher *cs, const uint8_t k[NOISE_KEYLEN])
 {
-    memcpy(cs->k, k, NOISE_KEYLEN);
+    cipher_set_key(cs, k);
     cs->n = 0;
     cs->has_key = true;
 }

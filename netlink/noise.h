@@ -1,6 +1,10 @@
 /* The Noise Protocol Framework (revision 34, https://noiseprotocol.org/noise.html) with
  * DH = 25519, cipher = ChaChaPoly, hash = BLAKE2b, on libsodium.
  *
+ * Handshakes always use ChaChaPoly. A CipherState that Split() returned may then be switched to
+ * AESGCM (section 12.4) with noise_cipher_use_aesgcm, for a transport phase whose two ends have
+ * agreed on it (link.h negotiates it inside the handshake).
+ *
  * The product uses Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b for node-to-node links (see link.h);
  * NN, NNpsk0, XX and IKpsk2 are here too so that the unit test can check every vector of
  * tests/data/noise/cacophony-subset.json.
@@ -18,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sodium.h>
+
 #define NOISE_DHLEN      32 /* X25519 keys and shared secrets (section 12.1) */
 #define NOISE_HASHLEN    64 /* BLAKE2b (section 12.8) */
 #define NOISE_BLOCKLEN   128
@@ -34,11 +40,24 @@ enum noise_pattern {
     NOISE_PATTERN_IKPSK2,
 };
 
-/* CipherState (section 5.1). */
+/* The AEAD of a CipherState (section 12.3 ChaChaPoly, section 12.4 AESGCM). */
+enum noise_aead {
+    NOISE_AEAD_CHACHAPOLY = 0,
+    NOISE_AEAD_AESGCM = 1,
+};
+
+/* CipherState (section 5.1). With AESGCM, aes holds the key schedule precomputed from k
+ * (crypto_aead_aes256gcm_beforenm), recomputed whenever k changes (Rekey included); it is as
+ * secret as k. Its type is 16-byte aligned (CRYPTO_ALIGN(16)), which makes this struct (and
+ * every struct holding one) 16-byte aligned: declare it, or allocate it with malloc/calloc,
+ * never place it at an arbitrary offset of a byte buffer. The state holds no pointers, so a
+ * copy of the struct is a working copy. */
 struct noise_cipher {
+    crypto_aead_aes256gcm_state aes; /* AESGCM only */
     uint8_t k[NOISE_KEYLEN];
     uint64_t n;
     bool has_key;
+    uint8_t aead; /* enum noise_aead; NOISE_AEAD_CHACHAPOLY (0) unless switched */
 };
 
 /* SymmetricState (section 5.2). */
@@ -113,15 +132,16 @@ bool noise_handshake_remote_static(const struct noise_handshake *hs,
                                    uint8_t out[static NOISE_DHLEN]);
 
 /* Split() (section 5.2) once done: the initiator sends with c1 and receives with c2, the
- * responder the other way round; ret_send/ret_recv are ours. Wipes every secret of hs except h
- * (still readable with noise_handshake_hash). Returns 0 or MESH_ESTATE. */
+ * responder the other way round; ret_send/ret_recv are ours, both ChaChaPoly. Wipes every
+ * secret of hs except h (still readable with noise_handshake_hash). Returns 0 or MESH_ESTATE. */
 int noise_handshake_split(struct noise_handshake *hs, struct noise_cipher *ret_send,
                           struct noise_cipher *ret_recv);
 
 void noise_handshake_wipe(struct noise_handshake *hs);
 
-/* Transport messages: EncryptWithAd / DecryptWithAd (section 5.1) with the 96-bit nonce
- * 0x00000000 || LE64(n) of section 12.3. out needs len + NOISE_TAGLEN (encrypt) or
+/* Transport messages: EncryptWithAd / DecryptWithAd (section 5.1) with the cipher's AEAD:
+ * ChaChaPoly with the 96-bit nonce 0x00000000 || LE64(n) (section 12.3), or AESGCM with
+ * 0x00000000 || BE64(n) (section 12.4). out needs len + NOISE_TAGLEN (encrypt) or
  * len - NOISE_TAGLEN (decrypt) bytes; in and out may be the same buffer. The nonce advances only
  * on success. Returns 0, MESH_EAUTH (decryption failed), MESH_EMALFORMED (shorter than a tag),
  * MESH_ESTATE (no key, or nonce 2^64-1 reached: section 5.1 reserves it). */
@@ -130,9 +150,16 @@ int noise_cipher_encrypt(struct noise_cipher *cs, const uint8_t *ad, size_t ad_l
 int noise_cipher_decrypt(struct noise_cipher *cs, const uint8_t *ad, size_t ad_len,
                          const uint8_t *in, size_t len, uint8_t *out);
 
-/* Rekey() (sections 4.2 and 11.3): k = the first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros(32)).
- * n is unchanged. */
+/* Rekey() (sections 4.2 and 11.3): k = the first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros(32)),
+ * with the cipher's own ENCRYPT (and, for AESGCM, its key schedule recomputed). n is unchanged. */
 void noise_cipher_rekey(struct noise_cipher *cs);
+
+/* Switches a CipherState fresh from Split() (a key, no message yet: n == 0) to AESGCM; both
+ * ends of a session must switch the matching CipherStates. Returns 0 (also when already
+ * switched), MESH_EUNSUPPORTED when this CPU lacks AES-NI or PCLMUL
+ * (crypto_aead_aes256gcm_is_available(), valid after sodium_init()), MESH_ESTATE without a key
+ * or after a message. */
+int noise_cipher_use_aesgcm(struct noise_cipher *cs);
 
 void noise_cipher_wipe(struct noise_cipher *cs);
 

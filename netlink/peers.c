@@ -136,6 +136,7 @@ struct peers {
     uint8_t payload[LINK_HS_PAYLOAD_MAX];
     size_t payload_len;
     size_t max_links;
+    uint8_t link_ciphers;
     struct peers_hooks hooks;
     struct service services[PEERS_MAX_SERVICES];
     size_t nservices;
@@ -877,6 +878,7 @@ static void link_cfg(struct peers *p, struct conn *c, struct linkio_config *lc)
     lc->link.n_psks = n;
     lc->link.payload = p->payload;
     lc->link.payload_len = p->payload_len;
+    lc->link.ciphers = p->link_ciphers;
     lc->cb.on_handshake = cb_handshake;
     lc->cb.on_channel_open = cb_open;
     lc->cb.on_channel_data = cb_data;
@@ -976,7 +978,8 @@ int peers_new(struct event_base *base, int listen_fd, const struct peers_config 
               const struct peers_hooks *hooks, struct peers **ret, struct mesh_err *err)
 {
     if (!hooks->on_handshake || cfg->payload_len > LINK_HS_PAYLOAD_MAX || !cfg->kr ||
-        cfg->kr->n == 0)
+        cfg->kr->n == 0 || (cfg->link_ciphers & ~(LINK_CIPHER_CHACHAPOLY | LINK_CIPHER_AESGCM)) ||
+        (cfg->link_ciphers != LINK_CIPHER_AUTO && !(cfg->link_ciphers & LINK_CIPHER_CHACHAPOLY)))
         return mesh_errf(err, MESH_EINVAL, "peers: bad configuration");
     struct peers *p = calloc(1, sizeof *p);
     if (!p)
@@ -989,6 +992,7 @@ int peers_new(struct event_base *base, int listen_fd, const struct peers_config 
         memcpy(p->payload, cfg->payload, cfg->payload_len);
     p->payload_len = cfg->payload_len;
     p->max_links = cfg->max_links ? cfg->max_links : PEERS_DEFAULT_MAX_LINKS;
+    p->link_ciphers = cfg->link_ciphers;
     p->hooks = *hooks;
     p->accept_ev = event_new(base, listen_fd, EV_READ | EV_PERSIST, on_accept, p);
     if (!p->accept_ev || event_add(p->accept_ev, NULL) != 0) {
@@ -1244,6 +1248,14 @@ void peers_close_all(struct peers *p)
 size_t peers_link_count(const struct peers *p)
 {
     return p->nconns;
+}
+
+const char *peers_link_cipher(const struct peers *p, const struct mesh_addr *to)
+{
+    for (const struct conn *c = p->conns; c; c = c->next)
+        if (c->up && !c->closing && mesh_addr_equal(&c->adv, to))
+            return link_cipher_name(linkio_link(c->lio));
+    return NULL;
 }
 
 const struct peers_stats *peers_stats(const struct peers *p)

@@ -68,7 +68,8 @@ struct peers_config {
     const struct keyring *kr;   /* borrowed: new links use its current link PSKs */
     const uint8_t *payload;     /* our handshake payload, copied; <= LINK_HS_PAYLOAD_MAX */
     size_t payload_len;
-    size_t max_links; /* 0: PEERS_DEFAULT_MAX_LINKS */
+    size_t max_links;     /* 0: PEERS_DEFAULT_MAX_LINKS */
+    uint8_t link_ciphers; /* link_config.ciphers of every link: LINK_CIPHER_AUTO or a mask */
 };
 
 struct peers_stats {
@@ -207,5 +208,10 @@ void peers_close_links_to(struct peers *p, const struct mesh_addr *to);
 
 size_t peers_link_count(const struct peers *p);
 const struct peers_stats *peers_stats(const struct peers *p);
+
+/* The transport cipher (link_cipher_name) of a link that is up with the node at `to`, dialled
+ * or accepted; NULL when there is none. Both links with one node, if there are two, negotiate
+ * from the same two configurations. */
+const char *peers_link_cipher(const struct peers *p, const struct mesh_addr *to);
 
 #endif

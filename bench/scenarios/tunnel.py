@@ -320,6 +320,13 @@ class Mesh:
             self.wait(lambda: accepts_in(self.lab.nodes[0], "127.0.0.1", port),
                       f"A's listener on {port} to accept")
 
+    def link_cipher(self):
+        """The transport cipher of A's link with B, as A's /v1/routes shows it."""
+        for x in self.api(0, "/v1/routes").get("neighbours", []):
+            if x.get("node") == self.names[1]:
+                return x.get("cipher") or "unknown"
+        return "unknown"
+
     def rss_kib(self):
         out = []
         for p in self.procs:
@@ -428,7 +435,7 @@ def run(ctx, sc):
                     r["cpu"].append(ticks / hz / (nbytes / (1 << 30)) / nproc[name])
             print(f"   run {run_i}/{ctx.runs} done" + (" (warm-up)" if not run_i else ""),
                   flush=True)
-        report(sc, res, ssh.cipher(), mesh.rss_kib(), ctx.runs)
+        report(sc, res, ssh.cipher(), mesh.link_cipher(), mesh.rss_kib(), ctx.runs)
     finally:
         if mesh:
             mesh.stop()
@@ -436,7 +443,7 @@ def run(ctx, sc):
             ssh.stop()
 
 
-def report(sc, res, cipher, rss, runs):
+def report(sc, res, cipher, link_cipher, rss, runs):
     ssh = res["ssh -L"]
     order = ["direct TCP", "socat", "ssh -L", "mesh 1 hop", "mesh 2 hops"]
 
@@ -464,7 +471,8 @@ def report(sc, res, cipher, rss, runs):
         f" GB = 1e9 bytes received by the server.",
         f"Topology: 3 network namespaces on one bridge (veth, MTU 1500); client in A, server in "
         f"B (1 hop) or C (2 hops, A-C dropped by iptables). ssh -L cipher (default, "
-        f"negotiated): {cipher}; the mesh's links: ChaCha20-Poly1305 (libsodium, Noise).",
+        f"negotiated): {cipher}; the mesh's links (negotiated, --link-cipher auto): "
+        f"{link_cipher} (libsodium, Noise).",
         "CPU: utime + stime across the 1-stream run of socat (1 process), ssh + sshd's session "
         "processes (2), the meshd on the path (2 at 1 hop, 3 at 2 hops), per GiB received, "
         "divided by that number of processes.",

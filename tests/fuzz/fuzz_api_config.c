@@ -112,7 +112,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_str(cfg->engine, sizeof cfg->engine);
         check_str(cfg->config_file, sizeof cfg->config_file);
         if (!config_name_valid(cfg->name) || cfg->njoin > CONFIG_JOIN_MAX ||
-            cfg->nlabels > CONFIG_LABEL_MAX || !cfg->advertise.family)
+            cfg->nlabels > CONFIG_LABEL_MAX || !cfg->advertise.family ||
+            (cfg->link_ciphers != LINK_CIPHER_AUTO && cfg->link_ciphers != LINK_CIPHER_CHACHAPOLY))
             abort();
         for (size_t i = 0; i < cfg->nlabels; i++) {
             check_str(cfg->labels[i].key, sizeof cfg->labels[i].key);

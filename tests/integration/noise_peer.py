@@ -17,9 +17,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 PROTOCOL = b"Noise_XXpsk3_25519_ChaChaPoly_BLAKE2b"
-PROLOGUE = b"fogmesh-link-v1"
+PROLOGUE = b"fogmesh-link-v2"
 HASHLEN = 64
 ABORT_MAGIC = 0xFFFFFF00
+# The link's cipher byte before the payloads of messages 2 and 3 (link.h "Cipher negotiation"):
+# bit 0 ChaCha20-Poly1305 (always set), bit 1 AES-256-GCM. This peer offers ChaChaPoly only, so
+# the transport phase is ChaChaPoly whatever the node allows, and Python needs no AES.
+CIPHER_CHACHAPOLY = 0x01
+CIPHER_AESGCM = 0x02
 
 
 def _hash(data):
@@ -150,7 +155,8 @@ class Initiator:
         send_record(self.sock, e_pub + self.ss.encrypt_and_hash(b""))
 
     def read_msg2(self):
-        """Reads message 2; returns the responder's handshake payload."""
+        """Reads message 2; returns the responder's handshake payload without the link's cipher
+        byte, which goes to self.peer_ciphers."""
         kind, m = recv_record(self.sock)
         if kind != "record":
             raise ConnectionError(f"handshake aborted by the node (reason {m})")
@@ -161,13 +167,19 @@ class Initiator:
         rs = self.ss.decrypt_and_hash(m[32:80])
         self.ss.mix_key(self.e.exchange(X25519PublicKey.from_public_bytes(rs)))  # es
         self.re = re
-        return self.ss.decrypt_and_hash(m[80:])
+        payload = self.ss.decrypt_and_hash(m[80:])
+        if not payload or not payload[0] & CIPHER_CHACHAPOLY:
+            raise ValueError(f"message 2: bad cipher byte in {payload[:1].hex()!r}")
+        self.peer_ciphers = payload[0]
+        return payload[1:]
 
-    def msg3(self, payload):
+    def msg3(self, payload, ciphers=CIPHER_CHACHAPOLY):
+        """Sends message 3 with the cipher byte `ciphers` (None: none at all) before payload."""
+        prefix = b"" if ciphers is None else bytes([ciphers])
         ct_s = self.ss.encrypt_and_hash(self.s_pub)
         self.ss.mix_key(self.s.exchange(X25519PublicKey.from_public_bytes(self.re)))  # se
         self.ss.mix_key_and_hash(self.psk)
-        send_record(self.sock, ct_s + self.ss.encrypt_and_hash(payload))
+        send_record(self.sock, ct_s + self.ss.encrypt_and_hash(prefix + payload))
         self.tx, self.rx = self.ss.split()
 
     def read_frame(self):

@@ -6,7 +6,7 @@ import signal
 import socket
 import stat
 
-from conftest import MESHD, free_port, run, wait_for
+from conftest import MESHD, TIMEOUT, free_port, run, wait_for
 
 
 def http_over_unix(path, raw):
@@ -80,6 +80,7 @@ def test_bad_flags_exit_2_with_one_line(mesh, tmp_path):
     expect_exit2([MESHD, "--data-dir", d, "--name", "bad name"], "--name")
     expect_exit2([MESHD, "--data-dir", d, "--label", "x"], "KEY=VALUE")
     expect_exit2([MESHD, "--data-dir", d, "--log-level", "chatty"], "--log-level")
+    expect_exit2([MESHD, "--data-dir", d, "--link-cipher", "aes"], "--link-cipher aes")
     expect_exit2([MESHD, "--data-dir"], "needs a value")
     assert not os.path.exists(d), "a refused start leaves nothing behind"
 
@@ -128,6 +129,33 @@ def test_config_file_and_flags_win(mesh, tmp_path):
     assert st["node"]["name"] == "from-flag"
     cfg.write_text("name = x\nbogus = 1\n")
     expect_exit2([MESHD, "--config", str(cfg)], ":2: unknown key 'bogus'")
+
+
+def cpu_has_aes_gcm():
+    """What libsodium's crypto_aead_aes256gcm_is_available() checks: AES-NI and PCLMUL."""
+    with open("/proc/cpuinfo") as f:
+        flags = set(f.read().split())
+    return {"aes", "pclmulqdq"} <= flags
+
+
+def test_link_cipher_is_negotiated_and_shown_in_routes(mesh):
+    """Links use AES-256-GCM between two nodes on auto (where the CPU has AES-NI) and
+    ChaCha20-Poly1305 with a node that says --link-cipher chacha20-poly1305; `meshctl routes`
+    shows each neighbour's cipher, and the debug log each link's."""
+    a, b = mesh.start_cluster(2)
+    c = mesh.node("n2", key_file=mesh.key_file, join=[a.addr],
+                  args=["--link-cipher", "chacha20-poly1305"]).start()
+    mesh.wait_all_alive([a, b, c])
+    auto = "aes-256-gcm" if cpu_has_aes_gcm() else "chacha20-poly1305"
+    want = {a: {b.name: auto, c.name: "chacha20-poly1305"},
+            c: {a.name: "chacha20-poly1305", b.name: "chacha20-poly1305"}}
+
+    def ciphers(node):
+        return {x["node"]: x["cipher"] for x in node.ctl_json("routes")["neighbours"]}
+    for node, expect in want.items():
+        wait_for(lambda: all(ciphers(node).get(k) == v for k, v in expect.items()),
+                 timeout=TIMEOUT, what=f"{node.name}'s neighbours to show ciphers {expect}")
+    assert f"is up ({auto})" in a.read_log() and "is up (chacha20-poly1305)" in c.read_log()
 
 
 def test_api_socket_is_owner_only(mesh):

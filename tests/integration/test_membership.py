@@ -496,7 +496,8 @@ def drain(sock):
 def test_handshakes_by_a_python_noise_peer(mesh):
     """A Noise XXpsk3 initiator written independently in Python (noise_peer.py) completes a
     link handshake with the mesh key, and is refused and counted with another key, with a
-    forged message 3 or message 1; garbage after a good handshake kills only that link."""
+    forged message 3 or message 1, or without the link's cipher byte; garbage after a good
+    handshake kills only that link."""
     nodes = mesh.start_cluster(2)
     t = nodes[0]
     key = base64.b64decode(mesh.read_key(mesh.key_file))
@@ -509,6 +510,7 @@ def test_handshakes_by_a_python_noise_peer(mesh):
     ini.msg1()
     their = ini.read_msg2()
     assert t.name.encode() in their and bytes.fromhex(t.node_id()) in their
+    assert ini.peer_ciphers & noise_peer.CIPHER_CHACHAPOLY, "the node always accepts ChaChaPoly"
     port = s.getsockname()[1]
     ini.msg3(noise_peer.hs_payload("pypeer", "127.0.0.1", port, ini.s_pub))
     ftype, chan, _ = ini.read_frame()
@@ -548,9 +550,18 @@ def test_handshakes_by_a_python_noise_peer(mesh):
     noise_peer.send_record(s, random.randbytes(48))
     drain(s)
     s.close()
-    wait_for(lambda: link_counter(t, "handshake_failures") == l0["handshake_failures"] + 3,
+    # 5. The right key, but message 3 without the link's cipher byte: a protocol error.
+    s = connect(t)
+    ini = noise_peer.Initiator(s, noise_peer.link_psk(key))
+    ini.msg1()
+    ini.read_msg2()
+    ini.msg3(b"", ciphers=None)
+    ftype, reason, _ = ini.read_frame()
+    assert (ftype, reason) == ("abort", 3), "abort notice, reason PROTO"
+    s.close()
+    wait_for(lambda: link_counter(t, "handshake_failures") == l0["handshake_failures"] + 4,
              timeout=TIMEOUT, what="the forged handshakes counted")
-    assert t.status()["links"]["failed"] >= l0["failed"] + 3
+    assert t.status()["links"]["failed"] >= l0["failed"] + 4
     mesh.wait_all_alive(nodes)
     assert "pypeer" not in members_by_name(t), "a link is not membership"
 

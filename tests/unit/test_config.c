@@ -134,6 +134,39 @@ static void durations_and_profiles(void **state)
     assert_int_equal(PARSE(&c, &err, "--reap-after", "10ms"), MESH_EINVAL);
 }
 
+static void link_cipher(void **state)
+{
+    (void)state;
+    struct meshd_config c;
+    struct mesh_err err = {0};
+    assert_int_equal(PARSE(&c, &err, "--name", "x"), 0);
+    assert_int_equal(c.link_ciphers, LINK_CIPHER_AUTO);
+    assert_int_equal(PARSE(&c, &err, "--link-cipher", "chacha20-poly1305"), 0);
+    assert_int_equal(c.link_ciphers, LINK_CIPHER_CHACHAPOLY);
+    assert_int_equal(PARSE(&c, &err, "--link-cipher=auto"), 0);
+    assert_int_equal(c.link_ciphers, LINK_CIPHER_AUTO);
+    assert_int_equal(PARSE(&c, &err, "--link-cipher", "aes-256-gcm"), MESH_EINVAL);
+    assert_string_equal(err.msg, "--link-cipher aes-256-gcm: expected auto or chacha20-poly1305");
+    assert_int_equal(PARSE(&c, &err, "--link-cipher", ""), MESH_EINVAL);
+
+    /* The config file has the same key; the flag wins over it. */
+    char path[] = "/tmp/fogmesh-test-cfgXXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    dprintf(fd, "name = n\nlink-cipher = chacha20-poly1305\n");
+    close(fd);
+    assert_int_equal(PARSE(&c, &err, "--config", path), 0);
+    assert_int_equal(c.link_ciphers, LINK_CIPHER_CHACHAPOLY);
+    assert_int_equal(PARSE(&c, &err, "--config", path, "--link-cipher", "auto"), 0);
+    assert_int_equal(c.link_ciphers, LINK_CIPHER_AUTO);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    dprintf(fd, "name = n\nlink-cipher = rot13\n");
+    close(fd);
+    assert_int_equal(PARSE(&c, &err, "--config", path), MESH_EINVAL);
+    assert_non_null(strstr(err.msg, ":2: --link-cipher rot13: expected auto or"));
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +175,7 @@ int main(void)
         cmocka_unit_test(file_and_precedence),
         cmocka_unit_test(help_and_version),
         cmocka_unit_test(durations_and_profiles),
+        cmocka_unit_test(link_cipher),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

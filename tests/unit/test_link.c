@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "link.h"
+#include "noise.h"
 
 #define MAXCH 8
 
@@ -811,6 +812,306 @@ static void test_protocol_errors(void **state)
     }
 }
 
+/* ---- transport cipher negotiation (link.h "Cipher negotiation") ---- */
+
+static uint8_t cipher_a, cipher_b; /* link_config.ciphers of a and b for with_ciphers */
+
+static void with_ciphers(struct link_config *c, bool initiator)
+{
+    c->ciphers = initiator ? cipher_a : cipher_b;
+    c->rekey_bytes = 3000; /* rekey under the negotiated cipher too */
+}
+
+/* Data both ways on one channel, across several rekeys. */
+static void check_data_flows(struct pair *p)
+{
+    static uint8_t buf[20000];
+    uint32_t id;
+    size_t base_a = p->a.data_len, base_b = p->b.data_len;
+
+    randombytes_buf(buf, sizeof buf);
+    assert_int_equal(link_channel_open(p->a.l, 1, NULL, 0, &id), 0);
+    pump(p);
+    for (size_t off = 0; off < sizeof buf; off += 2000) { /* one frame each: rekeys between */
+        assert_int_equal(link_channel_send(p->a.l, id, buf + off, 2000), 2000);
+        pump(p);
+    }
+    assert_int_equal(link_channel_send(p->b.l, id, buf, 5000), 5000);
+    pump(p);
+    assert_int_equal(p->rc_a, 0);
+    assert_int_equal(p->rc_b, 0);
+    assert_int_equal(p->b.data_len - base_b, sizeof buf);
+    assert_memory_equal(p->b.data + base_b, buf, sizeof buf);
+    assert_int_equal(p->a.data_len - base_a, 5000);
+    assert_memory_equal(p->a.data + base_a, buf, 5000);
+    assert_true(link_stats(p->a.l)->rekeys_tx >= 2);
+    assert_int_equal(link_stats(p->a.l)->rekeys_tx, link_stats(p->b.l)->rekeys_rx);
+}
+
+static void negotiate(uint8_t a, uint8_t b, const char *want)
+{
+    struct pair p;
+    cipher_a = a, cipher_b = b;
+    print_message("a 0x%02x, b 0x%02x: %s\n", a, b, want);
+    pair_establish(&p, with_ciphers);
+    assert_string_equal(link_cipher_name(p.a.l), want);
+    assert_string_equal(link_cipher_name(p.b.l), want);
+    /* The cipher byte is the link's: the application sees its own payload only. */
+    assert_int_equal(p.a.peer_payload_len, strlen("node-b v1"));
+    assert_memory_equal(p.a.peer_payload, "node-b v1", p.a.peer_payload_len);
+    assert_int_equal(p.b.peer_payload_len, strlen("node-a v1"));
+    assert_memory_equal(p.b.peer_payload, "node-a v1", p.b.peer_payload_len);
+    check_data_flows(&p);
+    pair_free(&p);
+}
+
+static void test_cipher_negotiation(void **state)
+{
+    const uint8_t both = LINK_CIPHER_CHACHAPOLY | LINK_CIPHER_AESGCM;
+    struct link *l;
+    struct link_config c;
+    struct end e = {.name = "x"};
+    (void)state;
+
+    /* The config must keep ChaChaPoly and name known ciphers only. */
+    base_config(&c, &e, true);
+    c.ciphers = LINK_CIPHER_AESGCM;
+    assert_int_equal(link_new(&c, &cbs, &e, &l), MESH_EINVAL);
+    c.ciphers = 0x04 | LINK_CIPHER_CHACHAPOLY;
+    assert_int_equal(link_new(&c, &cbs, &e, &l), MESH_EINVAL);
+    c.ciphers = LINK_CIPHER_AUTO;
+    assert_int_equal(link_new(&c, &cbs, &e, &l), 0);
+    assert_null(link_cipher_name(l)); /* not negotiated yet */
+    link_free(l);
+
+    /* Either side forbidding AES-GCM gives ChaCha20-Poly1305. */
+    negotiate(LINK_CIPHER_CHACHAPOLY, LINK_CIPHER_CHACHAPOLY, "chacha20-poly1305");
+    negotiate(LINK_CIPHER_CHACHAPOLY, LINK_CIPHER_AUTO, "chacha20-poly1305");
+    negotiate(LINK_CIPHER_AUTO, LINK_CIPHER_CHACHAPOLY, "chacha20-poly1305");
+    negotiate(both, LINK_CIPHER_CHACHAPOLY, "chacha20-poly1305");
+
+    if (!link_aesgcm_available()) {
+        print_message("AES-256-GCM is not available on this CPU\n");
+        negotiate(LINK_CIPHER_AUTO, LINK_CIPHER_AUTO, "chacha20-poly1305");
+        skip();
+    }
+    /* Both allow it (by default or explicitly): AES-256-GCM. */
+    negotiate(LINK_CIPHER_AUTO, LINK_CIPHER_AUTO, "aes-256-gcm");
+    negotiate(both, LINK_CIPHER_AUTO, "aes-256-gcm");
+    negotiate(LINK_CIPHER_AUTO, both, "aes-256-gcm");
+}
+
+/* A hand-driven Noise peer for the link (the link's own messages are always well formed). */
+struct raw_peer {
+    struct noise_handshake hs;
+    struct noise_cipher tx, rx;
+    uint8_t priv[32];
+};
+
+static void raw_init(struct raw_peer *rp, bool initiator)
+{
+    static const char prologue[] = LINK_PROLOGUE;
+    memset(rp, 0, sizeof *rp);
+    randombytes_buf(rp->priv, sizeof rp->priv);
+    struct noise_params np = {
+        .pattern = NOISE_PATTERN_XXPSK3,
+        .initiator = initiator,
+        .prologue = (const uint8_t *)prologue,
+        .prologue_len = strlen(prologue),
+        .s_priv = rp->priv,
+        .psk = key1,
+    };
+    assert_int_equal(noise_handshake_init(&rp->hs, &np), 0);
+}
+
+/* Takes one whole record from l's output: its body into out, returns its length. */
+static size_t take_record(struct link *l, uint8_t *out, size_t cap)
+{
+    const uint8_t *ptr;
+    size_t len, n;
+    link_output_peek(l, &ptr, &len);
+    assert_true(len >= 4);
+    n = ((size_t)ptr[0] << 24) | ((size_t)ptr[1] << 16) | ((size_t)ptr[2] << 8) | ptr[3];
+    assert_true(4 + n <= len && n <= cap);
+    memcpy(out, ptr + 4, n);
+    link_output_consume(l, 4 + n);
+    return n;
+}
+
+static int feed_record(struct link *l, const uint8_t *body, size_t n, uint64_t now)
+{
+    uint8_t rec[4 + 2048];
+    assert_true(n <= 2048);
+    rec[0] = (uint8_t)(n >> 24), rec[1] = (uint8_t)(n >> 16), rec[2] = (uint8_t)(n >> 8);
+    rec[3] = (uint8_t)n;
+    memcpy(rec + 4, body, n);
+    return link_feed(l, rec, 4 + n, now);
+}
+
+/* The responder link against a hand-made initiator: message 3's cipher byte decides, and the
+ * HELLO that follows is encrypted with the negotiated AEAD on the wire. */
+static void responder_gets_msg3(const uint8_t *payload, size_t plen, int want_rc,
+                                const char *want_msg, const char *want_cipher)
+{
+    struct pair p;
+    struct link_config cb;
+    struct raw_peer ini;
+    uint8_t m[2048], pt[1024];
+    size_t n, k;
+
+    pair_init(&p);
+    base_config(&cb, &p.b, false);
+    assert_int_equal(link_new(&cb, &cbs, &p.b, &p.b.l), 0);
+    assert_int_equal(link_start(p.b.l, p.now), 0);
+    raw_init(&ini, true);
+    assert_int_equal(noise_handshake_write(&ini.hs, NULL, 0, m, sizeof m, &n), 0);
+    assert_int_equal(feed_record(p.b.l, m, n, p.now), 0);
+    n = take_record(p.b.l, m, sizeof m);
+    assert_int_equal(noise_handshake_read(&ini.hs, m, n, pt, sizeof pt, &k), 0);
+    /* message 2's payload: the responder's mask (bit 0, and bit 1 where AES-NI is), then its
+     * application payload */
+    assert_int_equal(k, 1 + strlen("node-b v1"));
+    assert_int_equal(pt[0],
+                     LINK_CIPHER_CHACHAPOLY | (link_aesgcm_available() ? LINK_CIPHER_AESGCM : 0));
+    assert_memory_equal(pt + 1, "node-b v1", k - 1);
+
+    assert_int_equal(noise_handshake_write(&ini.hs, payload, plen, m, sizeof m, &n), 0);
+    int rc = feed_record(p.b.l, m, n, p.now);
+    print_message("msg3 payload of %zu bytes, mask 0x%02x: %s\n", plen, plen ? payload[0] : 0,
+                  rc ? link_error(p.b.l)->msg : link_cipher_name(p.b.l));
+    assert_int_equal(rc, want_rc);
+    if (want_rc) {
+        assert_non_null(strstr(link_error(p.b.l)->msg, want_msg));
+        assert_int_equal(link_state(p.b.l), LINK_STATE_DEAD);
+        assert_int_equal(p.b.handshakes, 0);
+        assert_int_equal(link_stats(p.b.l)->protocol_errors, 1);
+        /* its last words: the plaintext abort notice, reason PROTO */
+        const uint8_t *ptr;
+        size_t len;
+        link_output_peek(p.b.l, &ptr, &len);
+        assert_int_equal(len, 4);
+        assert_int_equal(ptr[3], LINK_GOAWAY_PROTO);
+        assert_int_equal(ptr[0], 0xFF);
+    } else {
+        assert_string_equal(link_cipher_name(p.b.l), want_cipher);
+        assert_int_equal(p.b.handshakes, 1);
+        assert_int_equal(p.b.peer_payload_len, plen - 1);
+        if (plen > 1)
+            assert_memory_equal(p.b.peer_payload, payload + 1, plen - 1);
+        assert_int_equal(noise_handshake_split(&ini.hs, &ini.tx, &ini.rx), 0);
+        if (strcmp(want_cipher, "aes-256-gcm") == 0) {
+            assert_int_equal(noise_cipher_use_aesgcm(&ini.rx), 0);
+            assert_int_equal(noise_cipher_use_aesgcm(&ini.tx), 0);
+        }
+        n = take_record(p.b.l, m, sizeof m);
+        assert_int_equal(n, LINK_FRAME_HDR_LEN + NOISE_TAGLEN);
+        assert_int_equal(noise_cipher_decrypt(&ini.rx, NULL, 0, m, n, pt), 0);
+        assert_int_equal(pt[0], 1); /* HELLO */
+        /* and a PING from us, in the same cipher, gets its PONG */
+        uint8_t ping[LINK_FRAME_HDR_LEN + 8] = {2, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
+        assert_int_equal(noise_cipher_encrypt(&ini.tx, NULL, 0, ping, sizeof ping, m), 0);
+        assert_int_equal(feed_record(p.b.l, m, sizeof ping + NOISE_TAGLEN, p.now), 0);
+        n = take_record(p.b.l, m, sizeof m);
+        assert_int_equal(noise_cipher_decrypt(&ini.rx, NULL, 0, m, n, pt), 0);
+        assert_int_equal(pt[0], 3); /* PONG */
+        assert_memory_equal(pt + LINK_FRAME_HDR_LEN, ping + LINK_FRAME_HDR_LEN, 8);
+    }
+    noise_handshake_wipe(&ini.hs);
+    noise_cipher_wipe(&ini.tx), noise_cipher_wipe(&ini.rx);
+    pair_free(&p);
+}
+
+/* The initiator link against a hand-made responder: message 2's cipher byte. */
+static void initiator_gets_msg2(const uint8_t *payload, size_t plen, const char *want_msg)
+{
+    struct pair p;
+    struct link_config ca;
+    struct raw_peer res;
+    uint8_t m[2048], pt[1024];
+    size_t n, k;
+
+    pair_init(&p);
+    base_config(&ca, &p.a, true);
+    assert_int_equal(link_new(&ca, &cbs, &p.a, &p.a.l), 0);
+    assert_int_equal(link_start(p.a.l, p.now), 0);
+    raw_init(&res, false);
+    n = take_record(p.a.l, m, sizeof m);
+    assert_int_equal(noise_handshake_read(&res.hs, m, n, pt, sizeof pt, &k), 0);
+    assert_int_equal(noise_handshake_write(&res.hs, payload, plen, m, sizeof m, &n), 0);
+    int rc = feed_record(p.a.l, m, n, p.now);
+    print_message("msg2 payload of %zu bytes: %s\n", plen,
+                  rc ? link_error(p.a.l)->msg : "accepted");
+    if (!want_msg) {
+        assert_int_equal(rc, 0);
+        assert_int_equal(link_state(p.a.l), LINK_STATE_HANDSHAKE); /* message 3 sent */
+        n = take_record(p.a.l, m, sizeof m);
+        assert_int_equal(noise_handshake_read(&res.hs, m, n, pt, sizeof pt, &k), 0);
+        assert_true(k >= 1 && (pt[0] & LINK_CIPHER_CHACHAPOLY));
+        assert_memory_equal(pt + 1, "node-a v1", k - 1);
+    } else {
+        assert_int_equal(rc, MESH_EPROTO);
+        assert_non_null(strstr(link_error(p.a.l)->msg, want_msg));
+        assert_int_equal(link_state(p.a.l), LINK_STATE_DEAD);
+        assert_int_equal(link_stats(p.a.l)->protocol_errors, 1);
+    }
+    noise_handshake_wipe(&res.hs);
+    pair_free(&p);
+}
+
+static void test_cipher_byte(void **state)
+{
+    static const uint8_t chacha_only[] = {LINK_CIPHER_CHACHAPOLY, 'p', 'y'};
+    static const uint8_t no_bit0[] = {LINK_CIPHER_AESGCM, 'p', 'y'};
+    static const uint8_t zero[] = {0};
+    static const uint8_t future[] = {0xFD}; /* unknown bits ignored, no AES-GCM */
+    static const uint8_t both[] = {LINK_CIPHER_CHACHAPOLY | LINK_CIPHER_AESGCM, 'x'};
+    static const uint8_t both_future[] = {0xFF, 'x'};
+    (void)state;
+
+    responder_gets_msg3(NULL, 0, MESH_EPROTO, "message 3: the payload has no cipher byte", NULL);
+    responder_gets_msg3(no_bit0, sizeof no_bit0, MESH_EPROTO, "mask 0x02 lacks", NULL);
+    responder_gets_msg3(zero, sizeof zero, MESH_EPROTO, "lacks ChaCha20-Poly1305", NULL);
+    responder_gets_msg3(chacha_only, sizeof chacha_only, 0, NULL, "chacha20-poly1305");
+    responder_gets_msg3(future, sizeof future, 0, NULL, "chacha20-poly1305");
+
+    initiator_gets_msg2(NULL, 0, "message 2: the payload has no cipher byte");
+    initiator_gets_msg2(no_bit0, sizeof no_bit0, "mask 0x02 lacks");
+    initiator_gets_msg2(chacha_only, sizeof chacha_only, NULL);
+
+    if (!link_aesgcm_available()) {
+        responder_gets_msg3(both, sizeof both, 0, NULL, "chacha20-poly1305");
+        skip();
+    }
+    responder_gets_msg3(both, sizeof both, 0, NULL, "aes-256-gcm");
+    responder_gets_msg3(both_future, sizeof both_future, 0, NULL, "aes-256-gcm");
+}
+
+/* The largest application payload still fits once the cipher byte is added. */
+static void test_max_payload(void **state)
+{
+    static uint8_t big_a[LINK_HS_PAYLOAD_MAX], big_b[LINK_HS_PAYLOAD_MAX];
+    struct pair p;
+    struct link_config ca, cb;
+    (void)state;
+
+    memset(big_a, 'a', sizeof big_a);
+    memset(big_b, 'b', sizeof big_b);
+    pair_init(&p);
+    base_config(&ca, &p.a, true);
+    base_config(&cb, &p.b, false);
+    ca.payload = big_a, ca.payload_len = sizeof big_a;
+    cb.payload = big_b, cb.payload_len = sizeof big_b;
+    pair_create(&p, &ca, &cb);
+    pair_handshake(&p);
+    assert_int_equal(p.rc_a, 0);
+    assert_int_equal(p.rc_b, 0);
+    assert_int_equal(p.a.peer_payload_len, sizeof big_b);
+    assert_memory_equal(p.a.peer_payload, big_b, sizeof big_b);
+    assert_int_equal(p.b.peer_payload_len, sizeof big_a);
+    assert_memory_equal(p.b.peer_payload, big_a, sizeof big_a);
+    pair_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -829,6 +1130,9 @@ int main(void)
         cmocka_unit_test(test_bad_frames),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_protocol_errors),
+        cmocka_unit_test(test_cipher_negotiation),
+        cmocka_unit_test(test_cipher_byte),
+        cmocka_unit_test(test_max_payload),
     };
     if (sodium_init() < 0)
         return 1;

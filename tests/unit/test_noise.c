@@ -290,12 +290,289 @@ static void test_tamper(void **state)
     noise_handshake_wipe(&good);
 }
 
+/* ---- transport ciphers (sections 12.3 and 12.4) ---- */
+
+/* A fresh NN handshake, split: i_send/r_recv share one key, r_send/i_recv the other. */
+static void split_pair(struct noise_cipher *i_send, struct noise_cipher *i_recv,
+                       struct noise_cipher *r_send, struct noise_cipher *r_recv)
+{
+    struct noise_params ip = {.pattern = NOISE_PATTERN_NN, .initiator = true};
+    struct noise_params rp = {.pattern = NOISE_PATTERN_NN, .initiator = false};
+    struct noise_handshake ini, res;
+    uint8_t m[128], pt[16];
+    size_t n, k;
+
+    assert_int_equal(noise_handshake_init(&ini, &ip), 0);
+    assert_int_equal(noise_handshake_init(&res, &rp), 0);
+    assert_int_equal(noise_handshake_write(&ini, NULL, 0, m, sizeof m, &n), 0);
+    assert_int_equal(noise_handshake_read(&res, m, n, pt, sizeof pt, &k), 0);
+    assert_int_equal(noise_handshake_write(&res, NULL, 0, m, sizeof m, &n), 0);
+    assert_int_equal(noise_handshake_read(&ini, m, n, pt, sizeof pt, &k), 0);
+    assert_int_equal(noise_handshake_split(&ini, i_send, i_recv), 0);
+    assert_int_equal(noise_handshake_split(&res, r_send, r_recv), 0);
+    assert_int_equal(i_send->aead, NOISE_AEAD_CHACHAPOLY);
+    assert_memory_equal(i_send->k, r_recv->k, NOISE_KEYLEN);
+    noise_handshake_wipe(&ini);
+    noise_handshake_wipe(&res);
+}
+
+static void wipe4(struct noise_cipher *a, struct noise_cipher *b, struct noise_cipher *c,
+                  struct noise_cipher *d)
+{
+    noise_cipher_wipe(a), noise_cipher_wipe(b), noise_cipher_wipe(c), noise_cipher_wipe(d);
+}
+
+static void nonce_le(uint64_t n, uint8_t out[12])
+{
+    memset(out, 0, 12);
+    for (int i = 0; i < 8; i++)
+        out[4 + i] = (uint8_t)(n >> (8 * i));
+}
+
+static void nonce_be(uint64_t n, uint8_t out[12])
+{
+    memset(out, 0, 12);
+    for (int i = 0; i < 8; i++)
+        out[11 - i] = (uint8_t)(n >> (8 * i));
+}
+
+static void skip_without_aesgcm(void)
+{
+    if (!crypto_aead_aes256gcm_is_available()) {
+        print_message("AES-256-GCM is not available on this CPU (AES-NI + PCLMUL)\n");
+        skip();
+    }
+}
+
+/* Known answers for the nonce encodings: noise_cipher_encrypt must equal libsodium's one-shot
+ * AEAD under k with a hand-built nonce, for counters whose bytes all differ. */
+static void test_cipher_nonces(void **state)
+{
+    static const uint64_t ns[] = {0, 1, 255, 256, 0x0102030405060708ull, UINT64_MAX - 1};
+    static const uint8_t ad[] = "associated";
+    uint8_t pt[100], got[sizeof pt + NOISE_TAGLEN], want[sizeof pt + NOISE_TAGLEN], nonce[12];
+    struct noise_cipher a, b, c, d;
+    (void)state;
+
+    randombytes_buf(pt, sizeof pt);
+    split_pair(&a, &b, &c, &d);
+    /* ChaChaPoly: 00000000 || LE64(n) (section 12.3) */
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        a.n = ns[i];
+        assert_int_equal(noise_cipher_encrypt(&a, ad, sizeof ad, pt, sizeof pt, got), 0);
+        nonce_le(ns[i], nonce);
+        crypto_aead_chacha20poly1305_ietf_encrypt(want, NULL, pt, sizeof pt, ad, sizeof ad, NULL,
+                                                  nonce, a.k);
+        assert_memory_equal(got, want, sizeof want);
+        assert_true(a.n == ns[i] + 1);
+    }
+    wipe4(&a, &b, &c, &d);
+
+    skip_without_aesgcm();
+    split_pair(&a, &b, &c, &d);
+    assert_int_equal(noise_cipher_use_aesgcm(&a), 0);
+    assert_int_equal(a.aead, NOISE_AEAD_AESGCM);
+    /* AESGCM: 00000000 || BE64(n) (section 12.4) */
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        a.n = ns[i];
+        assert_int_equal(noise_cipher_encrypt(&a, ad, sizeof ad, pt, sizeof pt, got), 0);
+        nonce_be(ns[i], nonce);
+        assert_int_equal(crypto_aead_aes256gcm_encrypt(want, NULL, pt, sizeof pt, ad, sizeof ad,
+                                                       NULL, nonce, a.k),
+                         0);
+        assert_memory_equal(got, want, sizeof want);
+        /* and not the little-endian nonce (they coincide only for n = 0) */
+        if (ns[i] != 0) {
+            nonce_le(ns[i], nonce);
+            crypto_aead_aes256gcm_encrypt(want, NULL, pt, sizeof pt, ad, sizeof ad, NULL, nonce,
+                                          a.k);
+            assert_memory_not_equal(got, want, sizeof want);
+        }
+    }
+    /* The reserved nonce 2^64-1 is refused, as with ChaChaPoly (section 5.1). */
+    a.n = UINT64_MAX;
+    assert_int_equal(noise_cipher_encrypt(&a, NULL, 0, pt, sizeof pt, got), MESH_ESTATE);
+    wipe4(&a, &b, &c, &d);
+}
+
+/* Both ends switched: messages both ways, with and without ad, of sizes around AES-GCM's 16-byte
+ * blocks and libsodium's 128-byte batches; a ChaChaPoly receiver cannot read them. */
+static void test_aesgcm_round_trip(void **state)
+{
+    static const size_t sizes[] = {0, 1, 15, 16, 17, 127, 128, 129, 1000, 65536 + 5};
+    static uint8_t pt[65536 + 5], ct[sizeof pt + NOISE_TAGLEN], out[sizeof pt];
+    struct noise_cipher a, b, c, d;
+    (void)state;
+
+    skip_without_aesgcm();
+    split_pair(&a, &b, &c, &d);
+    struct noise_cipher chacha_d = d;
+    assert_int_equal(noise_cipher_use_aesgcm(&a), 0);
+    assert_int_equal(noise_cipher_use_aesgcm(&a), 0); /* idempotent */
+    assert_int_equal(noise_cipher_use_aesgcm(&b), 0);
+    assert_int_equal(noise_cipher_use_aesgcm(&c), 0);
+    assert_int_equal(noise_cipher_use_aesgcm(&d), 0);
+    randombytes_buf(pt, sizeof pt);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t len = sizes[i];
+        const uint8_t *ad = i % 2 ? (const uint8_t *)"ad" : NULL;
+        size_t ad_len = ad ? 2 : 0;
+        assert_int_equal(noise_cipher_encrypt(&a, ad, ad_len, pt, len, ct), 0);
+        assert_int_equal(noise_cipher_decrypt(&d, ad, ad_len, ct, len + NOISE_TAGLEN, out), 0);
+        if (len)
+            assert_memory_equal(out, pt, len);
+        assert_int_equal(noise_cipher_encrypt(&c, ad, ad_len, pt, len, ct), 0);
+        assert_int_equal(noise_cipher_decrypt(&b, ad, ad_len, ct, len + NOISE_TAGLEN, out), 0);
+        if (len)
+            assert_memory_equal(out, pt, len);
+    }
+    assert_true(a.n == sizeof sizes / sizeof sizes[0] && d.n == a.n);
+    /* Same key and nonce, other AEAD: no. */
+    chacha_d.n = 0;
+    struct noise_cipher a0 = a;
+    a0.n = 0;
+    assert_int_equal(noise_cipher_encrypt(&a0, NULL, 0, pt, 32, ct), 0);
+    assert_int_equal(noise_cipher_decrypt(&chacha_d, NULL, 0, ct, 32 + NOISE_TAGLEN, out),
+                     MESH_EAUTH);
+    /* Only a fresh CipherState switches. */
+    assert_int_equal(noise_cipher_use_aesgcm(&chacha_d), 0);
+    struct noise_cipher used = chacha_d, none = {0};
+    used.aead = NOISE_AEAD_CHACHAPOLY, used.n = 1;
+    assert_int_equal(noise_cipher_use_aesgcm(&used), MESH_ESTATE);
+    assert_int_equal(noise_cipher_use_aesgcm(&none), MESH_ESTATE);
+    noise_cipher_wipe(&chacha_d), noise_cipher_wipe(&a0), noise_cipher_wipe(&used);
+    wipe4(&a, &b, &c, &d);
+}
+
+/* Rekey (sections 4.2 and 11.3) with AES-GCM: k becomes the first 32 bytes of AES-GCM's own
+ * ENCRYPT(k, 2^64-1, "", zeros), the key schedule follows, both ends agree, and the old key no
+ * longer decrypts. */
+static void test_aesgcm_rekey(void **state)
+{
+    uint8_t zeros[32] = {0}, nonce[12], want[32 + NOISE_TAGLEN], old_k[32];
+    uint8_t pt[40], ct[sizeof pt + NOISE_TAGLEN], ref[sizeof ct], out[sizeof pt];
+    struct noise_cipher a, b, c, d;
+    (void)state;
+
+    skip_without_aesgcm();
+    split_pair(&a, &b, &c, &d);
+    assert_int_equal(noise_cipher_use_aesgcm(&a), 0);
+    assert_int_equal(noise_cipher_use_aesgcm(&d), 0);
+    randombytes_buf(pt, sizeof pt);
+    assert_int_equal(noise_cipher_encrypt(&a, NULL, 0, pt, sizeof pt, ct), 0);
+    assert_int_equal(noise_cipher_decrypt(&d, NULL, 0, ct, sizeof ct, out), 0);
+
+    memcpy(old_k, a.k, 32);
+    nonce_be(UINT64_MAX, nonce);
+    crypto_aead_aes256gcm_encrypt(want, NULL, zeros, 32, NULL, 0, NULL, nonce, old_k);
+    noise_cipher_rekey(&a);
+    assert_memory_equal(a.k, want, 32);
+    assert_memory_not_equal(a.k, old_k, 32);
+    assert_true(a.n == 1); /* n carries on */
+    /* The precomputed state follows the new key: same output as the one-shot AEAD under it. */
+    assert_int_equal(noise_cipher_encrypt(&a, NULL, 0, pt, sizeof pt, ct), 0);
+    nonce_be(1, nonce);
+    crypto_aead_aes256gcm_encrypt(ref, NULL, pt, sizeof pt, NULL, 0, NULL, nonce, a.k);
+    assert_memory_equal(ct, ref, sizeof ct);
+
+    struct noise_cipher old = d;
+    assert_int_equal(noise_cipher_decrypt(&old, NULL, 0, ct, sizeof ct, out), MESH_EAUTH);
+    noise_cipher_rekey(&d);
+    assert_memory_equal(d.k, a.k, 32);
+    assert_int_equal(noise_cipher_decrypt(&d, NULL, 0, ct, sizeof ct, out), 0);
+    assert_memory_equal(out, pt, sizeof pt);
+    /* ChaChaPoly's rekey of the same key gives another key: each cipher uses its own ENCRYPT. */
+    struct noise_cipher ch = {0};
+    memcpy(ch.k, old_k, 32);
+    ch.has_key = true;
+    noise_cipher_rekey(&ch);
+    assert_memory_not_equal(ch.k, want, 32);
+
+    noise_cipher_wipe(&old), noise_cipher_wipe(&ch);
+    wipe4(&a, &b, &c, &d);
+    /* Wiping clears the key schedule too. */
+    static const uint8_t zero_state[sizeof a.aes];
+    assert_memory_equal(&a.aes, zero_state, sizeof a.aes);
+    sodium_memzero(old_k, sizeof old_k);
+}
+
+/* Any altered byte, or a truncated message, fails without advancing the nonce. */
+static void test_aesgcm_tamper(void **state)
+{
+    uint8_t pt[50], ct[sizeof pt + NOISE_TAGLEN], bad[sizeof ct], out[sizeof pt];
+    struct noise_cipher a, b, c, d;
+    (void)state;
+
+    skip_without_aesgcm();
+    split_pair(&a, &b, &c, &d);
+    assert_int_equal(noise_cipher_use_aesgcm(&a), 0);
+    assert_int_equal(noise_cipher_use_aesgcm(&d), 0);
+    randombytes_buf(pt, sizeof pt);
+    assert_int_equal(noise_cipher_encrypt(&a, (const uint8_t *)"x", 1, pt, sizeof pt, ct), 0);
+    for (size_t i = 0; i < sizeof ct; i++) {
+        memcpy(bad, ct, sizeof ct);
+        bad[i] ^= 0x80;
+        assert_int_equal(noise_cipher_decrypt(&d, (const uint8_t *)"x", 1, bad, sizeof bad, out),
+                         MESH_EAUTH);
+    }
+    assert_int_equal(noise_cipher_decrypt(&d, (const uint8_t *)"y", 1, ct, sizeof ct, out),
+                     MESH_EAUTH); /* other ad */
+    assert_int_equal(noise_cipher_decrypt(&d, (const uint8_t *)"x", 1, ct, sizeof ct - 1, out),
+                     MESH_EAUTH);
+    assert_int_equal(noise_cipher_decrypt(&d, NULL, 0, ct, NOISE_TAGLEN - 1, out), MESH_EMALFORMED);
+    assert_true(d.n == 0);
+    assert_int_equal(noise_cipher_decrypt(&d, (const uint8_t *)"x", 1, ct, sizeof ct, out), 0);
+    assert_memory_equal(out, pt, sizeof pt);
+    /* A replay fails: the nonce has moved on. */
+    assert_int_equal(noise_cipher_decrypt(&d, (const uint8_t *)"x", 1, ct, sizeof ct, out),
+                     MESH_EAUTH);
+    wipe4(&a, &b, &c, &d);
+}
+
+/* In place (out == in) gives the same bytes as separate buffers, both ways, for both AEADs. */
+static void test_cipher_in_place(void **state)
+{
+    static const size_t sizes[] = {0, 1, 16, 100, 128, 300, 4096 + 3};
+    static uint8_t pt[4096 + 3], sep[sizeof pt + NOISE_TAGLEN], buf[sizeof sep], out[sizeof pt];
+    (void)state;
+
+    randombytes_buf(pt, sizeof pt);
+    for (int aes = 0; aes < 2; aes++) {
+        struct noise_cipher a, b, c, d;
+        if (aes && !crypto_aead_aes256gcm_is_available())
+            skip();
+        split_pair(&a, &b, &c, &d);
+        if (aes) {
+            assert_int_equal(noise_cipher_use_aesgcm(&a), 0);
+            assert_int_equal(noise_cipher_use_aesgcm(&d), 0);
+        }
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            size_t len = sizes[i];
+            struct noise_cipher a2 = a, d2 = d;
+            assert_int_equal(noise_cipher_encrypt(&a2, NULL, 0, pt, len, sep), 0);
+            memcpy(buf, pt, len);
+            assert_int_equal(noise_cipher_encrypt(&a, NULL, 0, buf, len, buf), 0);
+            assert_memory_equal(buf, sep, len + NOISE_TAGLEN);
+            assert_int_equal(noise_cipher_decrypt(&d2, NULL, 0, sep, len + NOISE_TAGLEN, out), 0);
+            assert_int_equal(noise_cipher_decrypt(&d, NULL, 0, buf, len + NOISE_TAGLEN, buf), 0);
+            if (len) {
+                assert_memory_equal(out, pt, len);
+                assert_memory_equal(buf, pt, len);
+            }
+            noise_cipher_wipe(&a2), noise_cipher_wipe(&d2);
+        }
+        wipe4(&a, &b, &c, &d);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = getenv("FOGMESH_TESTDATA");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vectors),
-        cmocka_unit_test(test_tamper),
+        cmocka_unit_test(test_vectors),         cmocka_unit_test(test_tamper),
+        cmocka_unit_test(test_cipher_nonces),   cmocka_unit_test(test_aesgcm_round_trip),
+        cmocka_unit_test(test_aesgcm_rekey),    cmocka_unit_test(test_aesgcm_tamper),
+        cmocka_unit_test(test_cipher_in_place),
     };
 
     if (!dir || !*dir)

@@ -701,6 +701,13 @@ static void test_link_reuse(void **state)
     }
     assert_int_equal(peers_stats(e->n[0].p)->links_dialled, 1);
     assert_int_equal(peers_stats(e->n[1].p)->links_accepted, 1);
+    /* Both ends of the link tell its negotiated cipher (default config: auto). */
+    const char *want = link_aesgcm_available() ? "aes-256-gcm" : "chacha20-poly1305";
+    assert_string_equal(peers_link_cipher(e->n[0].p, &e->n[1].addr), want);
+    assert_string_equal(peers_link_cipher(e->n[1].p, &e->n[0].addr), want);
+    struct mesh_addr nobody = e->n[1].addr;
+    nobody.port ^= 1;
+    assert_null(peers_link_cipher(e->n[0].p, &nobody));
 
     /* The server calls back over the link the client made (it knows the advertised address). */
     r.fired = 0;
