@@ -27,8 +27,10 @@ round trip) and its percentiles. Throughput: `iperf3 -c` (client sends) with -P 
 TP_SECONDS, bytes received by the server per second. CPU: utime + stime (/proc/PID/stat) of
 every forwarding process (socat; ssh and sshd's session processes; the meshd on the path) across
 the single-stream run, divided by the GiB received and by the number of those processes.
-Each run measures every path in turn (interleaved, so machine noise spreads over all of them);
-the figures are medians over --runs. Ratios are against ssh -L.
+Each run takes one measurement at a time over every path, back to back, in an order reversed
+every other run, so that each path is measured within seconds of ssh -L (this machine's speed
+drifts: shared cores, steal time). Figures are medians over --runs; ratios are medians of the
+same-run ratios to ssh -L (paired), which cancel the drift between runs.
 """
 
 import json
@@ -419,20 +421,26 @@ def run(ctx, sc):
         res = {p[0]: {"p50": [], "p99": [], "p999": [], "tp1": [], "tp8": [], "cpu": []}
                for p in paths}
         for run_i in range(ctx.runs + 1):  # the first run warms everything up, not counted
-            for name, host, pp, tp, pids, settle in paths:
+            # One measurement at a time over every path, back to back, in alternating order
+            # (ABC, CBA, ...): each path is measured within seconds of ssh -L's, so the same-run
+            # ratios below hold while the machine's speed drifts (shared cores, steal time).
+            order = paths if run_i % 2 == 0 else paths[::-1]
+            got = {p[0]: {} for p in paths}
+            for name, host, pp, tp, pids, settle in order:
                 lat = latency(A, host, pp)
+                got[name].update(p50=lat[50.0], p99=lat[99.0], p999=lat[99.9])
+            for name, host, pp, tp, pids, settle in order:
                 bps1, nbytes, ticks = throughput(A, host, tp, 1, pids, settle)
-                bps8, _, _ = throughput(A, host, tp, STREAMS)
-                if not run_i:
-                    continue
-                r = res[name]
-                r["p50"].append(lat[50.0])
-                r["p99"].append(lat[99.0])
-                r["p999"].append(lat[99.9])
-                r["tp1"].append(bps1 / 1e9)
-                r["tp8"].append(bps8 / 1e9)
+                got[name]["tp1"] = bps1 / 1e9
                 if pids:
-                    r["cpu"].append(ticks / hz / (nbytes / (1 << 30)) / nproc[name])
+                    got[name]["cpu"] = ticks / hz / (nbytes / (1 << 30)) / nproc[name]
+            for name, host, pp, tp, pids, settle in order:
+                bps8, _, _ = throughput(A, host, tp, STREAMS)
+                got[name]["tp8"] = bps8 / 1e9
+            if run_i:
+                for name, vals in got.items():
+                    for k, v in vals.items():
+                        res[name][k].append(v)
             print(f"   run {run_i}/{ctx.runs} done" + (" (warm-up)" if not run_i else ""),
                   flush=True)
         report(sc, res, ssh.cipher(), mesh.link_cipher(), mesh.rss_kib(), ctx.runs)
@@ -443,17 +451,22 @@ def run(ctx, sc):
             ssh.stop()
 
 
+def paired_ratio(res, name, key):
+    """Median over runs of name's figure / ssh -L's in the same run."""
+    return median([a / b for a, b in zip(res[name][key], res["ssh -L"][key]) if b])
+
+
 def report(sc, res, cipher, link_cipher, rss, runs):
-    ssh = res["ssh -L"]
     order = ["direct TCP", "socat", "ssh -L", "mesh 1 hop", "mesh 2 hops"]
 
     def rows(metric, key, unit):
-        base = median(ssh[key])
         for name in order:
             xs = res[name][key]
             if not xs:
                 continue
-            row(sc, metric, name, median(xs), unit, None if name == "ssh -L" else base)
+            r = row(sc, metric, name, median(xs), unit)
+            if name != "ssh -L":
+                r["ratio"] = paired_ratio(res, name, key)
 
     rows(f"latency p50, {LAT_MSG} B ping-pong (one-way)", "p50", "us")
     rows(f"latency p99, {LAT_MSG} B ping-pong (one-way)", "p99", "us")
@@ -461,12 +474,14 @@ def report(sc, res, cipher, link_cipher, rss, runs):
     rows("throughput, 1 stream", "tp1", "GB/s")
     rows(f"throughput, {STREAMS} streams", "tp8", "GB/s")
     rows("CPU per GiB per forwarding process, 1 stream", "cpu", "s")
-    m1 = res["mesh 1 hop"]
-    tp_ratio = median(m1["tp1"]) / median(ssh["tp1"])
-    lat_ratio = median(m1["p50"]) / median(ssh["p50"])
+    tp_ratio = paired_ratio(res, "mesh 1 hop", "tp1")
+    lat_ratio = paired_ratio(res, "mesh 1 hop", "p50")
+    per_run = ", ".join(f"{a / b:.2f}" for a, b in zip(res["mesh 1 hop"]["tp1"],
+                                                        res["ssh -L"]["tp1"]))
     sc["notes"] += [
-        f"{runs} runs after a warm-up run, paths interleaved in each; medians. Ratios are "
-        f"against ssh -L. Latency: sockperf ping-pong --tcp -m {LAT_MSG}, {LAT_SECONDS} s, "
+        f"{runs} runs after a warm-up run; in each, every measurement over all paths back to back"
+        f" (order reversed every other run). Figures: medians over the runs; ratios: medians of"
+        f" the same-run ratios to ssh -L (1-hop 1-stream throughput per run: {per_run}). Latency: sockperf ping-pong --tcp -m {LAT_MSG}, {LAT_SECONDS} s, "
         f"one-way (half the round trip). Throughput: iperf3 -t {TP_SECONDS} -P 1 / -P {STREAMS},"
         f" GB = 1e9 bytes received by the server.",
         f"Topology: 3 network namespaces on one bridge (veth, MTU 1500); client in A, server in "
