@@ -1514,9 +1514,10 @@ long link_channel_reserve(struct link *l, uint32_t id, size_t len, uint8_t **ptr
         return MESH_EINVAL;
     if (len == 0)
         return 0;
-    link_room = l->queued + out_pending(l) < l->cfg.out_cap
-                    ? l->cfg.out_cap - l->queued - out_pending(l)
-                    : 0;
+    /* Control channels may queue up to another out_cap beyond the bulk limit, so that bulk data
+     * filling the link never holds Raft or RPC messages back (link.h "Priorities"). */
+    size_t cap = (c->type & LINK_CHAN_CONTROL) ? 2 * l->cfg.out_cap : l->cfg.out_cap;
+    link_room = l->queued + out_pending(l) < cap ? cap - l->queued - out_pending(l) : 0;
     if (link_room == 0) {
         c->want_writable = true;
         l->want_writable_any = true;

@@ -72,6 +72,8 @@
  * first, then control-channel data, then at most one bulk DATA frame (of at most
  * LINK_BULK_CHUNK bytes) and only when no other encrypted bytes are waiting, so a large bulk
  * transfer delays control traffic by at most one bulk frame plus what the transport buffers.
+ * Queueing is bounded per link too (out_cap): bulk channels stop being accepted at out_cap,
+ * control channels only at twice that, so bulk data filling a link never blocks a control send.
  *
  * Threading and re-entrancy: one link is used from one thread. Callbacks may call the link_*
  * channel and output functions of the same link, but must not call link_free.
@@ -152,7 +154,8 @@ struct link_config {
     size_t max_channels;      /* open channels at once (both directions) */
     uint32_t chan_window;     /* receive window we grant per channel */
     size_t chan_sndbuf;       /* bytes link_channel_send buffers per channel */
-    size_t out_cap;           /* encrypted output bytes waiting to be sent */
+    size_t out_cap;           /* bytes queued by bulk channels plus encrypted output waiting;
+                                 control channels may queue up to twice that */
     uint64_t rekey_bytes;     /* rekey our sending key after this many plaintext bytes */
     uint64_t rekey_ms;        /* ... or this long */
     uint64_t hs_timeout_ms;

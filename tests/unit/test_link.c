@@ -586,6 +586,36 @@ static void test_priority(void **state)
     pair_free(&p);
 }
 
+/* Bulk channels that fill the link's queue (out_cap) are refused more, control channels are
+ * not: bulk data never holds a Raft or RPC message back. */
+static void test_control_beyond_bulk_cap(void **state)
+{
+    struct pair p;
+    uint32_t bulk[5], ctl;
+    static uint8_t buf[LINK_DEFAULT_SNDBUF];
+    (void)state;
+    pair_establish(&p, NULL);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(link_channel_open(p.a.l, 5, NULL, 0, &bulk[i]), 0);
+    assert_int_equal(link_channel_open(p.a.l, 0x8001, NULL, 0, &ctl), 0);
+    pump(&p); /* credit for all */
+    size_t queued = 0;
+    long n = 0;
+    for (int i = 0; i < 5 && n >= 0; i++) {
+        n = link_channel_send(p.a.l, bulk[i], buf, sizeof buf);
+        if (n > 0)
+            queued += (size_t)n;
+    }
+    assert_int_equal(n, MESH_EAGAIN); /* the bulk limit is reached */
+    assert_true(queued >= LINK_DEFAULT_OUT_CAP - LINK_DEFAULT_SNDBUF);
+    assert_int_equal(link_channel_send(p.a.l, ctl, (const uint8_t *)"vote", 4), 4);
+    pump(&p);
+    assert_int_equal(p.b.data_len, queued + 4);
+    assert_int_equal(p.rc_a, 0);
+    assert_int_equal(p.rc_b, 0);
+    pair_free(&p);
+}
+
 static void rekey_bytes(struct link_config *c, bool initiator)
 {
     (void)initiator;
@@ -1125,6 +1155,7 @@ int main(void)
         cmocka_unit_test(test_zero_copy),
         cmocka_unit_test(test_flow_control),
         cmocka_unit_test(test_priority),
+        cmocka_unit_test(test_control_beyond_bulk_cap),
         cmocka_unit_test(test_rekey),
         cmocka_unit_test(test_keepalive),
         cmocka_unit_test(test_bad_frames),
