@@ -110,8 +110,8 @@ struct end {
  * exactly what that stream delivered and we have not consumed yet, so its credit window bounds
  * it; a socket source is read only into an empty pipe, at most read_max bytes. */
 struct pipe {
-    uint8_t *buf;
-    size_t off, len, cap;
+    uint8_t *buf; /* alloc bytes, grown on demand up to cap */
+    size_t off, len, cap, alloc;
     bool eof;  /* the source sends no more */
     bool shut; /* the sink was told (shutdown or FIN) */
     uint64_t bytes;
@@ -308,11 +308,24 @@ static void give_credit(struct end *src, size_t n)
         (void)peers_stream_consume(src->s, n);
 }
 
-static bool pipe_alloc(struct pipe *p)
+/* Room for need bytes (<= cap) in the pipe's buffer, which starts at PIPE_MIN and doubles: a
+ * blocked sink costs what it holds, not a whole window. */
+#define PIPE_MIN (64 * 1024)
+static bool pipe_alloc(struct pipe *p, size_t need)
 {
-    if (!p->buf)
-        p->buf = malloc(p->cap);
-    return p->buf != NULL;
+    if (p->buf && p->alloc >= need)
+        return true;
+    size_t n = p->alloc ? p->alloc : PIPE_MIN;
+    while (n < need)
+        n *= 2;
+    if (n > p->cap)
+        n = p->cap;
+    uint8_t *b = realloc(p->buf, n);
+    if (!b)
+        return false;
+    p->buf = b;
+    p->alloc = n;
+    return true;
 }
 
 static void note_held(struct tunnel *t, struct pipe *p)
@@ -399,6 +412,7 @@ static void pump(struct tunnel *t, int i)
              * no window-sized buffer. */
             free(p->buf);
             p->buf = NULL;
+            p->alloc = 0;
         }
     }
     if (p->eof && !p->len && !p->shut)
@@ -450,7 +464,7 @@ static void on_fd_read(evutil_socket_t fd, short what, void *arg)
         }
         /* No room in the stream now: hold one read in the pipe, as for a socket sink. */
     }
-    if (!pipe_alloc(p)) {
+    if (!pipe_alloc(p, p->cap)) {
         fail(t, MESH_ENOMEM, "%s: out of memory", side(e));
         return;
     }
@@ -530,17 +544,17 @@ static void st_data(void *ud, struct peers_stream *s, const uint8_t *d, size_t n
         n -= (size_t)w;
     }
     if (n) {
-        if (!pipe_alloc(p)) {
-            fail(t, MESH_ENOMEM, "%s: out of memory", side(e));
-            return;
-        }
-        if (p->off + p->len + n > p->cap && p->off) {
-            memmove(p->buf, p->buf + p->off, p->len);
-            p->off = 0;
-        }
         if (p->len + n > p->cap) {
             /* Cannot happen while the link enforces the window. */
             fail(t, MESH_EPROTO, "%s: the stream sent beyond its window", side(e));
+            return;
+        }
+        if (p->off + p->len + n > p->alloc && p->off) {
+            memmove(p->buf, p->buf + p->off, p->len);
+            p->off = 0;
+        }
+        if (!pipe_alloc(p, p->len + n)) {
+            fail(t, MESH_ENOMEM, "%s: out of memory", side(e));
             return;
         }
         memcpy(p->buf + p->off + p->len, d, n);

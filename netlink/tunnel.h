@@ -13,7 +13,9 @@
  * its data is consumed), and backpressure runs end to end: data a stream delivers is consumed
  * (its credit returned to the sender) only once written to the other side, and a socket is read
  * only while the stream can take more, so a slow reader stalls the writer at the far end
- * instead of growing any buffer on the way.
+ * instead of growing any buffer on the way. A direction's buffer grows with what it holds (from
+ * 64 KiB, doubling); the worst case for a node is TUNNEL_DEFAULT_MAX tunnels x 2 directions x
+ * the window, reached only if every tunnel's sink stops reading while its source keeps sending.
  *
  * Half-close both ways: a socket's EOF becomes the stream's FIN and a stream's FIN becomes
  * shutdown(SHUT_WR) on the socket (or the FIN of the next stream), each after the data before
