@@ -121,6 +121,7 @@ struct conn {
     bool outgoing;
     bool up;
     bool closing;
+    bool pending; /* inbound, handshake not done yet (counted in peers.npending) */
     uint8_t peer_static[LINK_KEY_LEN];
     struct call *calls;
     struct serving *serving;
@@ -146,6 +147,7 @@ struct peers {
     size_t nstreams;
     struct conn *conns;
     size_t nconns;
+    size_t npending;
     size_t ncalls, nserving;
     struct peers_stats st;
 };
@@ -613,6 +615,15 @@ static uint32_t stream_accept(struct conn *c, const struct stream_listener *ls, 
 
 /* ---- link callbacks (ud = conn) ---------------------------------------------------------- */
 
+/* An inbound connection's handshake ended (done or failed): it is no longer pending. */
+static void conn_settled(struct conn *c)
+{
+    if (c->pending) {
+        c->pending = false;
+        c->p->npending--;
+    }
+}
+
 static int cb_handshake(void *ud, const uint8_t peer[LINK_KEY_LEN], const uint8_t *payload,
                         size_t len)
 {
@@ -622,6 +633,7 @@ static int cb_handshake(void *ud, const uint8_t peer[LINK_KEY_LEN], const uint8_
     if (rc < 0)
         return rc;
     memcpy(c->peer_static, peer, LINK_KEY_LEN);
+    conn_settled(c);
     if (!c->outgoing) {
         c->adv = adv;
         c->adv_known = true;
@@ -822,6 +834,7 @@ static void conn_unlink(struct conn *c)
 
 static void conn_free(struct conn *c)
 {
+    conn_settled(c);
     conn_unlink(c);
     if (c->lio)
         linkio_free(c->lio);
@@ -833,6 +846,7 @@ static void cb_link_closed(void *ud, const struct mesh_err *why)
     struct conn *c = ud;
     struct peers *p = c->p;
     struct mesh_err err = *why;
+    conn_settled(c);
     if (!c->up) {
         p->st.links_failed++;
         if (why->code == MESH_EAUTH || why->code == MESH_EPROTO)
@@ -905,6 +919,21 @@ static bool room_for_link(struct peers *p)
     return false;
 }
 
+/* Drops the oldest inbound connection still in its handshake, at once and silently: nothing
+ * waits on it (calls and streams attach only to links dialled or up), and its peer has proved
+ * nothing yet. */
+static void drop_oldest_pending(struct peers *p)
+{
+    struct conn *oldest = NULL;
+    for (struct conn *c = p->conns; c; c = c->next)
+        if (c->pending && !c->closing)
+            oldest = c; /* conns are prepended: the last one is the oldest */
+    if (oldest) {
+        conn_free(oldest);
+        p->st.handshakes_dropped++;
+    }
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
     struct peers *p = arg;
@@ -915,6 +944,8 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
         int s = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (s < 0)
             return;
+        if (p->npending >= PEERS_MAX_PENDING)
+            drop_oldest_pending(p);
         if (!room_for_link(p)) {
             close(s);
             continue;
@@ -937,6 +968,8 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
         c->next = p->conns;
         p->conns = c;
         p->nconns++;
+        c->pending = true;
+        p->npending++;
         p->st.links_accepted++;
     }
 }

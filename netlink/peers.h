@@ -31,9 +31,13 @@
 #include "link.h"
 
 #define PEERS_DEFAULT_MAX_LINKS 256
-#define PEERS_MAX_CALLS         1024 /* in flight, outgoing */
-#define PEERS_MAX_SERVING       1024 /* requests being received or answered */
-#define PEERS_MAX_SERVICES      16
+/* Inbound connections still in their handshake, at most: beyond that the oldest one is dropped.
+ * So a flood of connections that never finish a handshake holds at most this many slots, and
+ * never pushes out a link that is up. */
+#define PEERS_MAX_PENDING  64
+#define PEERS_MAX_CALLS    1024 /* in flight, outgoing */
+#define PEERS_MAX_SERVING  1024 /* requests being received or answered */
+#define PEERS_MAX_SERVICES 16
 
 struct peers;
 
@@ -74,6 +78,7 @@ struct peers_config {
 
 struct peers_stats {
     uint64_t links_accepted, links_dialled, links_up, links_failed;
+    uint64_t handshakes_dropped; /* inbound ones, to stay within PEERS_MAX_PENDING */
     uint64_t handshake_failures;
     uint64_t calls, calls_failed, served, refused;
     uint64_t streams_opened, streams_accepted, streams_failed;

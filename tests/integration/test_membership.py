@@ -582,9 +582,17 @@ def test_garbage_on_tcp_and_a_connection_flood_are_survived(mesh):
         sent += 1
     wait_for(lambda: link_counter(t, "failed") >= l0["failed"] + sent, timeout=TIMEOUT,
              what=f"{sent} failed links counted")
-    # Connections that connect and say nothing, more than the link table holds (256).
+    # Connections that connect and say nothing, more than the link table holds (256): at most
+    # PEERS_MAX_PENDING (64) handshakes wait at once, the oldest are dropped.
+    d0 = link_counter(t, "handshakes_dropped")
     idle = [connect(t) for _ in range(300)]
     try:
+        wait_for(lambda: link_counter(t, "handshakes_dropped") >= d0 + 300 - 64, timeout=TIMEOUT,
+                 what="the oldest idle handshakes dropped")
+        # The links that were up are still up and answer at once (the flood used to push them
+        # out of the table, and a call then found it full).
+        k = t.ctl_json("keys", "list")
+        assert k["ok"] == 3 and k["failed"] == {}, k
         # The node keeps working while they are open: a new node joins through it.
         late = mesh.node("late", key_file=mesh.key_file, join=[t.addr]).start()
         mesh.wait_all_alive(nodes + [late], what="a join through a node flooded with connections")
