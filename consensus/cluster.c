@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "dlist.h"
+
 /* Log entries kept before a snapshot, and kept after it so that a follower a little behind
  * catches up from the log instead of a whole snapshot. */
 #define SNAPSHOT_THRESHOLD 1024
@@ -100,20 +102,12 @@ static int from_raft(int rv)
 static void req_link(struct cluster *c, struct cluster_req *q)
 {
     q->c = c;
-    q->next = c->reqs;
-    if (q->next)
-        q->next->prev = q;
-    c->reqs = q;
+    DLIST_PUSH(c->reqs, q);
 }
 
 static void req_unlink_free(struct cluster_req *q)
 {
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        q->c->reqs = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
+    DLIST_REMOVE(q->c->reqs, q);
     free(q);
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "dlist.h"
 #include "tunnel.h"
 
 #define PUMP_BUF        65536 /* bytes read from raft's end at once */
@@ -373,12 +374,7 @@ static void tc_free(struct tconn *tc)
     transport_framecheck_fini(&tc->fc);
     free(tc->obuf);
     free(tc->ibuf);
-    if (tc->prev)
-        tc->prev->next = tc->next;
-    else
-        tr->conns = tc->next;
-    if (tc->next)
-        tc->next->prev = tc->prev;
+    DLIST_REMOVE(tr->conns, tc);
     free(tc);
 }
 

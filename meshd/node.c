@@ -14,6 +14,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "dlist.h"
 #include "version.h"
 #include "wire.h"
 
@@ -319,12 +320,7 @@ struct pp_call {
 
 static void pp_call_free(struct pp_call *pc)
 {
-    if (pc->prev)
-        pc->prev->next = pc->next;
-    else
-        pc->n->pp_calls = pc->next;
-    if (pc->next)
-        pc->next->prev = pc->prev;
+    DLIST_REMOVE(pc->n->pp_calls, pc);
     free(pc);
 }
 
@@ -360,10 +356,7 @@ static int hook_pushpull(void *ud, uint64_t req, const struct mesh_addr *to, con
         return rc;
     }
     /* The callback never fires from inside peers_call: linking now is in time. */
-    pc->next = n->pp_calls;
-    if (pc->next)
-        pc->next->prev = pc;
-    n->pp_calls = pc;
+    DLIST_PUSH(n->pp_calls, pc);
     return rc;
 }
 

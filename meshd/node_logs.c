@@ -24,6 +24,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 
+#include "dlist.h"
 #include "engine.h"
 #include "node.h"
 #include "reconcile.h"
@@ -71,10 +72,7 @@ static struct logs_session *session_new(struct node *n, const char *what, size_t
         return NULL;
     s->n = n;
     snprintf(s->what, sizeof s->what, "%s", what);
-    s->next = n->logs;
-    if (s->next)
-        s->next->prev = s;
-    n->logs = s;
+    DLIST_PUSH(n->logs, s);
     n->nlogs++;
     return s;
 }
@@ -84,12 +82,7 @@ static void session_maybe_free(struct logs_session *s)
 {
     if (s->ereq || s->src_stream || s->serve_stream || s->req)
         return;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        s->n->logs = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    DLIST_REMOVE(s->n->logs, s);
     s->n->nlogs--;
     if (s->pending)
         evbuffer_free(s->pending);

@@ -7,6 +7,7 @@
 
 #include <sodium.h>
 
+#include "dlist.h"
 #include "node.h"
 #include "spec.h"
 #include "version.h"
@@ -170,12 +171,7 @@ struct write {
 static void write_free(struct write *w)
 {
     struct node *n = w->n;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        n->writes = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    DLIST_REMOVE(n->writes, w);
     if (w->timer)
         event_free(w->timer);
     free(w);
@@ -330,10 +326,7 @@ void node_raft_write(struct node *n, struct evhttp_request *req, const char *nam
     w->n = n;
     w->req = req;
     snprintf(w->name, sizeof w->name, "%s", name);
-    w->next = n->writes;
-    if (w->next)
-        w->next->prev = w;
-    n->writes = w;
+    DLIST_PUSH(n->writes, w);
     w->watch = (struct api_watch){.gone = write_gone, .ud = w};
     api_watch(req, &w->watch);
     w->timer = evtimer_new(n->loop.base, on_write_timeout, w);
@@ -539,12 +532,7 @@ struct read {
 static void read_free(struct read *r)
 {
     struct node *n = r->n;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        n->reads = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    DLIST_REMOVE(n->reads, r);
     if (r->timer)
         event_free(r->timer);
     free(r);
@@ -722,10 +710,7 @@ static struct read *read_new(struct node *n, struct evhttp_request *req, const c
     r->reply = reply;
     snprintf(r->name, sizeof r->name, "%s", name);
     r->deadline = mesh_now_ms() + wait_ms;
-    r->next = n->reads;
-    if (r->next)
-        r->next->prev = r;
-    n->reads = r;
+    DLIST_PUSH(n->reads, r);
     r->watch = (struct api_watch){.gone = read_gone, .ud = r};
     api_watch(req, &r->watch);
     return r;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dlist.h"
 #include "node.h"
 #include "route.h"
 #include "version.h"
@@ -422,12 +423,7 @@ int node_call_routed(struct node *n, const struct mesh_addr *dest, uint16_t type
 static void relay_free(struct relay *x)
 {
     struct node_routes *r = x->r;
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        r->relays = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
+    DLIST_REMOVE(r->relays, x);
     r->nrelays--;
     free(x);
 }
@@ -469,10 +465,7 @@ static void serve_relay(void *ud, struct peers_req *req)
     }
     x->r = r;
     x->req = req;
-    x->next = r->relays;
-    if (x->next)
-        x->next->prev = x;
-    r->relays = x;
+    DLIST_PUSH(r->relays, x);
     r->nrelays++;
     int rc = call_towards(n, &dest, type, (uint8_t)(hops - 1), req->data + RELAY_HDR,
                           req->len - RELAY_HDR, max_reply, RELAY_TIMEOUT_MS, on_relayed, x);

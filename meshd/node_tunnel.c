@@ -27,6 +27,7 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 
+#include "dlist.h"
 #include "node.h"
 #include "route.h"
 #include "tunnel.h"
@@ -101,12 +102,7 @@ static void close_rst(int fd)
 static void splice_free(struct local_splice *sp, bool reset)
 {
     struct node_tunnels *nt = sp->nt;
-    if (sp->prev)
-        sp->prev->next = sp->next;
-    else
-        nt->splices = sp->next;
-    if (sp->next)
-        sp->next->prev = sp->prev;
+    DLIST_REMOVE(nt->splices, sp);
     nt->nsplices--;
     struct bufferevent *bevs[] = {sp->a, sp->b};
     for (size_t i = 0; i < 2; i++) {
@@ -202,10 +198,7 @@ static int splice_local(struct node_tunnels *nt, int fd, const struct mesh_addr 
         free(sp);
         return MESH_ENOMEM;
     }
-    sp->next = nt->splices;
-    if (sp->next)
-        sp->next->prev = sp;
-    nt->splices = sp;
+    DLIST_PUSH(nt->splices, sp);
     nt->nsplices++;
     bufferevent_setcb(sp->a, splice_read, splice_write, splice_event, sp);
     bufferevent_setcb(sp->b, splice_read, splice_write, splice_event, sp);

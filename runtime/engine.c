@@ -26,6 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dlist.h"
+
 enum op {
     OP_PING,
     OP_VERSION,
@@ -422,12 +424,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
             event_free(sc->ev);
-            if (sc->prev)
-                sc->prev->next = sc->next;
-            else
-                e->socks = sc->next;
-            if (sc->next)
-                sc->next->prev = sc->prev;
+            DLIST_REMOVE(e->socks, sc);
             free(sc);
             curl_multi_assign(e->multi, s, NULL);
         }
