@@ -16,6 +16,8 @@
 
 #include <sodium.h>
 
+#include "evwant.h"
+
 /* The kernel-side queue: at most NOTSENT_LOWAT bytes not yet sent on the wire wait in the
  * socket (TCP_NOTSENT_LOWAT), so that control frames are not stuck behind bulk bytes that
  * already left the link (see "Priorities" in link.h), while the link encrypts the next frame
@@ -102,24 +104,13 @@ static void t_output(void *ud)
 
 /* ---- closing ---- */
 
-static void want(struct event *ev, bool *added, bool on)
-{
-    if (on == *added)
-        return;
-    if (on)
-        event_add(ev, NULL);
-    else
-        event_del(ev);
-    *added = on;
-}
-
 static void finish(struct linkio *lio)
 {
     if (lio->finished)
         return;
     lio->finished = true;
-    want(lio->rev, &lio->reading, false);
-    want(lio->wev, &lio->writing, false);
+    ev_want(lio->rev, &lio->reading, false);
+    ev_want(lio->wev, &lio->writing, false);
     if (lio->fd >= 0) {
         close(lio->fd);
         lio->fd = -1;
@@ -148,7 +139,7 @@ static void fail(struct linkio *lio, const struct mesh_err *err)
     if (lio->closing && err->code == MESH_ECLOSED)
         lio->err.code = 0;
     lio->fail_deadline = now_ms() + FLUSH_GRACE_MS;
-    want(lio->rev, &lio->reading, false);
+    ev_want(lio->rev, &lio->reading, false);
     event_active(lio->flush_ev, EV_WRITE, 0);
 }
 
@@ -230,7 +221,7 @@ static void flush(struct linkio *lio)
             break;
         }
     }
-    want(lio->wev, &lio->writing, blocked);
+    ev_want(lio->wev, &lio->writing, blocked);
     if (!blocked && link_output_idle(lio->link)) {
         if (lio->failing) {
             finish(lio);
@@ -312,8 +303,8 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
         }
         lio->connected = true;
         set_sockopts(fd);
-        want(lio->wev, &lio->writing, false);
-        want(lio->rev, &lio->reading, true);
+        ev_want(lio->wev, &lio->writing, false);
+        ev_want(lio->rev, &lio->reading, true);
         if (link_start(lio->link, now_ms()) < 0)
             fail_code(lio, MESH_ESTATE, "starting the link");
     }
@@ -424,7 +415,7 @@ int linkio_connect(struct event_base *base, const struct mesh_addr *addr,
     }
     /* Connected once the socket is writable (write_cb). */
     lio->connect_deadline = now_ms() + lio->cfg.connect_timeout_ms;
-    want(lio->wev, &lio->writing, true);
+    ev_want(lio->wev, &lio->writing, true);
     rearm_timer(lio);
     *ret = lio;
     return 0;
@@ -450,7 +441,7 @@ int linkio_adopt(struct event_base *base, int fd, const struct linkio_config *cf
         linkio_free(lio);
         return mesh_errf(err, r, "linkio: start: %s", mesh_strerror(r));
     }
-    want(lio->rev, &lio->reading, true);
+    ev_want(lio->rev, &lio->reading, true);
     event_active(lio->flush_ev, EV_WRITE, 0);
     rearm_timer(lio);
     *ret = lio;

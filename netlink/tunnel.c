@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "evwant.h"
 #include "wire.h"
 
 /* ---- the open payload -------------------------------------------------------------------- */
@@ -336,17 +337,6 @@ static void note_held(struct tunnel *t, struct pipe *p)
         t->ts->st.held_max = p->len;
 }
 
-static void arm(struct event *ev, bool *armed, bool want)
-{
-    if (want == *armed)
-        return;
-    if (want)
-        event_add(ev, NULL);
-    else
-        event_del(ev);
-    *armed = want;
-}
-
 /* Socket interest follows the pipes: read into an empty pipe whose sink can take bytes, write
  * while bytes wait for the socket (or the connection is being made). */
 static void update(struct tunnel *t)
@@ -359,8 +349,8 @@ static void update(struct tunnel *t)
         bool r =
             !t->failed && !e->connecting && !in->eof && in->len == 0 && sink_ready(&t->e[1 - i]);
         bool w = !t->failed && (e->connecting || out->len > 0);
-        arm(e->rev, &e->rarmed, r);
-        arm(e->wev, &e->warmed, w);
+        ev_want(e->rev, &e->rarmed, r);
+        ev_want(e->wev, &e->warmed, w);
     }
 }
 
