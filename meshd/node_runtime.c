@@ -37,7 +37,7 @@
 #define ACTIONS_MAX         64 /* per pass; the rest in the next */
 #define PULLS_MAX           16 /* images pulled or waiting for a retry at once */
 #define INSPECTS_MAX        8  /* in flight */
-#define INFO_REFRESH_MS     30000
+#define INFO_REFRESH_MS     10000
 #define PULL_RETRY_MS       5000
 #define PULL_RETRY_MAX_MS   300000
 #define CREATE_RETRY_MS     2000
