@@ -410,25 +410,7 @@ static int count_write(void *data, const char *buf, size_t len)
     return 0;
 }
 
-/* A command's arguments, for packing. Strings are not NUL-terminated here. */
-struct cmd {
-    unsigned type;    /* enum fsm_cmd_type */
-    const char *name; /* PUT_APP, DELETE_APP: the app; PLACE, UNPLACE: the app; CORDON: node */
-    size_t name_len;
-    const void *spec; /* PUT_APP */
-    size_t spec_len;
-    uint64_t mod_rev; /* PLACE */
-    const char *ms;   /* PLACE, UNPLACE */
-    size_t ms_len;
-    uint32_t replica;
-    const char *node; /* PLACE */
-    size_t node_len;
-    const char *reason; /* PLACE */
-    size_t reason_len;
-    bool cordoned, drain; /* CORDON */
-};
-
-static void pack_cmd(msgpack_packer *pk, const struct cmd *c)
+static void pack_cmd(msgpack_packer *pk, const struct fsm_cmd *c)
 {
     static const uint32_t nargs[] = {
         [FSM_CMD_PUT_APP] = 2,    [FSM_CMD_DELETE_APP] = 1, [FSM_CMD_PLACE] = 6,
@@ -442,7 +424,7 @@ static void pack_cmd(msgpack_packer *pk, const struct cmd *c)
     switch (c->type) {
     case FSM_CMD_PUT_APP:
     case FSM_CMD_PUT_REC:
-        wire_pack_bin(pk, c->spec, c->spec_len);
+        wire_pack_bin(pk, c->value, c->value_len);
         break;
     case FSM_CMD_PLACE:
         msgpack_pack_uint64(pk, c->mod_rev);
@@ -471,7 +453,7 @@ static void pack_cmd(msgpack_packer *pk, const struct cmd *c)
 }
 
 /* Encodes a checked command into a raft_malloc'ed, zero-padded buffer. */
-static int encode_cmd(const struct cmd *c, struct raft_buffer *out)
+static int encode_cmd(const struct fsm_cmd *c, struct raft_buffer *out)
 {
     if (!out)
         return MESH_EINVAL;
@@ -517,7 +499,7 @@ int fsm_cmd_put_app(const char *name, const void *spec, size_t len, struct raft_
 {
     if (len > FSM_SPEC_MAX)
         return MESH_ETOOBIG;
-    struct cmd c = {.type = FSM_CMD_PUT_APP, .spec = spec, .spec_len = len};
+    struct fsm_cmd c = {.type = FSM_CMD_PUT_APP, .value = spec, .value_len = len};
     if (!spec || len == 0 || !set_app_name(name, &c.name, &c.name_len))
         return MESH_EINVAL;
     return encode_cmd(&c, out);
@@ -525,7 +507,7 @@ int fsm_cmd_put_app(const char *name, const void *spec, size_t len, struct raft_
 
 int fsm_cmd_delete_app(const char *name, struct raft_buffer *out)
 {
-    struct cmd c = {.type = FSM_CMD_DELETE_APP};
+    struct fsm_cmd c = {.type = FSM_CMD_DELETE_APP};
     if (!set_app_name(name, &c.name, &c.name_len))
         return MESH_EINVAL;
     return encode_cmd(&c, out);
@@ -534,7 +516,7 @@ int fsm_cmd_delete_app(const char *name, struct raft_buffer *out)
 int fsm_cmd_place(const char *app, uint64_t app_mod_rev, const char *ms, uint32_t replica,
                   const char *node, const char *reason, struct raft_buffer *out)
 {
-    struct cmd c = {.type = FSM_CMD_PLACE, .mod_rev = app_mod_rev, .replica = replica};
+    struct fsm_cmd c = {.type = FSM_CMD_PLACE, .mod_rev = app_mod_rev, .replica = replica};
     if (!reason)
         reason = "";
     if (!node || !set_app_name(app, &c.name, &c.name_len) || !set_app_name(ms, &c.ms, &c.ms_len) ||
@@ -553,7 +535,7 @@ int fsm_cmd_place(const char *app, uint64_t app_mod_rev, const char *ms, uint32_
 
 int fsm_cmd_unplace(const char *app, const char *ms, uint32_t replica, struct raft_buffer *out)
 {
-    struct cmd c = {.type = FSM_CMD_UNPLACE, .replica = replica};
+    struct fsm_cmd c = {.type = FSM_CMD_UNPLACE, .replica = replica};
     if (!set_app_name(app, &c.name, &c.name_len) || !set_app_name(ms, &c.ms, &c.ms_len) ||
         replica >= FSM_REPLICAS_MAX)
         return MESH_EINVAL;
@@ -564,7 +546,7 @@ int fsm_cmd_put_rec(const char *key, const void *value, size_t len, struct raft_
 {
     if (len > FSM_REC_MAX)
         return MESH_ETOOBIG;
-    struct cmd c = {.type = FSM_CMD_PUT_REC, .spec = value, .spec_len = len, .name = key};
+    struct fsm_cmd c = {.type = FSM_CMD_PUT_REC, .value = value, .value_len = len, .name = key};
     c.name_len = key ? strnlen(key, FSM_REC_KEY_MAX + 1) : 0;
     if (!value || len == 0 || !fsm_rec_key_valid(key, c.name_len))
         return MESH_EINVAL;
@@ -573,7 +555,7 @@ int fsm_cmd_put_rec(const char *key, const void *value, size_t len, struct raft_
 
 int fsm_cmd_delete_rec(const char *key, struct raft_buffer *out)
 {
-    struct cmd c = {.type = FSM_CMD_DELETE_REC, .name = key};
+    struct fsm_cmd c = {.type = FSM_CMD_DELETE_REC, .name = key};
     c.name_len = key ? strnlen(key, FSM_REC_KEY_MAX + 1) : 0;
     if (!fsm_rec_key_valid(key, c.name_len))
         return MESH_EINVAL;
@@ -582,7 +564,7 @@ int fsm_cmd_delete_rec(const char *key, struct raft_buffer *out)
 
 int fsm_cmd_cordon(const char *node, bool cordoned, bool drain, struct raft_buffer *out)
 {
-    struct cmd c = {.type = FSM_CMD_CORDON, .cordoned = cordoned, .drain = drain};
+    struct fsm_cmd c = {.type = FSM_CMD_CORDON, .cordoned = cordoned, .drain = drain};
     if (!node || (drain && !cordoned))
         return MESH_EINVAL;
     c.name = node;
@@ -590,6 +572,148 @@ int fsm_cmd_cordon(const char *node, bool cordoned, bool drain, struct raft_buff
     if (!fsm_node_name_valid(node, c.name_len))
         return MESH_EINVAL;
     return encode_cmd(&c, out);
+}
+
+/* ---- commands: decoding ---- */
+
+/* After a command: nothing, or the zero padding encode_cmd adds (up to 7 bytes). */
+static bool at_end(const struct wire_rd *r)
+{
+    size_t left = wire_rd_left(r);
+    if (left > 7)
+        return false;
+    for (size_t i = r->len - left; i < r->len; i++)
+        if (r->p[i] != 0)
+            return false;
+    return true;
+}
+
+/* Reads a string argument into (*ret, *ret_len). */
+static int rd_str(struct wire_rd *r, const char **ret, size_t *ret_len)
+{
+    uint32_t n;
+    if (wire_rd_str(r, ret, &n))
+        return MESH_EMALFORMED;
+    *ret_len = n;
+    return 0;
+}
+
+static int rd_bin(struct wire_rd *r, const uint8_t **ret, size_t *ret_len)
+{
+    uint32_t n;
+    if (wire_rd_bin(r, ret, &n))
+        return MESH_EMALFORMED;
+    *ret_len = n;
+    return 0;
+}
+
+/* Reads a microservice name (the app name rule) and a replica index (snapshot entries). */
+static int rd_ms_replica(struct wire_rd *r, struct plc_key *k)
+{
+    uint32_t n;
+    uint64_t replica;
+    if (wire_rd_str(r, &k->ms, &n) || wire_rd_uint(r, &replica))
+        return MESH_EMALFORMED;
+    if (!fsm_app_name_valid(k->ms, n) || replica >= FSM_REPLICAS_MAX)
+        return MESH_EINVAL;
+    k->ms_len = n;
+    k->replica = (uint32_t)replica;
+    return 0;
+}
+
+/* Reads the arguments of c->type (nargs of them) and checks each one's rule and bound. */
+static int decode_args(struct wire_rd *r, uint32_t nargs, struct fsm_cmd *c)
+{
+    uint64_t v;
+    switch (c->type) {
+    case FSM_CMD_PUT_APP:
+    case FSM_CMD_PUT_REC:
+        if (nargs != 2 || rd_str(r, &c->name, &c->name_len) ||
+            rd_bin(r, &c->value, &c->value_len) || !at_end(r))
+            return MESH_EMALFORMED;
+        if (c->type == FSM_CMD_PUT_APP ? !fsm_app_name_valid(c->name, c->name_len)
+                                       : !fsm_rec_key_valid(c->name, c->name_len))
+            return MESH_EINVAL;
+        if (c->value_len > (c->type == FSM_CMD_PUT_APP ? FSM_SPEC_MAX : FSM_REC_MAX))
+            return MESH_ETOOBIG;
+        return c->value_len ? 0 : MESH_EINVAL;
+    case FSM_CMD_DELETE_APP:
+    case FSM_CMD_DELETE_REC:
+        if (nargs != 1 || rd_str(r, &c->name, &c->name_len) || !at_end(r))
+            return MESH_EMALFORMED;
+        return (c->type == FSM_CMD_DELETE_APP ? fsm_app_name_valid(c->name, c->name_len)
+                                              : fsm_rec_key_valid(c->name, c->name_len))
+                   ? 0
+                   : MESH_EINVAL;
+    case FSM_CMD_PLACE:
+    case FSM_CMD_UNPLACE:
+        if (nargs != (c->type == FSM_CMD_PLACE ? 6u : 3u) || rd_str(r, &c->name, &c->name_len))
+            return MESH_EMALFORMED;
+        if (c->type == FSM_CMD_PLACE && wire_rd_uint(r, &c->mod_rev))
+            return MESH_EMALFORMED;
+        if (rd_str(r, &c->ms, &c->ms_len) || wire_rd_uint(r, &v))
+            return MESH_EMALFORMED;
+        if (c->type == FSM_CMD_PLACE &&
+            (rd_str(r, &c->node, &c->node_len) || rd_str(r, &c->reason, &c->reason_len)))
+            return MESH_EMALFORMED;
+        if (!at_end(r))
+            return MESH_EMALFORMED;
+        if (!fsm_app_name_valid(c->name, c->name_len) || !fsm_app_name_valid(c->ms, c->ms_len) ||
+            v >= FSM_REPLICAS_MAX ||
+            (c->node_len && !fsm_node_name_valid(c->node, c->node_len)) ||
+            !reason_valid(c->reason, c->reason_len))
+            return MESH_EINVAL;
+        c->replica = (uint32_t)v;
+        return 0;
+    case FSM_CMD_CORDON:
+        if (nargs != 3 || rd_str(r, &c->name, &c->name_len) || wire_rd_bool(r, &c->cordoned) ||
+            wire_rd_bool(r, &c->drain) || !at_end(r))
+            return MESH_EMALFORMED;
+        return fsm_node_name_valid(c->name, c->name_len) && (c->cordoned || !c->drain)
+                   ? 0
+                   : MESH_EINVAL;
+    default:
+        return MESH_EUNSUPPORTED;
+    }
+}
+
+int fsm_cmd_decode(const void *buf, size_t len, struct fsm_cmd *ret)
+{
+    struct wire_rd r;
+    uint32_t n;
+    uint64_t format, type;
+    struct fsm_cmd c = {0};
+    if (!ret || (!buf && len))
+        return MESH_EINVAL;
+    wire_rd_init(&r, buf, len);
+    if (wire_rd_array(&r, &n) || n < 2 || wire_rd_uint(&r, &format) || wire_rd_uint(&r, &type))
+        return MESH_EMALFORMED;
+    if (format != FSM_CMD_FORMAT || type == 0 || type > FSM_CMD_DELETE_REC)
+        return MESH_EUNSUPPORTED;
+    c.type = (unsigned)type;
+    int rv = decode_args(&r, n - 2, &c);
+    if (rv == 0)
+        *ret = c;
+    return rv;
+}
+
+int fsm_cmd_encode(const struct fsm_cmd *c, struct raft_buffer *out)
+{
+    /* Checked by the same rules as a decoded command: encode and decode round-trip, and
+     * nothing that apply would reject can be encoded. */
+    struct fsm_cmd chk;
+    struct raft_buffer tmp;
+    if (!c || !out || c->type == 0 || c->type > FSM_CMD_DELETE_REC)
+        return MESH_EINVAL;
+    int rv = encode_cmd(c, &tmp);
+    if (rv)
+        return rv;
+    if ((rv = fsm_cmd_decode(tmp.base, tmp.len, &chk)) != 0) {
+        raft_free(tmp.base);
+        return rv == MESH_EMALFORMED ? MESH_EINVAL : rv;
+    }
+    *out = tmp;
+    return 0;
 }
 
 /* ---- commands: applying ---- */
@@ -608,36 +732,10 @@ static void set_result(struct fsm *fsm, int outcome, int err, uint64_t version)
         fsm->stats.applied++;
 }
 
-/* Reads the name argument. */
-static int rd_name(struct wire_rd *r, const char **ret_name, uint32_t *ret_len)
-{
-    const char *s;
-    uint32_t n;
-    if (wire_rd_str(r, &s, &n))
-        return MESH_EMALFORMED;
-    if (!fsm_app_name_valid(s, n))
-        return MESH_EINVAL;
-    *ret_name = s;
-    *ret_len = n;
-    return 0;
-}
-
-/* After a command: nothing, or the zero padding encode_cmd adds (up to 7 bytes). */
-static bool at_end(const struct wire_rd *r)
-{
-    size_t left = wire_rd_left(r);
-    if (left > 7)
-        return false;
-    for (size_t i = r->len - left; i < r->len; i++)
-        if (r->p[i] != 0)
-            return false;
-    return true;
-}
-
 /* Creates or replaces the entry name in t (applications and records alike): UNCHANGED for the
  * same bytes, else a new version and mod_rev. */
 static int put_blob(struct fsm *fsm, struct app_table *t, size_t max, const char *name,
-                    uint32_t name_len, const uint8_t *spec, uint32_t spec_len)
+                    size_t name_len, const uint8_t *spec, size_t spec_len)
 {
     int rv;
     bool found;
@@ -674,11 +772,20 @@ static int put_blob(struct fsm *fsm, struct app_table *t, size_t max, const char
     return 0;
 }
 
-/* Removes entry i of t (applications and records alike): DELETED, with the version it had. */
-static void remove_blob(struct fsm *fsm, struct app_table *t, size_t i)
+/* Removes the entry name of t (applications and records alike): DELETED, with the version it
+ * had, or NOT_FOUND. An application takes its placements with it. */
+static void remove_blob(struct fsm *fsm, struct app_table *t, const char *name, size_t len)
 {
+    bool found;
+    size_t i = table_find(t, name, len, &found);
+    if (!found) {
+        set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
+        return;
+    }
     struct app *a = t->v[i];
     uint64_t version = a->version;
+    if (t == &fsm->apps)
+        plc_remove_app(&fsm->plcs, a->name, a->name_len);
     memmove(&t->v[i], &t->v[i + 1], (t->n - i - 1) * sizeof *t->v);
     t->n--;
     free(a);
@@ -686,138 +793,14 @@ static void remove_blob(struct fsm *fsm, struct app_table *t, size_t i)
     set_result(fsm, FSM_OUT_DELETED, 0, version);
 }
 
-static int apply_put(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+static int apply_place(struct fsm *fsm, const struct fsm_cmd *c)
 {
-    const char *name;
-    uint32_t name_len, spec_len;
-    const uint8_t *spec;
+    struct plc_key k = {c->name, c->name_len, c->ms, c->ms_len, c->replica};
     int rv;
-    if (nargs != 2)
-        return MESH_EMALFORMED;
-    if ((rv = rd_name(r, &name, &name_len)) != 0)
-        return rv;
-    if (wire_rd_bin(r, &spec, &spec_len))
-        return MESH_EMALFORMED;
-    if (!at_end(r))
-        return MESH_EMALFORMED;
-    if (spec_len > FSM_SPEC_MAX)
-        return MESH_ETOOBIG;
-    if (spec_len == 0)
-        return MESH_EINVAL;
-    return put_blob(fsm, &fsm->apps, FSM_APPS_MAX, name, name_len, spec, spec_len);
-}
-
-/* Reads a record key. */
-static int rd_rec_key(struct wire_rd *r, const char **ret_key, uint32_t *ret_len)
-{
-    if (wire_rd_str(r, ret_key, ret_len))
-        return MESH_EMALFORMED;
-    return fsm_rec_key_valid(*ret_key, *ret_len) ? 0 : MESH_EINVAL;
-}
-
-static int apply_put_rec(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
-{
-    const char *key;
-    uint32_t key_len, len;
-    const uint8_t *value;
-    int rv;
-    if (nargs != 2)
-        return MESH_EMALFORMED;
-    if ((rv = rd_rec_key(r, &key, &key_len)) != 0)
-        return rv;
-    if (wire_rd_bin(r, &value, &len) || !at_end(r))
-        return MESH_EMALFORMED;
-    if (len > FSM_REC_MAX)
-        return MESH_ETOOBIG;
-    if (len == 0)
-        return MESH_EINVAL;
-    return put_blob(fsm, &fsm->recs, FSM_RECS_MAX, key, key_len, value, len);
-}
-
-static int apply_delete_rec(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
-{
-    const char *key;
-    uint32_t key_len;
-    int rv;
-    if (nargs != 1)
-        return MESH_EMALFORMED;
-    if ((rv = rd_rec_key(r, &key, &key_len)) != 0)
-        return rv;
-    if (!at_end(r))
-        return MESH_EMALFORMED;
-    struct app_table *t = &fsm->recs;
-    bool found;
-    size_t i = table_find(t, key, key_len, &found);
-    if (!found) {
-        set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
-        return 0;
-    }
-    remove_blob(fsm, t, i);
-    return 0;
-}
-
-static int apply_delete(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
-{
-    const char *name;
-    uint32_t name_len;
-    int rv;
-    if (nargs != 1)
-        return MESH_EMALFORMED;
-    if ((rv = rd_name(r, &name, &name_len)) != 0)
-        return rv;
-    if (!at_end(r))
-        return MESH_EMALFORMED;
-    struct app_table *t = &fsm->apps;
-    bool found;
-    size_t i = table_find(t, name, name_len, &found);
-    if (!found) {
-        set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
-        return 0;
-    }
-    plc_remove_app(&fsm->plcs, t->v[i]->name, t->v[i]->name_len);
-    remove_blob(fsm, t, i);
-    return 0;
-}
-
-/* Reads a microservice name (the app name rule) and a replica index. */
-static int rd_ms_replica(struct wire_rd *r, struct plc_key *k)
-{
-    uint32_t n;
-    uint64_t replica;
-    if (wire_rd_str(r, &k->ms, &n) || wire_rd_uint(r, &replica))
-        return MESH_EMALFORMED;
-    if (!fsm_app_name_valid(k->ms, n) || replica >= FSM_REPLICAS_MAX)
-        return MESH_EINVAL;
-    k->ms_len = n;
-    k->replica = (uint32_t)replica;
-    return 0;
-}
-
-static int apply_place(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
-{
-    struct plc_key k;
-    uint32_t app_len, node_len, reason_len;
-    uint64_t mod_rev;
-    const char *node, *reason;
-    int rv;
-    if (nargs != 6)
-        return MESH_EMALFORMED;
-    if ((rv = rd_name(r, &k.app, &app_len)) != 0)
-        return rv;
-    k.app_len = app_len;
-    if (wire_rd_uint(r, &mod_rev))
-        return MESH_EMALFORMED;
-    if ((rv = rd_ms_replica(r, &k)) != 0)
-        return rv;
-    if (wire_rd_str(r, &node, &node_len) || wire_rd_str(r, &reason, &reason_len) || !at_end(r))
-        return MESH_EMALFORMED;
-    if ((node_len && !fsm_node_name_valid(node, node_len)) || !reason_valid(reason, reason_len))
-        return MESH_EINVAL;
-
     /* Stale: the application is gone, or changed since the scheduler looked at it. */
     bool found;
     size_t ai = table_find(&fsm->apps, k.app, k.app_len, &found);
-    if (!found || fsm->apps.v[ai]->mod_rev != mod_rev) {
+    if (!found || fsm->apps.v[ai]->mod_rev != c->mod_rev) {
         set_result(fsm, FSM_OUT_NOT_FOUND, 0, 0);
         return 0;
     }
@@ -826,12 +809,13 @@ static int apply_place(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
     size_t i = plc_find(t, &k, &found);
     if (found) {
         struct plc *old = t->v[i];
-        if (old->node_len == node_len && memcmp(old->node, node, node_len) == 0 &&
-            old->reason_len == reason_len && memcmp(old->reason, reason, reason_len) == 0) {
+        if (old->node_len == c->node_len && memcmp(old->node, c->node, c->node_len) == 0 &&
+            old->reason_len == c->reason_len &&
+            memcmp(old->reason, c->reason, c->reason_len) == 0) {
             set_result(fsm, FSM_OUT_UNCHANGED, 0, version);
             return 0;
         }
-        struct plc *p = plc_new(&k, node, node_len, reason, reason_len);
+        struct plc *p = plc_new(&k, c->node, c->node_len, c->reason, c->reason_len);
         if (!p)
             return MESH_ENOMEM;
         t->v[i] = p;
@@ -844,7 +828,7 @@ static int apply_place(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
         return MESH_EFULL;
     if ((rv = plc_reserve(t, t->n + 1)) != 0)
         return rv;
-    struct plc *p = plc_new(&k, node, node_len, reason, reason_len);
+    struct plc *p = plc_new(&k, c->node, c->node_len, c->reason, c->reason_len);
     if (!p)
         return MESH_ENOMEM;
     memmove(&t->v[i + 1], &t->v[i], (t->n - i) * sizeof *t->v);
@@ -855,20 +839,9 @@ static int apply_place(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
     return 0;
 }
 
-static int apply_unplace(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+static int apply_unplace(struct fsm *fsm, const struct fsm_cmd *c)
 {
-    struct plc_key k;
-    uint32_t app_len;
-    int rv;
-    if (nargs != 3)
-        return MESH_EMALFORMED;
-    if ((rv = rd_name(r, &k.app, &app_len)) != 0)
-        return rv;
-    k.app_len = app_len;
-    if ((rv = rd_ms_replica(r, &k)) != 0)
-        return rv;
-    if (!at_end(r))
-        return MESH_EMALFORMED;
+    struct plc_key k = {c->name, c->name_len, c->ms, c->ms_len, c->replica};
     struct plc_table *t = &fsm->plcs;
     bool found;
     size_t i = plc_find(t, &k, &found);
@@ -884,23 +857,13 @@ static int apply_unplace(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
     return 0;
 }
 
-static int apply_cordon(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
+static int apply_cordon(struct fsm *fsm, const struct fsm_cmd *c)
 {
-    const char *node;
-    uint32_t len;
-    bool cordoned, drain;
-    int rv;
-    if (nargs != 3)
-        return MESH_EMALFORMED;
-    if (wire_rd_str(r, &node, &len) || wire_rd_bool(r, &cordoned) || wire_rd_bool(r, &drain) ||
-        !at_end(r))
-        return MESH_EMALFORMED;
-    if (!fsm_node_name_valid(node, len) || (drain && !cordoned))
-        return MESH_EINVAL;
     struct cordon_table *t = &fsm->cordons;
     bool found;
-    size_t i = cordon_find(t, node, len, &found);
-    if (!cordoned) {
+    int rv;
+    size_t i = cordon_find(t, c->name, c->name_len, &found);
+    if (!c->cordoned) {
         if (!found) {
             set_result(fsm, FSM_OUT_UNCHANGED, 0, 0);
             return 0;
@@ -912,11 +875,11 @@ static int apply_cordon(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
         return 0;
     }
     if (found) {
-        if (t->v[i].drain == drain) {
+        if (t->v[i].drain == c->drain) {
             set_result(fsm, FSM_OUT_UNCHANGED, 0, 0);
             return 0;
         }
-        t->v[i].drain = drain;
+        t->v[i].drain = c->drain;
         fsm->revision++;
         set_result(fsm, FSM_OUT_UPDATED, 0, 0);
         return 0;
@@ -926,10 +889,10 @@ static int apply_cordon(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
     if ((rv = cordon_reserve(t, t->n + 1)) != 0)
         return rv;
     memmove(&t->v[i + 1], &t->v[i], (t->n - i) * sizeof *t->v);
-    memcpy(t->v[i].node, node, len);
-    t->v[i].node[len] = '\0';
-    t->v[i].len = (uint8_t)len;
-    t->v[i].drain = drain;
+    memcpy(t->v[i].node, c->name, c->name_len);
+    t->v[i].node[c->name_len] = '\0';
+    t->v[i].len = (uint8_t)c->name_len;
+    t->v[i].drain = c->drain;
     t->n++;
     fsm->revision++;
     set_result(fsm, FSM_OUT_CREATED, 0, 0);
@@ -940,48 +903,38 @@ static int apply_cordon(struct fsm *fsm, struct wire_rd *r, uint32_t nargs)
  * MESH_ENOMEM with the state untouched. */
 static int apply(struct fsm *fsm, const uint8_t *p, size_t len)
 {
-    struct wire_rd r;
-    uint32_t n;
-    uint64_t format, type;
-    int rv;
-    wire_rd_init(&r, p, len);
-    if (wire_rd_array(&r, &n) || n < 2 || wire_rd_uint(&r, &format) || wire_rd_uint(&r, &type)) {
-        set_result(fsm, FSM_OUT_REJECTED, MESH_EMALFORMED, 0);
-        return 0;
-    }
-    if (format != FSM_CMD_FORMAT) {
-        set_result(fsm, FSM_OUT_UNKNOWN, MESH_EUNSUPPORTED, 0);
-        return 0;
-    }
-    switch (type) {
-    case FSM_CMD_PUT_APP:
-        rv = apply_put(fsm, &r, n - 2);
-        break;
-    case FSM_CMD_DELETE_APP:
-        rv = apply_delete(fsm, &r, n - 2);
-        break;
-    case FSM_CMD_PLACE:
-        rv = apply_place(fsm, &r, n - 2);
-        break;
-    case FSM_CMD_UNPLACE:
-        rv = apply_unplace(fsm, &r, n - 2);
-        break;
-    case FSM_CMD_CORDON:
-        rv = apply_cordon(fsm, &r, n - 2);
-        break;
-    case FSM_CMD_PUT_REC:
-        rv = apply_put_rec(fsm, &r, n - 2);
-        break;
-    case FSM_CMD_DELETE_REC:
-        rv = apply_delete_rec(fsm, &r, n - 2);
-        break;
-    default:
-        set_result(fsm, FSM_OUT_UNKNOWN, MESH_EUNSUPPORTED, 0);
-        return 0;
+    struct fsm_cmd c;
+    int rv = fsm_cmd_decode(p, len, &c);
+    if (rv == 0) {
+        switch (c.type) {
+        case FSM_CMD_PUT_APP:
+            rv = put_blob(fsm, &fsm->apps, FSM_APPS_MAX, c.name, c.name_len, c.value, c.value_len);
+            break;
+        case FSM_CMD_PUT_REC:
+            rv = put_blob(fsm, &fsm->recs, FSM_RECS_MAX, c.name, c.name_len, c.value, c.value_len);
+            break;
+        case FSM_CMD_DELETE_APP:
+            remove_blob(fsm, &fsm->apps, c.name, c.name_len);
+            break;
+        case FSM_CMD_DELETE_REC:
+            remove_blob(fsm, &fsm->recs, c.name, c.name_len);
+            break;
+        case FSM_CMD_PLACE:
+            rv = apply_place(fsm, &c);
+            break;
+        case FSM_CMD_UNPLACE:
+            rv = apply_unplace(fsm, &c);
+            break;
+        case FSM_CMD_CORDON:
+            rv = apply_cordon(fsm, &c);
+            break;
+        }
     }
     if (rv == MESH_ENOMEM)
         return rv;
-    if (rv != 0)
+    if (rv == MESH_EUNSUPPORTED)
+        set_result(fsm, FSM_OUT_UNKNOWN, rv, 0);
+    else if (rv != 0)
         set_result(fsm, FSM_OUT_REJECTED, rv, 0);
     return 0;
 }

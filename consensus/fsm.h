@@ -193,6 +193,45 @@ struct raft_fsm *fsm_raft(struct fsm *fsm);
 
 /* ---- commands ---- */
 
+/* One command, decoded. Strings are not NUL-terminated; pointers borrow from the buffer that was
+ * decoded (or from the caller, for fsm_cmd_encode). Which fields a type uses:
+ *   PUT_APP, PUT_REC        name (the app / the record key), value (spec / record value)
+ *   DELETE_APP, DELETE_REC  name
+ *   PLACE                   name (app), mod_rev, ms, replica, node ("" pending), reason
+ *   UNPLACE                 name (app), ms, replica
+ *   CORDON                  name (node), cordoned, drain */
+struct fsm_cmd {
+    unsigned type; /* enum fsm_cmd_type */
+    const char *name;
+    size_t name_len;
+    const uint8_t *value;
+    size_t value_len;
+    uint64_t mod_rev;
+    const char *ms;
+    size_t ms_len;
+    uint32_t replica;
+    const char *node;
+    size_t node_len;
+    const char *reason;
+    size_t reason_len;
+    bool cordoned, drain;
+};
+
+/* Decodes one command (buf borrowed; *ret points into it) with exactly the checks apply makes:
+ * the format, the argument count, every name rule and bound, and nothing after the command but
+ * its zero padding. Apply is this decoder followed by the state change, so a command that
+ * decodes is one that apply will not reject for its content (it may still be stale, NOT_FOUND,
+ * or find a table full). Returns 0 and *ret, MESH_EMALFORMED (not a command of this format),
+ * MESH_EINVAL (a rule broken), MESH_ETOOBIG (a bound) or MESH_EUNSUPPORTED (another format
+ * or an unknown type), leaving *ret untouched on error. */
+int fsm_cmd_decode(const void *buf, size_t len, struct fsm_cmd *ret);
+
+/* Encodes c canonically (padded to a multiple of 8, as every fsm_cmd_* encoder), after the
+ * checks of fsm_cmd_decode. So a leader can re-encode what a follower sent: the log only ever
+ * holds commands in the form this node writes. Ownership of *out as fsm_cmd_put_app; returns
+ * 0, or MESH_EINVAL / MESH_ETOOBIG / MESH_ENOMEM with *out untouched. */
+int fsm_cmd_encode(const struct fsm_cmd *c, struct raft_buffer *out);
+
 /* Encodes PUT_APP(name, spec). name: NUL-terminated, borrowed; spec: len bytes, borrowed.
  * On success returns 0 and fills *out with a buffer allocated with raft_malloc(): hand it to
  * raft_apply(), which takes it on success; on any other path free out->base with raft_free().
