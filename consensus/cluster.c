@@ -1,6 +1,8 @@
 #include "cluster.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,12 @@ struct cluster {
     struct cluster_req *reqs;
     cluster_close_cb close_cb;
     void *close_ud;
+    bool load_failed; /* by checked_load: the log on disk could not be read */
+    char damaged[96]; /* why, when a segment was set aside */
+    /* raft_uv's own load, wrapped by checked_load */
+    int (*uv_load)(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                   struct raft_snapshot **snapshot, raft_index *start_index,
+                   struct raft_entry *entries[], size_t *n_entries);
 };
 
 raft_id cluster_raft_id(const uint8_t node_id[static 16])
@@ -138,6 +146,12 @@ static void on_applied(struct raft_apply *r, int status, void *result)
 int cluster_apply(struct cluster *c, struct raft_buffer *buf, cluster_apply_cb cb, void *ud,
                   struct cluster_req **ret_req)
 {
+    /* raft_uv stores an entry in 8-byte units and reads its length back rounded up: an entry
+     * of another length is stored in a way that its own loader refuses ("short read") or
+     * truncates as corrupt, on every replica (issue 10). Every fsm_cmd_* encoder pads; a buffer
+     * that is not padded never got here through one, so it is refused, not stored. */
+    if (!buf || !buf->base || buf->len == 0 || buf->len % 8 != 0)
+        return MESH_EINVAL;
     if (raft_state(&c->raft) != RAFT_LEADER)
         return MESH_ESTATE;
     struct cluster_req *q = calloc(1, sizeof *q);
@@ -283,6 +297,116 @@ static int mkdir_if_missing(const char *dir, struct mesh_err *err)
     return 0;
 }
 
+/* ---- loading the log: damage is an error, never a silent loss ---- */
+
+#define QUARANTINE_PREFIX "corrupt-" /* raft_uv's name for a segment it set aside */
+#define QUARANTINE_MAX    64
+
+/* The files of dir that raft_uv set aside, up to QUARANTINE_MAX (names sorted is not needed:
+ * only membership is asked). Returns how many. */
+static size_t quarantined(const char *dir, char names[][NAME_MAX + 1])
+{
+    size_t n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while (n < QUARANTINE_MAX && (e = readdir(d)))
+        if (strncmp(e->d_name, QUARANTINE_PREFIX, strlen(QUARANTINE_PREFIX)) == 0)
+            snprintf(names[n++], NAME_MAX + 1, "%s", e->d_name);
+    closedir(d);
+    return n;
+}
+
+static void entries_free(struct raft_entry *entries, size_t n)
+{
+    void *batch = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].batch && entries[i].batch != batch) {
+            batch = entries[i].batch;
+            raft_free(batch);
+        } else if (!entries[i].batch) {
+            raft_free(entries[i].buf.base);
+        }
+    }
+    raft_free(entries);
+}
+
+static void snapshot_free(struct raft_snapshot *s)
+{
+    if (!s)
+        return;
+    raft_configuration_close(&s->configuration);
+    for (unsigned i = 0; i < s->n_bufs; i++)
+        raft_free(s->bufs[i].base);
+    raft_free(s->bufs);
+    raft_free(s);
+}
+
+/* raft_uv 0.15 loads the log at raft_start. When a closed segment does not decode (a torn or
+ * damaged disk, or an entry whose length is not a multiple of 8, which it stores in a form its
+ * own loader refuses), it renames the segment "corrupt-TIME-NAME" and starts without its
+ * entries and all after them: a replica that comes back with fewer applications than it
+ * acknowledged, silently (issue 10). This wraps the load: when raft_uv set a segment aside, the
+ * segment gets its name back and the load fails with what happened, so the node refuses to
+ * start, the same way on every start until an operator acts, and nothing is lost meanwhile.
+ * (The tail of the open segment that a crash left half-written is still truncated: those
+ * entries were never acknowledged, as the Raft thesis §11.7.3 requires for them.) */
+static int checked_load(struct raft_io *io, raft_term *term, raft_id *voted_for,
+                        struct raft_snapshot **snapshot, raft_index *start_index,
+                        struct raft_entry *entries[], size_t *n_entries)
+{
+    struct cluster *c = (struct cluster *)((char *)io - offsetof(struct cluster, io));
+    char(*before)[NAME_MAX + 1] = calloc(2 * QUARANTINE_MAX, NAME_MAX + 1);
+    if (!before) {
+        snprintf(io->errmsg, sizeof io->errmsg, "out of memory");
+        return RAFT_NOMEM;
+    }
+    char(*after)[NAME_MAX + 1] = before + QUARANTINE_MAX;
+    size_t nb = quarantined(c->dir, before);
+    int rv = c->uv_load(io, term, voted_for, snapshot, start_index, entries, n_entries);
+    if (rv != 0) {
+        free(before);
+        c->load_failed = true;
+        return rv;
+    }
+    size_t na = quarantined(c->dir, after), set_aside = 0;
+    char first[NAME_MAX + 1] = "";
+    for (size_t i = 0; i < na; i++) {
+        bool old = false;
+        for (size_t j = 0; j < nb && !old; j++)
+            old = strcmp(after[i], before[j]) == 0;
+        if (old)
+            continue;
+        /* corrupt-TIME-NAME -> NAME */
+        const char *name = after[i] + strlen(QUARANTINE_PREFIX);
+        name += strspn(name, "0123456789");
+        if (*name != '-')
+            continue;
+        name++;
+        char from[sizeof c->dir + NAME_MAX + 2], to[sizeof c->dir + NAME_MAX + 2];
+        snprintf(from, sizeof from, "%s/%s", c->dir, after[i]);
+        snprintf(to, sizeof to, "%s/%s", c->dir, name);
+        if (rename(from, to) != 0)
+            snprintf(to, sizeof to, "%s/%s", c->dir, after[i]); /* say where it is */
+        if (!set_aside++)
+            snprintf(first, sizeof first, "%s", strrchr(to, '/') + 1);
+    }
+    free(before);
+    if (!set_aside)
+        return 0;
+    entries_free(*entries, *n_entries);
+    snapshot_free(*snapshot);
+    *entries = NULL;
+    *n_entries = 0;
+    *snapshot = NULL;
+    c->load_failed = true;
+    snprintf(c->damaged, sizeof c->damaged, "segment %.40s does not decode (+%zu more)", first,
+             set_aside - 1);
+    snprintf(io->errmsg, sizeof io->errmsg, "%s", c->damaged);
+    return RAFT_CORRUPT;
+}
+
 static void free_cluster(struct cluster *c)
 {
     fsm_free(c->fsm);
@@ -336,6 +460,8 @@ int cluster_start(const struct cluster_config *cfg, struct cluster **ret, struct
         goto fail;
     }
     c->io_ready = true;
+    c->uv_load = c->io.load;
+    c->io.load = checked_load;
     rv = raft_init(&c->raft, &c->io, fsm_raft(c->fsm), cfg->id, c->address);
     if (rv != 0) {
         rc = mesh_errf(err, MESH_EIO, "raft: %s", raft_errmsg(&c->raft));
@@ -366,7 +492,13 @@ int cluster_start(const struct cluster_config *cfg, struct cluster **ret, struct
     }
     rv = raft_start(&c->raft);
     if (rv != 0) {
-        rc = mesh_errf(err, MESH_EIO, "raft start: %s", raft_errmsg(&c->raft));
+        if (c->load_failed)
+            rc = mesh_errf(err, MESH_EIO,
+                           "raft storage %.60s is damaged: %.96s; not starting without its "
+                           "entries (move the directory aside to rejoin from the others)",
+                           c->dir, c->damaged[0] ? c->damaged : raft_errmsg(&c->raft));
+        else
+            rc = mesh_errf(err, MESH_EIO, "raft start: %s", raft_errmsg(&c->raft));
         goto fail;
     }
     *ret = c;

@@ -659,8 +659,7 @@ static int decode_args(struct wire_rd *r, uint32_t nargs, struct fsm_cmd *c)
         if (!at_end(r))
             return MESH_EMALFORMED;
         if (!fsm_app_name_valid(c->name, c->name_len) || !fsm_app_name_valid(c->ms, c->ms_len) ||
-            v >= FSM_REPLICAS_MAX ||
-            (c->node_len && !fsm_node_name_valid(c->node, c->node_len)) ||
+            v >= FSM_REPLICAS_MAX || (c->node_len && !fsm_node_name_valid(c->node, c->node_len)) ||
             !reason_valid(c->reason, c->reason_len))
             return MESH_EINVAL;
         c->replica = (uint32_t)v;
@@ -1407,6 +1406,15 @@ int fsm_rec_at(const struct fsm *fsm, size_t i, struct fsm_app *ret)
     ret->version = a->version;
     ret->mod_rev = a->mod_rev;
     return 0;
+}
+
+int fsm_app_find(const struct fsm *fsm, const char *name, struct fsm_app *ret)
+{
+    if (!fsm || !name)
+        return MESH_ENOTFOUND;
+    bool found;
+    size_t i = table_find(&fsm->apps, name, strnlen(name, FSM_APP_NAME_MAX + 1), &found);
+    return found ? fsm_app_at(fsm, i, ret) : MESH_ENOTFOUND;
 }
 
 int fsm_rec_get(const struct fsm *fsm, const char *key, struct fsm_app *ret)

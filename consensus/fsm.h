@@ -293,6 +293,10 @@ int fsm_restore_bytes(struct fsm *fsm, const void *data, size_t len);
 int fsm_app_get(const struct fsm *fsm, const char *name, const uint8_t **ret_spec, size_t *ret_len,
                 uint64_t *ret_version);
 
+/* Looks name up as fsm_app_get, filling *ret (borrowed, as fsm_app_at). Returns 0 or
+ * MESH_ENOTFOUND leaving *ret untouched. */
+int fsm_app_find(const struct fsm *fsm, const char *name, struct fsm_app *ret);
+
 /* Number of applications. */
 size_t fsm_app_count(const struct fsm *fsm);
 

@@ -1259,3 +1259,36 @@ const char *spec_images_for_arch(const json_t *canonical, size_t ms_index, const
         return image;
     return json_string_value(json_object_get(json_object_get(ms, "images"), arch));
 }
+
+int spec_from_bytes(const void *buf, size_t len, json_t **ret_canonical, struct spec_errors *errs)
+{
+    if (errs)
+        memset(errs, 0, sizeof *errs);
+    if (!buf || len == 0 || len > SPEC_MAX_ENCODED) {
+        if (errs) {
+            errs->count = 1;
+            snprintf(errs->e[0].msg, sizeof errs->e[0].msg, "%s",
+                     len ? "too large to be a spec" : "empty");
+        }
+        return len ? MESH_ETOOBIG : MESH_EMALFORMED;
+    }
+    json_error_t jerr;
+    json_t *in = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!in) {
+        if (errs) {
+            errs->count = 1;
+            char msg[sizeof jerr.text + 16];
+            snprintf(msg, sizeof msg, "not JSON: %s", jerr.text);
+            copy_clean(errs->e[0].msg, sizeof errs->e[0].msg, msg);
+        }
+        return MESH_EMALFORMED;
+    }
+    int rc = spec_validate(in, ret_canonical, errs);
+    json_decref(in);
+    return rc;
+}
+
+char *spec_dump(const json_t *canonical)
+{
+    return json_dumps(canonical, JSON_COMPACT | JSON_SORT_KEYS);
+}

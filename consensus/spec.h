@@ -102,6 +102,17 @@ struct spec_errors {
  * every problem found. ret_canonical may be NULL to only validate. */
 int spec_validate(const json_t *in, json_t **ret_canonical, struct spec_errors *errs);
 
+/* Validates len bytes of JSON text (borrowed), as they come out of the replicated state or off
+ * the wire: bytes any node may have written, which every reader must survive. Returns 0 and a
+ * new reference to the canonical spec in *ret_canonical (may be NULL), MESH_EMALFORMED (empty
+ * or not JSON), MESH_ETOOBIG, MESH_EINVAL or MESH_ENOMEM as spec_validate, with errs (when not
+ * NULL) saying why. */
+int spec_from_bytes(const void *buf, size_t len, json_t **ret_canonical, struct spec_errors *errs);
+
+/* The stored text of a canonical spec: compact JSON with sorted keys (a new string, free()), or
+ * NULL when memory ran out. One spelling, so that a PUT of the same spec is "unchanged". */
+char *spec_dump(const json_t *canonical);
+
 /* The rule of app, microservice and service names: 1..SPEC_NAME_MAX of a-z, 0-9 and '-',
  * starting with a letter, not ending with '-'. */
 bool spec_name_valid(const char *s);

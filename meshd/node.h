@@ -147,6 +147,7 @@ struct node {
     char join_error_logged[MESH_ERRMSG_LEN];
     struct log_ratelimit join_log_rl;
     struct log_ratelimit_hosts link_log_rl;
+    struct log_ratelimit_hosts fwd_log_rl; /* forwarded writes refused (node_raft.c) */
 };
 
 /* Builds a node from cfg: data dir, identity, key ring, sockets, gossip, API. On failure
@@ -243,6 +244,23 @@ void node_svc_stop(struct node *n);
 /* The catalog for the current state (rebuilt when the state changed); NULL before Raft runs. */
 const struct svc_catalog *node_svc_catalog(struct node *n);
 void svc_catalog_free(struct svc_catalog *c);
+
+/* A service declaration as a record of the desired state: key "expose/SERVICE/NODE" with the
+ * value {"service", "node", "target"}, or "connect/NODE/HOST:PORT" with {"service", "node",
+ * "listen"}. */
+struct svc_rec {
+    bool expose; /* else a listener (connect) */
+    char service[FSM_APP_NAME_MAX + 1];
+    char node[FSM_NODE_NAME_MAX + 1];
+    struct mesh_addr addr; /* target or listen address, numeric, port != 0 */
+};
+/* Parses a stored record (key and value borrowed), as written by any node: 0 and *ret,
+ * MESH_EUNSUPPORTED (not a service record) or MESH_EINVAL (not one this node would write: bad
+ * JSON, a field missing or extra, a bad name or address, a key that disagrees with the value). */
+int svc_rec_parse(const char *key, size_t key_len, const uint8_t *value, size_t len,
+                  struct svc_rec *ret);
+/* The PUT_REC command of r, in the one form the leader stores (fsm_cmd_put_rec's ownership). */
+int svc_rec_encode(const struct svc_rec *r, struct raft_buffer *out);
 
 /* The leader's scheduler loop and the placement API (node_sched.c). */
 int node_sched_start(struct node *n, struct mesh_err *err);

@@ -262,6 +262,14 @@ static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
         write_free(w);
         return;
     }
+    if (rc == MESH_EINVAL || rc == MESH_ETOOBIG || rc == MESH_EUNSUPPORTED) {
+        /* The leader checked the write and refused it: retrying will not help. */
+        char msg[MESH_ERRMSG_LEN + 64];
+        snprintf(msg, sizeof msg, "the leader refused the write: %s",
+                 err ? err->msg : mesh_strerror(rc));
+        write_answer(w, 400, json_pack("{s:s}", "error", msg));
+        return;
+    }
     if (rc < 0) {
         char what[MESH_ERRMSG_LEN + 64], msg[MESH_ERRMSG_LEN + 192];
         snprintf(what, sizeof what, "the leader did not take the write (%.200s)",
@@ -389,6 +397,60 @@ static void on_served_applied(void *ud, int status, const struct fsm_result *res
     peers_respond(req, 0, buf, w.len, NULL);
 }
 
+/* The command a follower forwarded, as this leader would have written it: decoded, checked by
+ * the rules the API applies before a write (a spec by spec_validate, a service record by
+ * svc_rec_parse, the rest by the machine's own rules) and encoded again, padded. So the log only
+ * ever holds canonical commands, whatever bytes a buggy or hostile member sent: a spec that
+ * would crash or confuse a reader, a length raft_uv cannot store (issue 10). Returns 0 and *out
+ * (raft_malloc'ed), or an error with why. */
+static int forward_canonical(const uint8_t *data, size_t len, struct raft_buffer *out, char *why,
+                             size_t whylen)
+{
+    struct fsm_cmd c;
+    int rc = fsm_cmd_decode(data, len, &c);
+    if (rc < 0) {
+        snprintf(why, whylen, "not a command this leader accepts: %s", mesh_strerror(rc));
+        return rc == MESH_EUNSUPPORTED ? rc : MESH_EINVAL;
+    }
+    char *text = NULL;
+    if (c.type == FSM_CMD_PUT_APP) {
+        struct spec_errors errs;
+        json_t *canon = NULL;
+        if ((rc = spec_from_bytes(c.value, c.value_len, &canon, &errs)) < 0) {
+            char line[512];
+            spec_errors_format(&errs, line, sizeof line);
+            snprintf(why, whylen, "application %.*s: %s", (int)c.name_len, c.name, line);
+            return rc == MESH_ENOMEM ? rc : MESH_EINVAL;
+        }
+        const char *specname = json_string_value(json_object_get(canon, "name"));
+        if (!specname || strlen(specname) != c.name_len || memcmp(specname, c.name, c.name_len)) {
+            json_decref(canon);
+            snprintf(why, whylen, "application %.*s: the spec names another one", (int)c.name_len,
+                     c.name);
+            return MESH_EINVAL;
+        }
+        text = spec_dump(canon);
+        json_decref(canon);
+        if (!text)
+            return MESH_ENOMEM;
+        c.value = (const uint8_t *)text;
+        c.value_len = strlen(text);
+    } else if (c.type == FSM_CMD_PUT_REC) {
+        struct svc_rec rec;
+        if (svc_rec_parse(c.name, c.name_len, c.value, c.value_len, &rec) < 0) {
+            snprintf(why, whylen, "record %.*s: not a service declaration this node would write",
+                     (int)c.name_len, c.name);
+            return MESH_EINVAL;
+        }
+        return svc_rec_encode(&rec, out);
+    }
+    rc = fsm_cmd_encode(&c, out);
+    free(text);
+    if (rc < 0)
+        snprintf(why, whylen, "cannot encode the write: %s", mesh_strerror(rc));
+    return rc;
+}
+
 static void serve_apply(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
@@ -396,12 +458,19 @@ static void serve_apply(void *ud, struct peers_req *req)
         peers_respond(req, MESH_ESTATE, NULL, 0, "raft is restarting on this node");
         return;
     }
-    struct raft_buffer cmd = {.base = raft_malloc(req->len ? req->len : 1), .len = req->len};
-    if (!cmd.base) {
-        peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
+    struct raft_buffer cmd;
+    char why[640] = "";
+    int rc = forward_canonical(req->data, req->len, &cmd, why, sizeof why);
+    if (rc < 0) {
+        uint32_t held = 0;
+        char from[MESH_ADDR_STRLEN];
+        if (log_ratelimit_host(&n->fwd_log_rl, &req->from, mesh_now_ms(), 60000, &held))
+            log_warn(&n->log, "refused a write forwarded by %s: %s%s",
+                     mesh_addr_format(&req->from, from, sizeof from), why,
+                     held ? " (and more in the last minute)" : "");
+        peers_respond(req, rc, NULL, 0, why[0] ? why : mesh_strerror(rc));
         return;
     }
-    memcpy(cmd.base, req->data, req->len);
     struct served *sv = malloc(sizeof *sv);
     if (!sv) {
         raft_free(cmd.base);
@@ -410,9 +479,7 @@ static void serve_apply(void *ud, struct peers_req *req)
     }
     sv->n = n;
     sv->req = req;
-    /* Only mesh members holding the key reach this (links are authenticated); the command is
-     * checked by the state machine like any entry. */
-    int rc = cluster_apply(n->cluster, &cmd, on_served_applied, sv, NULL);
+    rc = cluster_apply(n->cluster, &cmd, on_served_applied, sv, NULL);
     if (rc < 0) {
         free(sv);
         raft_free(cmd.base);
@@ -497,14 +564,18 @@ static bool replica_stale(struct node *n)
     return info.leader_id == 0;
 }
 
-static json_t *app_json(const struct fsm_app *a, bool with_spec)
+/* An application for the read API. A stored spec that is not valid (node_spec_cached) shows
+ * as "spec": null with an "error", so that it can be seen and deployed again or deleted. */
+static json_t *app_json(struct node *n, const struct fsm_app *a, bool with_spec)
 {
-    json_t *spec = json_loadb((const char *)a->spec, a->spec_len, 0, NULL);
+    json_t *spec = node_spec_cached(n, a);
     json_t *o = json_pack("{s:s, s:I, s:I}", "name", a->name, "version", (json_int_t)a->version,
                           "revision", (json_int_t)a->mod_rev);
     json_object_set_new(
         o, "microservices",
         json_integer((json_int_t)json_array_size(json_object_get(spec, "microservices"))));
+    if (!spec)
+        json_object_set_new(o, "error", json_string("the stored spec is not valid"));
     if (with_spec)
         json_object_set_new(o, "spec", spec ? spec : json_null());
     else
@@ -550,29 +621,22 @@ static void reply_read(struct node *n, struct evhttp_request *req, const char *n
     struct fsm *fsm = cluster_fsm(n->cluster);
     bool stale = !consistent && replica_stale(n);
     if (name[0]) {
-        const uint8_t *spec;
-        size_t len;
-        uint64_t version;
-        if (fsm_app_get(fsm, name, &spec, &len, &version) < 0) {
+        struct fsm_app a;
+        if (fsm_app_find(fsm, name, &a) < 0) {
             api_reply_error(req, 404, "no application '%s'%s", name,
                             stale ? " (this replica has no leader and may be stale)" : "");
             return;
         }
-        for (size_t i = 0; i < fsm_app_count(fsm); i++) {
-            struct fsm_app a;
-            if (fsm_app_at(fsm, i, &a) == 0 && strcmp(a.name, name) == 0) {
-                json_t *o = app_json(&a, true);
-                json_object_set_new(o, "stale", json_boolean(stale));
-                api_reply_json(req, 200, o);
-                return;
-            }
-        }
+        json_t *o = app_json(n, &a, true);
+        json_object_set_new(o, "stale", json_boolean(stale));
+        api_reply_json(req, 200, o);
+        return;
     }
     json_t *arr = json_array();
     for (size_t i = 0; i < fsm_app_count(fsm); i++) {
         struct fsm_app a;
         if (fsm_app_at(fsm, i, &a) == 0)
-            json_array_append_new(arr, app_json(&a, false));
+            json_array_append_new(arr, app_json(n, &a, false));
     }
     api_reply_json(req, 200,
                    json_pack("{s:o, s:b, s:I}", "apps", arr, "stale", stale, "revision",

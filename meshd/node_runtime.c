@@ -662,12 +662,11 @@ static void desired_build(struct rt_pass *p, json_t *status)
         return;
     for (size_t i = 0; i < np; i++) {
         struct fsm_placement pl;
-        const uint8_t *spec;
-        size_t len;
+        struct fsm_app a;
         if (fsm_placement_at(fsm, i, &pl) < 0 || strcmp(pl.node, n->cfg.name) != 0 ||
-            fsm_app_get(fsm, pl.app, &spec, &len, NULL) < 0)
+            fsm_app_find(fsm, pl.app, &a) < 0)
             continue;
-        json_t *app = json_loadb((const char *)spec, len, 0, NULL);
+        json_t *app = node_spec_cached(n, &a); /* NULL: not a valid spec (logged there) */
         if (!app)
             continue;
         json_array_append_new(p->specs, app);

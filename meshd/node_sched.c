@@ -6,6 +6,7 @@
 
 #include "node.h"
 #include "scheduler.h"
+#include "spec.h"
 #include "version.h"
 
 #define SCHED_TICK_MS     500 /* also how soon a node's death past the grace is acted on */
@@ -52,21 +53,45 @@ static void view_free(struct sched_view *v)
     memset(v, 0, sizeof *v);
 }
 
-/* The parsed spec of an application (new reference). Specs are parsed once per version and kept
- * in n->spec_cache ({name: [mod_rev, spec]}): the scheduler runs twice a second, and parsing
- * every spec (up to FSM_APPS_MAX of SPEC_MAX_ENCODED bytes) each time would cost the leader
- * far more than scheduling. */
+/* The canonical spec of an application (new reference), or NULL when the stored bytes are not a
+ * valid spec of that name. Entries of the log may have been written by any node (before leaders
+ * validated forwarded writes, or by a buggy or hostile one), so every reader of the state gets
+ * its specs from here, validated as the API validates a deploy (spec_from_bytes), and leaves an
+ * application alone when this returns NULL. Specs are checked once per version and kept in
+ * n->spec_cache ({name: [mod_rev, spec or null]}): the scheduler runs twice a second, and
+ * parsing every spec (up to FSM_APPS_MAX of SPEC_MAX_ENCODED bytes) each time would cost the
+ * leader far more than scheduling. */
 json_t *node_spec_cached(struct node *n, const struct fsm_app *a)
 {
     if (!n->spec_cache)
         n->spec_cache = json_object();
     json_t *hit = json_object_get(n->spec_cache, a->name);
-    if (hit && (uint64_t)json_integer_value(json_array_get(hit, 0)) == a->mod_rev)
-        return json_incref(json_array_get(hit, 1));
-    json_t *spec = json_loadb((const char *)a->spec, a->spec_len, 0, NULL);
-    if (spec && n->spec_cache)
+    if (hit && (uint64_t)json_integer_value(json_array_get(hit, 0)) == a->mod_rev) {
+        json_t *spec = json_array_get(hit, 1);
+        return json_is_null(spec) ? NULL : json_incref(spec);
+    }
+    struct spec_errors errs;
+    json_t *spec = NULL;
+    int rc = spec_from_bytes(a->spec, a->spec_len, &spec, &errs);
+    const char *name = json_string_value(json_object_get(spec, "name"));
+    if (rc == 0 && (!name || strcmp(name, a->name) != 0)) {
+        rc = MESH_EINVAL;
+        snprintf(errs.e[0].msg, sizeof errs.e[0].msg, "it names another application");
+        errs.count = 1;
+        json_decref(spec);
+        spec = NULL;
+    }
+    if (rc < 0 && rc != MESH_ENOMEM) {
+        char why[256];
+        spec_errors_format(&errs, why, sizeof why);
+        log_error(&n->log,
+                  "application %s (revision %llu): the stored spec is not valid (%s); "
+                  "it is left alone until it is deployed again",
+                  a->name, (unsigned long long)a->mod_rev, why);
+    }
+    if (n->spec_cache && rc != MESH_ENOMEM)
         json_object_set_new(n->spec_cache, a->name,
-                            json_pack("[I, O]", (json_int_t)a->mod_rev, spec));
+                            json_pack("[I, O]", (json_int_t)a->mod_rev, spec ? spec : json_null()));
     return spec;
 }
 

@@ -79,6 +79,65 @@ static void loopback(uint16_t port, struct mesh_addr *a)
     mesh_addr_parse("127.0.0.1", port, a);
 }
 
+/* ---- records ---------------------------------------------------------------------------- */
+
+static void rec_key(const struct svc_rec *r, char *buf, size_t len)
+{
+    char addr[MESH_ADDR_STRLEN];
+    mesh_addr_format(&r->addr, addr, sizeof addr);
+    if (r->expose)
+        snprintf(buf, len, SVC_REC_EXPOSE "%s/%s", r->service, r->node);
+    else
+        snprintf(buf, len, SVC_REC_CONNECT "%s/%s", r->node, addr);
+}
+
+int svc_rec_parse(const char *key, size_t key_len, const uint8_t *value, size_t len,
+                  struct svc_rec *ret)
+{
+    struct svc_rec r = {0};
+    size_t el = strlen(SVC_REC_EXPOSE), cl = strlen(SVC_REC_CONNECT);
+    if (key_len > el && memcmp(key, SVC_REC_EXPOSE, el) == 0)
+        r.expose = true;
+    else if (!(key_len > cl && memcmp(key, SVC_REC_CONNECT, cl) == 0))
+        return MESH_EUNSUPPORTED;
+    json_t *v = json_loadb((const char *)value, len, JSON_REJECT_DUPLICATES, NULL);
+    const char *field = r.expose ? "target" : "listen";
+    const char *service = json_string_value(json_object_get(v, "service"));
+    const char *node = json_string_value(json_object_get(v, "node"));
+    const char *addr = json_string_value(json_object_get(v, field));
+    int rc = MESH_EINVAL;
+    char want[FSM_REC_KEY_MAX + 1];
+    if (json_is_object(v) && json_object_size(v) == 3 && service && spec_name_valid(service) &&
+        node && mesh_node_name_valid(node, strlen(node)) && addr &&
+        mesh_addr_parse(addr, 0, &r.addr) == 0 && r.addr.port != 0) {
+        snprintf(r.service, sizeof r.service, "%s", service);
+        snprintf(r.node, sizeof r.node, "%s", node);
+        /* The key says the same as the value: one record per (service, node) endpoint and per
+         * (node, address) listener, whoever wrote it. */
+        rec_key(&r, want, sizeof want);
+        if (strlen(want) == key_len && memcmp(want, key, key_len) == 0)
+            rc = 0;
+    }
+    json_decref(v);
+    if (rc == 0)
+        *ret = r;
+    return rc;
+}
+
+int svc_rec_encode(const struct svc_rec *r, struct raft_buffer *out)
+{
+    char key[FSM_REC_KEY_MAX + 1], addr[MESH_ADDR_STRLEN];
+    rec_key(r, key, sizeof key);
+    mesh_addr_format(&r->addr, addr, sizeof addr);
+    json_t *v = json_pack("{s:s, s:s, s:s}", "service", r->service, "node", r->node,
+                          r->expose ? "target" : "listen", addr);
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(v);
+    int rc = text ? fsm_cmd_put_rec(key, text, strlen(text), out) : MESH_ENOMEM;
+    free(text);
+    return rc;
+}
+
 /* The endpoints and listeners of one application's placed replicas. */
 static void catalog_app(struct node *n, struct svc_catalog *c, struct fsm *fsm,
                         const struct fsm_app *a)
@@ -119,25 +178,16 @@ static void catalog_app(struct node *n, struct svc_catalog *c, struct fsm *fsm,
     json_decref(spec);
 }
 
-/* A record's value: {"service", "node", "target"|"listen"}. */
+/* A record as the catalog sees it; one that does not parse (svc_rec_parse) is left out. */
 static void catalog_rec(struct svc_catalog *c, const struct fsm_app *r)
 {
-    bool expose = strncmp(r->name, SVC_REC_EXPOSE, strlen(SVC_REC_EXPOSE)) == 0;
-    bool connect = strncmp(r->name, SVC_REC_CONNECT, strlen(SVC_REC_CONNECT)) == 0;
-    if (!expose && !connect)
+    struct svc_rec rec;
+    if (svc_rec_parse(r->name, strlen(r->name), r->spec, r->spec_len, &rec) < 0)
         return;
-    json_t *v = json_loadb((const char *)r->spec, r->spec_len, 0, NULL);
-    const char *service = json_string_value(json_object_get(v, "service"));
-    const char *node = json_string_value(json_object_get(v, "node"));
-    const char *addr = json_string_value(json_object_get(v, expose ? "target" : "listen"));
-    struct mesh_addr a;
-    if (service && node && addr && mesh_addr_parse(addr, 0, &a) == 0) {
-        if (expose)
-            add_endpoint(c, service, node, &a, NULL, NULL, 0);
-        else
-            add_listener(c, service, node, &a, NULL, NULL, 0);
-    }
-    json_decref(v);
+    if (rec.expose)
+        add_endpoint(c, rec.service, rec.node, &rec.addr, NULL, NULL, 0);
+    else
+        add_listener(c, rec.service, rec.node, &rec.addr, NULL, NULL, 0);
 }
 
 const struct svc_catalog *node_svc_catalog(struct node *n)
@@ -287,17 +337,15 @@ static bool listener_is_free(struct node *n, struct evhttp_request *req, const c
                              const char *name, const char *addr, const char *node)
 {
     struct fsm_app r;
-    if (!n->cluster || fsm_rec_get(cluster_fsm(n->cluster), key, &r) < 0)
+    struct svc_rec rec;
+    if (!n->cluster || fsm_rec_get(cluster_fsm(n->cluster), key, &r) < 0 ||
+        svc_rec_parse(r.name, strlen(r.name), r.spec, r.spec_len, &rec) < 0 ||
+        strcmp(rec.service, name) == 0)
         return true;
-    json_t *v = json_loadb((const char *)r.spec, r.spec_len, 0, NULL);
-    const char *owner = json_string_value(json_object_get(v, "service"));
-    bool other = owner && strcmp(owner, name) != 0;
-    if (other)
-        api_reply_error(req, 409,
-                        "%s on node %s is a listener of service %s, not %s (disconnect it first)",
-                        addr, node, owner, name);
-    json_decref(v);
-    return !other;
+    api_reply_error(req, 409,
+                    "%s on node %s is a listener of service %s, not %s (disconnect it first)", addr,
+                    node, rec.service, name);
+    return false;
 }
 
 /* PUT /v1/services/NAME/expose {"target": "HOST:PORT", "node"}; PUT .../connect {"listen",
@@ -336,12 +384,11 @@ static void h_service_put(struct evhttp_request *req, const char *rest, void *ud
         snprintf(key, sizeof key, SVC_REC_CONNECT "%s/%s", node, addrbuf);
     if (!expose && !listener_is_free(n, req, key, name, addrbuf, node))
         return;
-    json_t *v = json_pack("{s:s, s:s, s:s}", "service", name, "node", node, field, addrbuf);
-    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(v);
+    struct svc_rec rec = {.expose = expose, .addr = a};
+    snprintf(rec.service, sizeof rec.service, "%s", name);
+    snprintf(rec.node, sizeof rec.node, "%s", node);
     struct raft_buffer cmd;
-    int rc = text ? fsm_cmd_put_rec(key, text, strlen(text), &cmd) : MESH_ENOMEM;
-    free(text);
+    int rc = svc_rec_encode(&rec, &cmd);
     if (rc < 0) {
         api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
         return;
