@@ -1292,3 +1292,53 @@ char *spec_dump(const json_t *canonical)
 {
     return json_dumps(canonical, JSON_COMPACT | JSON_SORT_KEYS);
 }
+
+json_t *spec_stored(json_t *cache, const char *name, uint64_t mod_rev, const void *bytes,
+                    size_t len, struct spec_errors *errs, bool *ret_new_invalid)
+{
+    if (ret_new_invalid)
+        *ret_new_invalid = false;
+    json_t *hit = json_object_get(cache, name);
+    if (hit && (uint64_t)json_integer_value(json_array_get(hit, 0)) == mod_rev) {
+        json_t *spec = json_array_get(hit, 1);
+        return json_is_null(spec) ? NULL : json_incref(spec);
+    }
+    struct spec_errors local;
+    if (!errs)
+        errs = &local;
+    json_t *spec = NULL;
+    int rc = spec_from_bytes(bytes, len, &spec, errs);
+    const char *specname = json_string_value(json_object_get(spec, "name"));
+    if (rc == 0 && (!specname || strcmp(specname, name) != 0)) {
+        rc = MESH_EINVAL;
+        memset(errs, 0, sizeof *errs);
+        errs->count = 1;
+        snprintf(errs->e[0].msg, sizeof errs->e[0].msg, "it names another application");
+        json_decref(spec);
+        spec = NULL;
+    }
+    if (rc == MESH_ENOMEM)
+        return NULL; /* no verdict: asked again next time */
+    if (rc < 0 && ret_new_invalid)
+        *ret_new_invalid = true;
+    if (cache)
+        json_object_set_new(cache, name,
+                            json_pack("[I, O]", (json_int_t)mod_rev, spec ? spec : json_null()));
+    return spec;
+}
+
+const json_t *spec_microservice(const json_t *canonical, const char *ms, size_t *ret_index)
+{
+    size_t i;
+    const json_t *m;
+    json_array_foreach(json_object_get(canonical, "microservices"), i, m)
+    {
+        const char *name = json_string_value(json_object_get(m, "name"));
+        if (name && ms && strcmp(name, ms) == 0) {
+            if (ret_index)
+                *ret_index = i;
+            return m;
+        }
+    }
+    return NULL;
+}

@@ -109,6 +109,19 @@ int spec_validate(const json_t *in, json_t **ret_canonical, struct spec_errors *
  * NULL) saying why. */
 int spec_from_bytes(const void *buf, size_t len, json_t **ret_canonical, struct spec_errors *errs);
 
+/* The canonical spec of a stored application (name and bytes borrowed), checked as
+ * spec_from_bytes does and that it names `name`: a new reference, or NULL when the bytes are not
+ * a valid spec of that name. Every reader of the replicated state gets its specs through this,
+ * since any node may have written them. cache (a JSON object {name: [mod_rev, spec or null]},
+ * may be NULL) keeps one verdict per name and mod_rev, so a spec is parsed once per version.
+ * *ret_new_invalid (may be NULL) is set when this call found the bytes invalid (errs, may be
+ * NULL, says why): the caller reports it once. */
+json_t *spec_stored(json_t *cache, const char *name, uint64_t mod_rev, const void *bytes,
+                    size_t len, struct spec_errors *errs, bool *ret_new_invalid);
+
+/* The microservice named ms of a canonical spec (borrowed) and its index, or NULL. */
+const json_t *spec_microservice(const json_t *canonical, const char *ms, size_t *ret_index);
+
 /* The stored text of a canonical spec: compact JSON with sorted keys (a new string, free()), or
  * NULL when memory ran out. One spelling, so that a PUT of the same spec is "unchanged". */
 char *spec_dump(const json_t *canonical);

@@ -244,6 +244,11 @@ void node_svc_stop(struct node *n);
 /* The catalog for the current state (rebuilt when the state changed); NULL before Raft runs. */
 const struct svc_catalog *node_svc_catalog(struct node *n);
 void svc_catalog_free(struct svc_catalog *c);
+/* The catalog of fsm's state, without I/O (the fuzzer's entry too): spec_of gives an
+ * application's canonical spec (a new reference, or NULL to leave it out; node_spec_cached).
+ * NULL when memory ran out. */
+typedef json_t *(*svc_spec_fn)(void *ud, const struct fsm_app *a);
+struct svc_catalog *svc_catalog_build(const struct fsm *fsm, svc_spec_fn spec_of, void *ud);
 
 /* A service declaration as a record of the desired state: key "expose/SERVICE/NODE" with the
  * value {"service", "node", "target"}, or "connect/NODE/HOST:PORT" with {"service", "node",

@@ -671,48 +671,44 @@ static void desired_build(struct rt_pass *p, json_t *status)
             continue;
         json_array_append_new(p->specs, app);
         size_t k;
-        json_t *ms;
-        json_array_foreach(json_object_get(app, "microservices"), k, ms)
-        {
-            if (strcmp(json_string_value(json_object_get(ms, "name")), pl.ms) != 0)
-                continue;
-            const char *image = spec_images_for_arch(app, k, n->meta.arch);
-            if (!image) {
-                char key[256];
-                replica_key(key, sizeof key, pl.app, pl.ms, pl.replica);
-                status_put(status, n->rt_status, key, "failed",
-                           "no image for this node's architecture", NULL, 0, NULL);
-                break;
-            }
-            struct rt_desired *d = &p->desired[p->nd];
-            struct rt_want *w = &p->want[p->nd++];
-            /* Strings borrowed from the fsm stay valid for the pass only if nothing is applied
-             * meanwhile: keep them in the spec copy instead. */
-            d->app = json_string_value(json_object_get(app, "name"));
-            d->ms = json_string_value(json_object_get(ms, "name"));
-            d->replica = pl.replica;
-            d->ms_spec = ms;
-            d->image = image;
-            replica_key(w->key, sizeof w->key, d->app, d->ms, d->replica);
-            if (rt->root && rt_config_dir_name(d, w->dirname, sizeof w->dirname) == 0 &&
-                asprintf(&w->dir, "%s/%s", rt->root, w->dirname) < 0)
-                w->dir = NULL;
-            w->text = rt_config_text(ms);
-            if (w->dir && w->text) {
-                json_t *known = json_object_get(rt->configs, w->dirname);
-                if (!known) {
-                    char *text = config_read(w->dir);
-                    json_object_set_new(rt->configs, w->dirname, json_string(text ? text : ""));
-                    free(text);
-                    known = json_object_get(rt->configs, w->dirname);
-                }
-                d->config_dir = w->dir;
-                d->config_stale =
-                    strcmp(json_string_value(known) ? json_string_value(known) : "", w->text) != 0;
-            }
-            rt_hash(ms, image, d->config_dir, d->hash);
-            break;
+        const json_t *ms = spec_microservice(app, pl.ms, &k);
+        if (!ms)
+            continue; /* a placement for a microservice the spec no longer has */
+        const char *image = spec_images_for_arch(app, k, n->meta.arch);
+        if (!image) {
+            char key[256];
+            replica_key(key, sizeof key, pl.app, pl.ms, pl.replica);
+            status_put(status, n->rt_status, key, "failed", "no image for this node's architecture",
+                       NULL, 0, NULL);
+            continue;
         }
+        struct rt_desired *d = &p->desired[p->nd];
+        struct rt_want *w = &p->want[p->nd++];
+        /* Strings borrowed from the fsm stay valid for the pass only if nothing is applied
+         * meanwhile: keep them in the spec copy instead. */
+        d->app = json_string_value(json_object_get(app, "name"));
+        d->ms = json_string_value(json_object_get(ms, "name"));
+        d->replica = pl.replica;
+        d->ms_spec = ms;
+        d->image = image;
+        replica_key(w->key, sizeof w->key, d->app, d->ms, d->replica);
+        if (rt->root && rt_config_dir_name(d, w->dirname, sizeof w->dirname) == 0 &&
+            asprintf(&w->dir, "%s/%s", rt->root, w->dirname) < 0)
+            w->dir = NULL;
+        w->text = rt_config_text(ms);
+        if (w->dir && w->text) {
+            json_t *known = json_object_get(rt->configs, w->dirname);
+            if (!known) {
+                char *text = config_read(w->dir);
+                json_object_set_new(rt->configs, w->dirname, json_string(text ? text : ""));
+                free(text);
+                known = json_object_get(rt->configs, w->dirname);
+            }
+            d->config_dir = w->dir;
+            d->config_stale =
+                strcmp(json_string_value(known) ? json_string_value(known) : "", w->text) != 0;
+        }
+        rt_hash(ms, image, d->config_dir, d->hash);
     }
 }
 

@@ -65,33 +65,18 @@ json_t *node_spec_cached(struct node *n, const struct fsm_app *a)
 {
     if (!n->spec_cache)
         n->spec_cache = json_object();
-    json_t *hit = json_object_get(n->spec_cache, a->name);
-    if (hit && (uint64_t)json_integer_value(json_array_get(hit, 0)) == a->mod_rev) {
-        json_t *spec = json_array_get(hit, 1);
-        return json_is_null(spec) ? NULL : json_incref(spec);
-    }
     struct spec_errors errs;
-    json_t *spec = NULL;
-    int rc = spec_from_bytes(a->spec, a->spec_len, &spec, &errs);
-    const char *name = json_string_value(json_object_get(spec, "name"));
-    if (rc == 0 && (!name || strcmp(name, a->name) != 0)) {
-        rc = MESH_EINVAL;
-        snprintf(errs.e[0].msg, sizeof errs.e[0].msg, "it names another application");
-        errs.count = 1;
-        json_decref(spec);
-        spec = NULL;
-    }
-    if (rc < 0 && rc != MESH_ENOMEM) {
+    bool bad = false;
+    json_t *spec =
+        spec_stored(n->spec_cache, a->name, a->mod_rev, a->spec, a->spec_len, &errs, &bad);
+    if (bad) {
         char why[256];
         spec_errors_format(&errs, why, sizeof why);
         log_error(&n->log,
-                  "application %s (revision %llu): the stored spec is not valid (%s); "
-                  "it is left alone until it is deployed again",
+                  "application %s (revision %llu): the stored spec is not valid (%s); it is "
+                  "left alone until it is deployed again",
                   a->name, (unsigned long long)a->mod_rev, why);
     }
-    if (n->spec_cache && rc != MESH_ENOMEM)
-        json_object_set_new(n->spec_cache, a->name,
-                            json_pack("[I, O]", (json_int_t)a->mod_rev, spec ? spec : json_null()));
     return spec;
 }
 

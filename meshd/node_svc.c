@@ -139,10 +139,10 @@ int svc_rec_encode(const struct svc_rec *r, struct raft_buffer *out)
 }
 
 /* The endpoints and listeners of one application's placed replicas. */
-static void catalog_app(struct node *n, struct svc_catalog *c, struct fsm *fsm,
-                        const struct fsm_app *a)
+static void catalog_app(struct svc_catalog *c, const struct fsm *fsm, const struct fsm_app *a,
+                        svc_spec_fn spec_of, void *ud)
 {
-    json_t *spec = node_spec_cached(n, a);
+    json_t *spec = spec_of(ud, a);
     size_t first, count;
     fsm_placement_range(fsm, a->name, &first, &count);
     size_t i;
@@ -190,28 +190,40 @@ static void catalog_rec(struct svc_catalog *c, const struct fsm_app *r)
         add_listener(c, rec.service, rec.node, &rec.addr, NULL, NULL, 0);
 }
 
-const struct svc_catalog *node_svc_catalog(struct node *n)
+struct svc_catalog *svc_catalog_build(const struct fsm *fsm, svc_spec_fn spec_of, void *ud)
 {
-    if (!n->cluster)
-        return n->svc;
-    struct fsm *fsm = cluster_fsm(n->cluster);
-    uint64_t rev = fsm_revision(fsm);
-    if (n->svc && n->svc->revision == rev)
-        return n->svc;
     struct svc_catalog *c = calloc(1, sizeof *c);
     if (!c)
-        return n->svc; /* the old one, until memory allows */
-    c->revision = rev;
+        return NULL;
+    c->revision = fsm_revision(fsm);
     for (size_t i = 0; i < fsm_app_count(fsm); i++) {
         struct fsm_app a;
         if (fsm_app_at(fsm, i, &a) == 0)
-            catalog_app(n, c, fsm, &a);
+            catalog_app(c, fsm, &a, spec_of, ud);
     }
     for (size_t i = 0; i < fsm_rec_count(fsm); i++) {
         struct fsm_app r;
         if (fsm_rec_at(fsm, i, &r) == 0)
             catalog_rec(c, &r);
     }
+    return c;
+}
+
+static json_t *node_spec_of(void *ud, const struct fsm_app *a)
+{
+    return node_spec_cached(ud, a);
+}
+
+const struct svc_catalog *node_svc_catalog(struct node *n)
+{
+    if (!n->cluster)
+        return n->svc;
+    struct fsm *fsm = cluster_fsm(n->cluster);
+    if (n->svc && n->svc->revision == fsm_revision(fsm))
+        return n->svc;
+    struct svc_catalog *c = svc_catalog_build(fsm, node_spec_of, n);
+    if (!c)
+        return n->svc; /* the old one, until memory allows */
     if (c->full)
         log_warn(&n->log, "services: more than %d endpoints or %d listeners: the rest are ignored",
                  SVC_ENDPOINTS_MAX, SVC_LISTENERS_MAX);
