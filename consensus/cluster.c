@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "dlist.h"
 
@@ -42,8 +45,9 @@ struct cluster {
     struct cluster_req *reqs;
     cluster_close_cb close_cb;
     void *close_ud;
-    bool load_failed; /* by checked_load: the log on disk could not be read */
-    char damaged[96]; /* why, when a segment was set aside */
+    bool reserve_released; /* at start: the disk was full (reserve_check) */
+    bool load_failed;      /* by checked_load: the log on disk could not be read */
+    char damaged[96];      /* why, when a segment was set aside */
     /* raft_uv's own load, wrapped by checked_load */
     int (*uv_load)(struct raft_io *io, raft_term *term, raft_id *voted_for,
                    struct raft_snapshot **snapshot, raft_index *start_index,
@@ -102,6 +106,8 @@ static int from_raft(int rv)
         return MESH_ECLOSED;
     case RAFT_TOOBIG:
         return MESH_ETOOBIG;
+    case RAFT_NOSPACE:
+        return -ENOSPC;
     default:
         return MESH_EIO;
     }
@@ -136,6 +142,8 @@ static void on_applied(struct raft_apply *r, int status, void *result)
         if (rc < 0)
             mesh_errf(&err, rc, "%s",
                       rc == MESH_ESTATE ? "leadership lost before the write committed; retry"
+                      : rc == -ENOSPC   ? "the leader's disk is full: its Raft log takes no "
+                                          "writes until space is freed"
                                         : raft_strerror(status));
         /* fsm.h: the result lives in the fsm until the next apply; the callback copies it. */
         q->apply_cb(q->ud, rc, rc == 0 ? result : NULL, rc < 0 ? &err : NULL);
@@ -278,6 +286,7 @@ void cluster_info(struct cluster *c, struct cluster_info *ret)
     ret->term = c->raft.current_term;
     ret->commit_index = c->raft.commit_index;
     ret->last_applied = raft_last_applied(&c->raft);
+    ret->reserve_released = c->reserve_released;
 }
 
 const struct raft_configuration *cluster_configuration(struct cluster *c)
@@ -295,6 +304,46 @@ static int mkdir_if_missing(const char *dir, struct mesh_err *err)
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return mesh_errf(err, -errno, "cannot create %s: %s", dir, strerror(errno));
     return 0;
+}
+
+/* ---- a reserve of disk space ---- */
+
+/* A full disk must not keep a node from starting and serving reads (issue 10): raft_uv needs a
+ * little space at every start (it writes a probe file to test the file system's I/O
+ * capabilities) and refuses to start without it. So, as CockroachDB does with its "ballast
+ * file", the cluster keeps CLUSTER_RESERVE_BYTES allocated in DATA_DIR/raft.reserve while the
+ * disk has room, and gives it back when a start finds less than twice that free: the node
+ * starts, reads answer from its replica, and writes fail with "disk full" until space is
+ * freed (the next start with room makes the reserve again). */
+#define CLUSTER_RESERVE_FILE  "raft.reserve"
+#define CLUSTER_RESERVE_BYTES (8u << 20)
+
+/* Returns true when the reserve was released because the disk is (nearly) full. */
+static bool reserve_check(const char *data_dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%s", data_dir, CLUSTER_RESERVE_FILE);
+    struct statvfs vfs;
+    if (statvfs(data_dir, &vfs) != 0)
+        return false;
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    struct stat st;
+    bool have = stat(path, &st) == 0;
+    if (avail < 2ull * CLUSTER_RESERVE_BYTES) {
+        if (have && unlink(path) == 0)
+            return true;
+        return false;
+    }
+    if (have && (uint64_t)st.st_size >= CLUSTER_RESERVE_BYTES)
+        return false;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return false;
+    /* Really allocated (not a sparse file), or it reserves nothing. */
+    if (posix_fallocate(fd, 0, CLUSTER_RESERVE_BYTES) != 0)
+        (void)unlink(path);
+    close(fd);
+    return false;
 }
 
 /* ---- loading the log: damage is an error, never a silent loss ---- */
@@ -450,6 +499,7 @@ int cluster_start(const struct cluster_config *cfg, struct cluster **ret, struct
     }
     if ((rc = mkdir_if_missing(c->dir, err)) < 0)
         goto fail;
+    c->reserve_released = reserve_check(cfg->data_dir);
     if ((rc = fsm_new(&c->fsm)) < 0) {
         mesh_errf(err, rc, "out of memory");
         goto fail;

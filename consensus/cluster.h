@@ -59,7 +59,9 @@ void cluster_close(struct cluster *c, cluster_close_cb cb, void *ud);
 struct cluster_req;
 
 /* Proposes a command (buf->base allocated with raft_malloc; taken on success, left to the
- * caller on error). MESH_ESTATE when this node is not the leader. The callback fires once the
+ * caller on error). MESH_EINVAL when buf's length is not a multiple of 8 (every fsm_cmd_*
+ * encoder pads); MESH_ESTATE when this node is not the leader; a write the disk cannot take
+ * fails with -ENOSPC in the callback. The callback fires once the
  * entry is applied here, or with an error if leadership is lost first or the cluster closes.
  * *ret_req (optional) lets a caller that stops waiting (its own timeout) detach. */
 int cluster_apply(struct cluster *c, struct raft_buffer *buf, cluster_apply_cb cb, void *ud,
@@ -94,6 +96,8 @@ struct cluster_info {
     uint64_t term;
     uint64_t commit_index;
     uint64_t last_applied;
+    bool reserve_released; /* this start found the disk full and gave back the space reserve
+                              (cluster.c "a reserve of disk space"): writes fail meanwhile */
 };
 void cluster_info(struct cluster *c, struct cluster_info *ret);
 const struct raft_configuration *cluster_configuration(struct cluster *c);

@@ -12,14 +12,17 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "atomicfile.h"
 #include "dlist.h"
 #include "version.h"
 #include "wire.h"
 
 /* ---- data dir ---------------------------------------------------------------------------- */
 
+/* Creates dir and its missing parents: the parents 0755, dir itself with mode. */
 static int mkdir_p(const char *dir, mode_t mode)
 {
     char buf[CONFIG_PATH_MAX];
@@ -31,7 +34,7 @@ static int mkdir_p(const char *dir, mode_t mode)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
             return -errno;
         *p = '/';
     }
@@ -48,6 +51,13 @@ static int data_dir_open(struct node *n, struct mesh_err *err)
     int rc = mkdir_p(dir, 0700);
     if (rc < 0)
         return mesh_errf(err, rc, "cannot create data dir %s: %s", dir, strerror(-rc));
+    /* It holds the identity key, the key ring and the Raft log: owner-only, also when it was
+     * made by someone else (a package, a mkdir by hand) with a wider mode. */
+    struct stat st;
+    if (stat(dir, &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 077) &&
+        chmod(dir, 0700) != 0)
+        return mesh_errf(err, -errno, "cannot make data dir %s owner-only: %s", dir,
+                         strerror(errno));
     snprintf(path, sizeof path, "%s/meshd.lock", dir);
     n->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (n->lock_fd < 0)
@@ -125,34 +135,20 @@ static int mesh_port_open(struct node *n, struct mesh_err *err)
 
 /* ---- small state files ------------------------------------------------------------------- */
 
-/* Writes text to DIR/name atomically (temp file, fsync, rename). */
+/* Writes text to DIR/name atomically and durably (common/atomicfile.h). */
 static int write_state_file(const char *dir, const char *name, const char *text,
                             struct mesh_err *err)
 {
     char path[CONFIG_PATH_MAX + 64], tmp[CONFIG_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return mesh_errf(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
-    size_t len = strlen(text);
-    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return mesh_errf(err, -e, "cannot write %s: %s", tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return mesh_errf(err, -e, "cannot replace %s: %s", path, strerror(e));
-    }
-    return 0;
+    return mesh_file_replace(tmp, path, text, strlen(text), 0600, err);
 }
 
 /* The epoch grows at every start so that gossip replayed from an earlier run is refused
- * (keyring.h). */
+ * (keyring.h): the saved one + 1, or the wall clock's seconds when that is more. So a start
+ * that cannot save its epoch (a full disk) still runs, and the next start still goes beyond
+ * it, unless the clock went back meanwhile. */
 static int epoch_bump(struct node *n, struct mesh_err *err)
 {
     char path[CONFIG_PATH_MAX + 16], text[32] = "";
@@ -163,9 +159,19 @@ static int epoch_bump(struct node *n, struct mesh_err *err)
             text[0] = '\0';
         fclose(f);
     }
-    n->epoch = strtoull(text, NULL, 10) + 1;
+    uint64_t saved = strtoull(text, NULL, 10), now = (uint64_t)time(NULL);
+    n->epoch = saved + 1 > now ? saved + 1 : now;
     snprintf(text, sizeof text, "%llu\n", (unsigned long long)n->epoch);
-    return write_state_file(n->cfg.data_dir, NODE_EPOCH_FILE, text, err);
+    struct mesh_err e = {0};
+    int rc = write_state_file(n->cfg.data_dir, NODE_EPOCH_FILE, text, &e);
+    if (rc == -ENOSPC || rc == -EDQUOT) {
+        log_error(&n->log, "%s; running with epoch %llu from the clock", e.msg,
+                  (unsigned long long)n->epoch);
+        return 0;
+    }
+    if (rc < 0)
+        *err = e;
+    return rc;
 }
 
 /* Seeds for rejoining after a restart without --join: members last seen alive. */

@@ -1,6 +1,7 @@
 /* The node's Raft side: starting the cluster on the mesh transport, the autopilot timer, the
  * applications API (writes go through the leader, forwarded over the mesh from followers; reads
  * come from the local replica) and the services the leader offers to followers. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,10 +106,11 @@ json_t *node_raft_status(struct node *n)
         raft_name(n, info.leader_id, name, sizeof name);
         leader = json_string(name);
     }
-    return json_pack("{s:s, s:o, s:I, s:I, s:I, s:o, s:o}", "state", cluster_state_name(info.state),
-                     "leader", leader, "term", (json_int_t)info.term, "commit_index",
-                     (json_int_t)info.commit_index, "applied_index", (json_int_t)info.last_applied,
-                     "voters", voters, "standbys", standbys);
+    return json_pack("{s:s, s:o, s:I, s:I, s:I, s:o, s:o, s:b}", "state",
+                     cluster_state_name(info.state), "leader", leader, "term",
+                     (json_int_t)info.term, "commit_index", (json_int_t)info.commit_index,
+                     "applied_index", (json_int_t)info.last_applied, "voters", voters, "standbys",
+                     standbys, "disk_full_at_start", info.reserve_released);
 }
 
 static void h_raft(struct evhttp_request *req, const char *rest, void *ud)
@@ -242,6 +244,10 @@ static void on_local_applied(void *ud, int status, const struct fsm_result *res,
 {
     struct write *w = ud;
     w->creq = NULL;
+    if (status == -ENOSPC) {
+        write_answer(w, 507, json_pack("{s:s}", "error", err ? err->msg : "disk full"));
+        return;
+    }
     if (status < 0) {
         char what[MESH_ERRMSG_LEN], msg[MESH_ERRMSG_LEN + 128];
         snprintf(what, sizeof what, "%s", err ? err->msg : "write failed");
@@ -262,12 +268,13 @@ static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
         write_free(w);
         return;
     }
-    if (rc == MESH_EINVAL || rc == MESH_ETOOBIG || rc == MESH_EUNSUPPORTED) {
-        /* The leader checked the write and refused it: retrying will not help. */
+    if (rc == MESH_EINVAL || rc == MESH_ETOOBIG || rc == MESH_EUNSUPPORTED || rc == -ENOSPC) {
+        /* The leader checked the write and refused it, or cannot store anything: retrying at
+         * once will not help. */
         char msg[MESH_ERRMSG_LEN + 64];
         snprintf(msg, sizeof msg, "the leader refused the write: %s",
                  err ? err->msg : mesh_strerror(rc));
-        write_answer(w, 400, json_pack("{s:s}", "error", msg));
+        write_answer(w, rc == -ENOSPC ? 507 : 400, json_pack("{s:s}", "error", msg));
         return;
     }
     if (rc < 0) {
@@ -939,7 +946,16 @@ static int cluster_open(struct node *n, bool may_bootstrap, struct mesh_err *err
         .timing = n->cfg.raft_timing,
         .target_voters = n->cfg.raft_voters,
     };
-    return cluster_start(&cc, &n->cluster, err);
+    if ((rc = cluster_start(&cc, &n->cluster, err)) < 0)
+        return rc;
+    struct cluster_info info;
+    cluster_info(n->cluster, &info);
+    if (info.reserve_released)
+        log_error(&n->log,
+                  "the disk of %s is full: released the space reserve so that this node "
+                  "starts and serves reads; writes fail until space is freed",
+                  n->cfg.data_dir);
+    return 0;
 }
 
 static void recover_gone(void *ud)

@@ -28,6 +28,8 @@
 
 #include "engine.h"
 #include "node.h"
+
+#include "atomicfile.h"
 #include "reconcile.h"
 #include "spec.h"
 #include "version.h"
@@ -227,8 +229,8 @@ static char *config_read(const char *dir)
     return buf;
 }
 
-/* Writes text to dir/config.json atomically: a temp file beside dir (outside the mount, so the
- * container never sees it half written), fsync, rename. */
+/* Writes text to dir/config.json atomically (common/atomicfile.h) through a temp file beside
+ * dir (outside the mount, so the container never sees it half written). */
 static int config_write(struct rt_state *rt, const char *dirname, const char *dir, const char *text,
                         struct mesh_err *err)
 {
@@ -237,22 +239,9 @@ static int config_write(struct rt_state *rt, const char *dirname, const char *di
     snprintf(path, sizeof path, "%s/%s", dir, RT_CONFIG_FILE);
     if ((mkdir(rt->root, 0755) < 0 && errno != EEXIST) || (mkdir(dir, 0755) < 0 && errno != EEXIST))
         return mesh_errf(err, -errno, "config: cannot make %s: %s", dir, strerror(errno));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return mesh_errf(err, -errno, "config: cannot write %s: %s", tmp, strerror(errno));
-    size_t len = strlen(text);
-    if (fchmod(fd, 0644) != 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return mesh_errf(err, -e, "config: cannot write %s: %s", tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return mesh_errf(err, -e, "config: cannot rename to %s: %s", path, strerror(e));
-    }
+    int rc = mesh_file_replace(tmp, path, text, strlen(text), 0644, err);
+    if (rc < 0)
+        return rc;
     json_object_set_new(rt->configs, dirname, json_string(text));
     return 0;
 }

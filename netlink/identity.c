@@ -1,5 +1,7 @@
 #include "identity.h"
 
+#include "atomicfile.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -77,7 +79,8 @@ static int create(const char *dir, const char *path, struct identity *out, struc
     char tmp[4096];
     char b64[B64_LEN + 1];
     uint8_t priv[IDENTITY_KEY_LEN];
-    int rc, fd = -1;
+    char line[B64_LEN + 1];
+    int rc;
 
     if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, IDENTITY_FILENAME) >= sizeof tmp)
         return mesh_errf(err, MESH_EINVAL, "data dir path too long");
@@ -86,32 +89,11 @@ static int create(const char *dir, const char *path, struct identity *out, struc
     if (rc < 0)
         goto out;
     sodium_bin2base64(b64, sizeof b64, priv, sizeof priv, sodium_base64_VARIANT_ORIGINAL);
-    unlink(tmp);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = mesh_errf(err, -errno, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    char line[B64_LEN + 2];
     memcpy(line, b64, B64_LEN);
     line[B64_LEN] = '\n';
-    line[B64_LEN + 1] = '\0';
-    if (write(fd, line, B64_LEN + 1) != B64_LEN + 1 || fsync(fd) != 0) {
-        rc = mesh_errf(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
-        sodium_memzero(line, sizeof line);
-        goto out;
-    }
+    rc = mesh_file_replace(tmp, path, line, sizeof line, 0600, err);
     sodium_memzero(line, sizeof line);
-    if (rename(tmp, path) != 0) {
-        rc = mesh_errf(err, -errno, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        goto out;
-    }
-    rc = 0;
 out:
-    if (fd >= 0)
-        close(fd);
-    if (rc < 0)
-        unlink(tmp);
     sodium_memzero(b64, sizeof b64);
     sodium_memzero(priv, sizeof priv);
     return rc;

@@ -1,5 +1,7 @@
 #include "keyring.h"
 
+#include "atomicfile.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -94,24 +96,7 @@ int keyring_save(const struct keyring *kr, const char *dir, struct mesh_err *err
         off += MESH_KEY_B64_LEN;
         text[off++] = '\n';
     }
-    unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = mesh_errf(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (write(fd, text, off) != (ssize_t)off || fsync(fd) != 0) {
-        rc = mesh_errf(err, -errno, "cannot write %s: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        rc = mesh_errf(err, -errno, "cannot replace %s: %s", path, strerror(errno));
-        unlink(tmp);
-    }
-out:
+    rc = mesh_file_replace(tmp, path, text, off, 0600, err);
     sodium_memzero(text, sizeof text);
     return rc;
 }
