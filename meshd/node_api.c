@@ -113,7 +113,10 @@ static void h_leave(struct evhttp_request *req, const char *rest, void *ud)
  *   install K  K sealed to the recipient's identity key, and a proof under the recipient's
  *              primary key: only a node holding the key the recipient uses adds to its ring,
  *              and `--exclude` keeps K from a member it must not reach.
- *   use K      a proof under K: only a node holding K makes it primary.
+ *   use K      a proof under K and one under the recipient's primary key: only a node holding
+ *              K makes it primary, and once a node uses a new key, a member holding only the
+ *              old one cannot switch it back (the design asked for the first proof alone; that
+ *              let such a member undo `use NEW` while OLD was still in the ring).
  *   remove K   a proof under the recipient's primary key; K must not be the primary.
  *
  * The requester first lists the recipient's ring (fingerprints and which is primary), to know
@@ -238,15 +241,16 @@ static void keyop_refused(struct node *n, const struct peers_req *req, uint64_t 
     }
 }
 
-/* Request: [2, op] for list, [2, op, target bin, proof bin] otherwise; target is the key
- * sealed to us (install) or the key's fingerprint (use, remove). */
+/* Request: [2, op] for list, [2, op, target bin, proof bin] otherwise, and for use a second
+ * proof, under the key to use; target is the key sealed to us (install) or the key's
+ * fingerprint (use, remove). The first proof is always under our primary key. */
 static void serve_keyop(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
     struct wire_rd r;
-    uint32_t cnt, tlen = 0, plen = 0;
+    uint32_t cnt, tlen = 0, plen = 0, p2len = 0;
     uint64_t v, op = UINT64_MAX;
-    const uint8_t *target = NULL, *proof = NULL;
+    const uint8_t *target = NULL, *proof = NULL, *proof2 = NULL;
     uint8_t requester[NODE_ID_LEN], key[MESH_KEY_LEN], fp[MESH_KEY_FP_LEN];
     const uint8_t *self = n->ident.id;
     const char *why = NULL;
@@ -265,9 +269,11 @@ static void serve_keyop(void *ud, struct peers_req *req)
                       "key operations without proofs are refused: upgrade the requesting node");
         return;
     }
-    if (op != KEYOP_LIST && (cnt != 4 || wire_rd_bin(&r, &target, &tlen) < 0 ||
-                             tlen != (op == KEYOP_INSTALL ? KEY_SEALED_LEN : MESH_KEY_FP_LEN) ||
-                             wire_rd_bin(&r, &proof, &plen) < 0 || plen != KEYPROOF_LEN)) {
+    if (op != KEYOP_LIST &&
+        (cnt != (op == KEYOP_USE ? 5u : 4u) || wire_rd_bin(&r, &target, &tlen) < 0 ||
+         tlen != (op == KEYOP_INSTALL ? KEY_SEALED_LEN : MESH_KEY_FP_LEN) ||
+         wire_rd_bin(&r, &proof, &plen) < 0 || plen != KEYPROOF_LEN ||
+         (op == KEYOP_USE && (wire_rd_bin(&r, &proof2, &p2len) < 0 || p2len != KEYPROOF_LEN)))) {
         peers_respond(req, MESH_EMALFORMED, NULL, 0, "malformed key operation");
         return;
     }
@@ -297,7 +303,11 @@ static void serve_keyop(void *ud, struct peers_req *req)
                            "the key is not installed: run `meshctl keys install` first");
             break;
         }
-        if (!keyproof_verify(n->kr.e[i].key, KEYPROOF_USE, self, requester, target, proof)) {
+        if (!keyproof_verify(primary->key, KEYPROOF_USE, self, requester, target, proof)) {
+            why = "no proof of this node's primary key";
+            break;
+        }
+        if (!keyproof_verify(n->kr.e[i].key, KEYPROOF_USE, self, requester, target, proof2)) {
             why = "no proof of the key to use";
             break;
         }
@@ -460,7 +470,7 @@ static int keyop_request(struct keyop *op, struct keyop_call *kc, const struct r
                          struct wire_wr *w, struct mesh_err *err)
 {
     struct node *n = op->n;
-    uint8_t pub[LINK_KEY_LEN], rid[NODE_ID_LEN], proof[KEYPROOF_LEN];
+    uint8_t pub[LINK_KEY_LEN], rid[NODE_ID_LEN], proof[KEYPROOF_LEN], proof2[KEYPROOF_LEN];
     uint8_t sealed[KEY_SEALED_LEN];
     const uint8_t *proof_key = NULL;
     char hex[MESH_KEY_FP_STR_LEN + 1];
@@ -479,20 +489,16 @@ static int keyop_request(struct keyop *op, struct keyop_call *kc, const struct r
         return mesh_errf(err, MESH_EAUTH, "its link proved another identity than its member id");
     if (op->kind == KEYOP_INSTALL && keyop_excluded(op, rid))
         return mesh_errf(err, MESH_EAUTH, "excluded");
-    if (op->kind == KEYOP_USE) {
-        proof_key = op->key;
-    } else {
-        int i = v->primary < 0 ? -1 : keyring_find_fp(&n->kr, v->fp[v->primary]);
-        if (i < 0) {
-            if (v->primary >= 0)
-                mesh_key_fp_format(v->fp[v->primary], hex);
-            return mesh_errf(err, MESH_EAUTH, "its primary key %s is not in this node's ring",
-                             v->primary >= 0 ? hex : "(none)");
-        }
-        proof_key = n->kr.e[i].key;
+    int i = v->primary < 0 ? -1 : keyring_find_fp(&n->kr, v->fp[v->primary]);
+    if (i < 0) {
+        if (v->primary >= 0)
+            mesh_key_fp_format(v->fp[v->primary], hex);
+        return mesh_errf(err, MESH_EAUTH, "its primary key %s is not in this node's ring",
+                         v->primary >= 0 ? hex : "(none)");
     }
+    proof_key = n->kr.e[i].key;
     keyproof_make(proof_key, (enum keyproof_op)op->kind, rid, n->ident.id, op->fp, proof);
-    msgpack_pack_array(&w->pk, 4);
+    msgpack_pack_array(&w->pk, op->kind == KEYOP_USE ? 5 : 4);
     msgpack_pack_uint8(&w->pk, KEYOP_VERSION);
     msgpack_pack_uint8(&w->pk, (uint8_t)op->kind);
     if (op->kind == KEYOP_INSTALL) {
@@ -502,6 +508,11 @@ static int keyop_request(struct keyop *op, struct keyop_call *kc, const struct r
         wire_pack_bin(&w->pk, op->fp, MESH_KEY_FP_LEN);
     }
     wire_pack_bin(&w->pk, proof, sizeof proof);
+    if (op->kind == KEYOP_USE) {
+        keyproof_make(op->key, KEYPROOF_USE, rid, n->ident.id, op->fp, proof2);
+        wire_pack_bin(&w->pk, proof2, sizeof proof2);
+        sodium_memzero(proof2, sizeof proof2);
+    }
     sodium_memzero(proof, sizeof proof);
     return w->overflow ? mesh_errf(err, MESH_ETOOBIG, "request too big") : 0;
 }
