@@ -158,7 +158,10 @@ static int keyop_apply(struct node *n, enum keyop_kind op, const uint8_t *key, c
         i = key ? keyring_find(&n->kr, key) : keyring_find_fp(&n->kr, fp);
         if (i < 0)
             return 0;
-        rc = keyring_remove(&n->kr, n->kr.e[i].key);
+        uint8_t k[MESH_KEY_LEN]; /* a copy: keyring_remove moves the entries it points into */
+        memcpy(k, n->kr.e[i].key, MESH_KEY_LEN);
+        rc = keyring_remove(&n->kr, k);
+        sodium_memzero(k, sizeof k);
         if (rc == MESH_ESTATE)
             return mesh_errf(err, rc,
                              "the primary key cannot be removed: `meshctl keys use` "
