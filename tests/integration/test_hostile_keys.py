@@ -8,6 +8,7 @@ rotation (install --exclude, use, remove) it can do nothing at all.
 import base64
 import json
 import os
+import random
 
 import call_peer
 import noise_peer
@@ -52,6 +53,25 @@ def test_member_sees_only_fingerprints(mesh):
         status, body = p.keyop(call_peer.mp_uint(1), call_peer.mp_uint(call_peer.KEYOP_LIST))
         assert status != 0 and b"upgrade" in body, (status, body)
         assert old not in body
+
+        # Mangled requests (every truncation of a valid one, random bytes, flipped bytes) are
+        # refused as such; the link and the node survive them (ASan build: no report).
+        rnd = random.Random(10)
+        good = call_peer.mp_array(call_peer.mp_uint(2), call_peer.mp_uint(call_peer.KEYOP_USE),
+                                  call_peer.mp_bin(call_peer.key_fp(old)),
+                                  call_peer.mp_bin(b"\0" * 32), call_peer.mp_bin(b"\0" * 32))
+        bad = [good[:i] for i in range(1, len(good))]
+        bad += [rnd.randbytes(rnd.randrange(1, 200)) for _ in range(50)]
+        for _ in range(50):
+            b = bytearray(good)
+            b[rnd.randrange(len(b))] ^= 1 << rnd.randrange(8)
+            bad.append(bytes(b))
+        before = ring_file(nodes[1])
+        for req in bad:
+            status, body = p.call(call_peer.CALL_KEYOP, req)
+            assert status != 0, (req, body)
+        assert p.keys_list() == [(call_peer.key_fp(old), True)]
+        assert ring_file(nodes[1]) == before and nodes[1].running()
 
     # The operator's view: fingerprints in the API and in meshctl, and which are this node's.
     k = nodes[0].ctl_json("keys", "list")
