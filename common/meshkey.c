@@ -18,6 +18,26 @@ void mesh_key_encode(const uint8_t key[static MESH_KEY_LEN], char out[static MES
     sodium_bin2base64(out, MESH_KEY_B64_LEN + 1, key, MESH_KEY_LEN, sodium_base64_VARIANT_ORIGINAL);
 }
 
+void mesh_key_fingerprint(const uint8_t key[static MESH_KEY_LEN],
+                          uint8_t ret_fp[static MESH_KEY_FP_LEN])
+{
+    static const char domain[] = "fogmesh-key-fp";
+    uint8_t h[32];
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, sizeof h);
+    crypto_generichash_update(&st, (const uint8_t *)domain, sizeof domain - 1);
+    crypto_generichash_update(&st, key, MESH_KEY_LEN);
+    crypto_generichash_final(&st, h, sizeof h);
+    memcpy(ret_fp, h, MESH_KEY_FP_LEN);
+    sodium_memzero(&st, sizeof st);
+}
+
+void mesh_key_fp_format(const uint8_t fp[static MESH_KEY_FP_LEN],
+                        char out[static MESH_KEY_FP_STR_LEN + 1])
+{
+    sodium_bin2hex(out, MESH_KEY_FP_STR_LEN + 1, fp, MESH_KEY_FP_LEN);
+}
+
 int mesh_key_decode(const char *text, uint8_t ret_key[static MESH_KEY_LEN], struct mesh_err *err)
 {
     uint8_t key[MESH_KEY_LEN];

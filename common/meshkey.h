@@ -9,8 +9,10 @@
 
 #include "err.h"
 
-#define MESH_KEY_LEN     32
-#define MESH_KEY_B64_LEN 44 /* without the terminating NUL */
+#define MESH_KEY_LEN        32
+#define MESH_KEY_B64_LEN    44 /* without the terminating NUL */
+#define MESH_KEY_FP_LEN     8  /* a key's fingerprint: what `meshctl keys list` shows */
+#define MESH_KEY_FP_STR_LEN (MESH_KEY_FP_LEN * 2)
 
 /* Fills key with fresh random bytes. */
 void mesh_key_generate(uint8_t key[static MESH_KEY_LEN]);
@@ -21,6 +23,18 @@ void mesh_key_encode(const uint8_t key[static MESH_KEY_LEN], char out[static MES
 /* Decodes base64 text (surrounding white space ignored) into exactly MESH_KEY_LEN bytes. On
  * failure ret_key is untouched and err says why. */
 int mesh_key_decode(const char *text, uint8_t ret_key[static MESH_KEY_LEN], struct mesh_err *err);
+
+/* A key's fingerprint: the first MESH_KEY_FP_LEN bytes of BLAKE2b-256("fogmesh-key-fp" || key).
+ * It names a key in lists and key operations between nodes, so that key bytes never leave a
+ * node (except sealed to one recipient, keyring.h); the domain string keeps it unrelated to
+ * every other hash of the key (subkeys, gossip hints). 64 bits: a fingerprint only picks a key
+ * that the operation then proves or checks, it authenticates nothing by itself. */
+void mesh_key_fingerprint(const uint8_t key[static MESH_KEY_LEN],
+                          uint8_t ret_fp[static MESH_KEY_FP_LEN]);
+
+/* Lower-case hex of a fingerprint into out (MESH_KEY_FP_STR_LEN + 1 bytes). */
+void mesh_key_fp_format(const uint8_t fp[static MESH_KEY_FP_LEN],
+                        char out[static MESH_KEY_FP_STR_LEN + 1]);
 
 /* Reads a key file (one base64 key; lines starting with '#' ignored). The file must not be
  * readable by group or others. */

@@ -35,9 +35,10 @@ static void usage(FILE *f)
           "  version       meshctl's and meshd's versions\n"
           "  members       the nodes of the mesh and their status\n"
           "  leave         this node leaves the mesh gracefully; meshd exits\n"
-          "  keys list     the mesh keys in use and how many nodes hold each\n"
-          "  keys install KEY | keys use KEY | keys remove KEY\n"
+          "  keys list     the mesh keys in use (fingerprints) and how many nodes hold each\n"
+          "  keys install KEY [--exclude NODE]... | keys use KEY | keys remove KEY\n"
           "                rotate the mesh key on every node without a restart\n"
+          "  keys fingerprint KEY  the fingerprint `keys list` shows for KEY\n"
           "  keygen        print a new random mesh key (base64) for meshd --key-file\n"
           "  deploy -f FILE       create or update the application in FILE (YAML or JSON;\n"
           "                       - reads standard input)\n"
@@ -343,23 +344,60 @@ static int cmd_leave(struct ctl *ctl, int argc, char **argv)
 static int cmd_keys(struct ctl *ctl, int argc, char **argv)
 {
     if (argc < 2)
-        return usage_error("keys needs a subcommand: list, install, use or remove%s", "");
+        return usage_error("keys needs a subcommand: list, install, use, remove or fingerprint%s",
+                           "");
     const char *sub = argv[1];
     json_t *body = NULL;
     int rc;
+    if (strcmp(sub, "fingerprint") == 0) {
+        /* Local: which fingerprint of `keys list` a key is, without asking meshd. */
+        uint8_t key[MESH_KEY_LEN], fp[MESH_KEY_FP_LEN];
+        char hex[MESH_KEY_FP_STR_LEN + 1];
+        struct mesh_err err = {0};
+        if (argc != 3)
+            return usage_error("keys fingerprint needs one KEY (base64)%s", "");
+        if (mesh_key_decode(argv[2], key, &err) < 0) {
+            fprintf(stderr, "meshctl: %s\n", err.msg);
+            return 1;
+        }
+        mesh_key_fingerprint(key, fp);
+        sodium_memzero(key, sizeof key);
+        mesh_key_fp_format(fp, hex);
+        printf("%s\n", hex);
+        return 0;
+    }
     if (strcmp(sub, "list") == 0) {
         if (argc > 2)
             return usage_error("keys list takes no arguments, got '%s'", argv[2]);
         rc = call(ctl, "GET", FOGMESH_API_PREFIX "/keys", NULL, &body);
     } else if (strcmp(sub, "install") == 0 || strcmp(sub, "use") == 0 ||
                strcmp(sub, "remove") == 0) {
-        if (argc != 3)
+        const char *key = NULL;
+        json_t *exclude = json_array();
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(sub, "install") == 0 && strcmp(argv[i], "--exclude") == 0 && i + 1 < argc) {
+                json_array_append_new(exclude, json_string(argv[++i]));
+            } else if (!key && argv[i][0] != '-') {
+                key = argv[i];
+            } else {
+                json_decref(exclude);
+                return usage_error("keys %s needs one KEY (base64, from meshctl keygen)%s", sub,
+                                   strcmp(sub, "install") == 0 ? " and any --exclude NODE" : "");
+            }
+        }
+        if (!key) {
+            json_decref(exclude);
             return usage_error("keys %s needs one KEY (base64, from meshctl keygen)", sub);
-        json_t *req = json_pack("{s:s, s:s}", "op", sub, "key", argv[2]);
+        }
+        json_t *req = json_pack("{s:s, s:s}", "op", sub, "key", key);
+        if (json_array_size(exclude))
+            json_object_set(req, "exclude", exclude);
+        json_decref(exclude);
         rc = call(ctl, "POST", FOGMESH_API_PREFIX "/keys", req, &body);
         json_decref(req);
     } else {
-        return usage_error("keys: unknown subcommand '%s' (list, install, use, remove)", sub);
+        return usage_error(
+            "keys: unknown subcommand '%s' (list, install, use, remove, fingerprint)", sub);
     }
     if (rc)
         return rc;
@@ -370,17 +408,28 @@ static int cmd_keys(struct ctl *ctl, int argc, char **argv)
         long long nodes = json_integer_value(json_object_get(body, "nodes"));
         long long ok = json_integer_value(json_object_get(body, "ok"));
         if (strcmp(sub, "list") == 0) {
-            printf("%-46s %-8s %s\n", "KEY", "NODES", "PRIMARY ON");
+            printf("%-16s %-8s %-10s %s\n", "FINGERPRINT", "NODES", "PRIMARY ON", "HERE");
             const char *k;
             json_t *v;
+            const char *here = json_string_value(json_object_get(body, "primary_here"));
             json_object_foreach(json_object_get(body, "keys"), k, v)
             {
-                printf("%-46s %lld/%-6lld %lld\n", k,
+                bool in_ring = json_is_true(json_object_get(v, "here"));
+                printf("%-16s %lld/%-6lld %-10lld %s\n", k,
                        (long long)json_integer_value(json_object_get(v, "nodes")), nodes,
-                       (long long)json_integer_value(json_object_get(v, "primary")));
+                       (long long)json_integer_value(json_object_get(v, "primary")),
+                       here && strcmp(here, k) == 0 ? "primary"
+                       : in_ring                    ? "yes"
+                                                    : "no");
             }
         } else {
             printf("%s: done on %lld of %lld nodes\n", sub, ok, nodes);
+            size_t i;
+            json_t *x;
+            json_array_foreach(json_object_get(body, "excluded"), i, x)
+            {
+                printf("%s: not sent to %s (excluded)\n", sub, json_string_value(x));
+            }
         }
     }
     int code = json_object_size(failed) ? 1 : 0;

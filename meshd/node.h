@@ -136,6 +136,7 @@ struct node {
     int exit_code;
     size_t nkeyops;
     struct keyop *keyops;
+    struct log_ratelimit keyop_log_rl; /* refused key operations from other nodes */
     /* Push-pull calls in flight: peers_free does not fire their callbacks, so node_close
      * frees what is left here. */
     struct pp_call *pp_calls;

@@ -102,17 +102,40 @@ static void h_leave(struct evhttp_request *req, const char *rest, void *ud)
     api_reply_json(req, 202, json_pack("{s:s}", "status", "leaving"));
 }
 
-/* ---- key ring, mesh-wide ----------------------------------------------------------------- */
+/* ---- key ring, mesh-wide -----------------------------------------------------------------
+ *
+ * Any member holds the mesh key, and key rotation is how an operator evicts one that must not
+ * (README "Rotating the mesh key"), so holding the key must not be enough to change another
+ * node's ring, and key bytes never cross the wire in clear: nodes name keys by fingerprint
+ * (meshkey.h) and a remote operation carries a proof (keyring.h) bound to the recipient, the
+ * requester (the id of its link's static key) and the operation:
+ *
+ *   install K  K sealed to the recipient's identity key, and a proof under the recipient's
+ *              primary key: only a node holding the key the recipient uses adds to its ring,
+ *              and `--exclude` keeps K from a member it must not reach.
+ *   use K      a proof under K and one under the recipient's primary key: only a node holding
+ *              K makes it primary, and once a node uses a new key, a member holding only the
+ *              old one cannot switch it back (the design asked for the first proof alone; that
+ *              let such a member undo `use NEW` while OLD was still in the ring).
+ *   remove K   a proof under the recipient's primary key; K must not be the primary.
+ *
+ * The requester first lists the recipient's ring (fingerprints and which is primary), to know
+ * which key the proof needs and to skip what is already done, then sends the operation. */
 
 enum keyop_kind { KEYOP_LIST, KEYOP_INSTALL, KEYOP_USE, KEYOP_REMOVE };
 
 static const char *const keyop_names[] = {"list", "install", "use", "remove"};
 
+#define KEYOP_VERSION     2 /* 1 carried keys in clear and no proofs: refused */
+#define KEYOP_MAX_EXCLUDE 16
+
 /* Applies op to our own ring. Idempotent: installing a present key or removing an absent one
- * succeeds, so a retried rotation converges. */
-static int keyop_apply(struct node *n, enum keyop_kind op, const uint8_t *key, struct mesh_err *err)
+ * succeeds, so a retried rotation converges. key is the key itself (our own API) or NULL with
+ * fp (a remote remove names the key by fingerprint). */
+static int keyop_apply(struct node *n, enum keyop_kind op, const uint8_t *key, const uint8_t *fp,
+                       struct mesh_err *err)
 {
-    int rc = 0;
+    int rc = 0, i;
     switch (op) {
     case KEYOP_LIST:
         return 0;
@@ -132,9 +155,13 @@ static int keyop_apply(struct node *n, enum keyop_kind op, const uint8_t *key, s
                              "first");
         break;
     case KEYOP_REMOVE:
-        rc = keyring_remove(&n->kr, key);
-        if (rc == MESH_ENOTFOUND)
+        i = key ? keyring_find(&n->kr, key) : keyring_find_fp(&n->kr, fp);
+        if (i < 0)
             return 0;
+        uint8_t k[MESH_KEY_LEN]; /* a copy: keyring_remove moves the entries it points into */
+        memcpy(k, n->kr.e[i].key, MESH_KEY_LEN);
+        rc = keyring_remove(&n->kr, k);
+        sodium_memzero(k, sizeof k);
         if (rc == MESH_ESTATE)
             return mesh_errf(err, rc,
                              "the primary key cannot be removed: `meshctl keys use` "
@@ -146,7 +173,7 @@ static int keyop_apply(struct node *n, enum keyop_kind op, const uint8_t *key, s
     return node_keyring_changed(n, err);
 }
 
-/* The ring as msgpack: [[key bin, primary bool], ...]. */
+/* The ring as msgpack: [[fingerprint bin, primary bool], ...]. Never the keys. */
 static int keyring_encode(const struct node *n, uint8_t *buf, size_t cap)
 {
     struct wire_wr w;
@@ -154,7 +181,7 @@ static int keyring_encode(const struct node *n, uint8_t *buf, size_t cap)
     msgpack_pack_array(&w.pk, (uint32_t)n->kr.n);
     for (size_t i = 0; i < n->kr.n; i++) {
         msgpack_pack_array(&w.pk, 2);
-        wire_pack_bin(&w.pk, n->kr.e[i].key, MESH_KEY_LEN);
+        wire_pack_bin(&w.pk, n->kr.e[i].fp, MESH_KEY_FP_LEN);
         if (i == n->kr.primary)
             msgpack_pack_true(&w.pk);
         else
@@ -163,34 +190,158 @@ static int keyring_encode(const struct node *n, uint8_t *buf, size_t cap)
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
-/* Request: [1, op, key bin (absent for list)]. */
+/* A ring as keyring_encode wrote it. */
+struct ring_view {
+    size_t n;
+    uint8_t fp[KEYRING_MAX][MESH_KEY_FP_LEN];
+    int primary; /* index, -1 if none was marked */
+};
+
+static int ring_view_decode(const uint8_t *buf, size_t len, struct ring_view *ret)
+{
+    struct wire_rd r;
+    uint32_t cnt;
+    struct ring_view v = {.primary = -1};
+    wire_rd_init(&r, buf, len);
+    if (wire_rd_array(&r, &cnt) < 0 || cnt > KEYRING_MAX)
+        return MESH_EMALFORMED;
+    for (uint32_t i = 0; i < cnt; i++) {
+        uint32_t two, flen;
+        const uint8_t *fp;
+        bool primary;
+        if (wire_rd_array(&r, &two) < 0 || two != 2 || wire_rd_bin(&r, &fp, &flen) < 0 ||
+            flen != MESH_KEY_FP_LEN || wire_rd_bool(&r, &primary) < 0)
+            return MESH_EMALFORMED;
+        memcpy(v.fp[v.n++], fp, MESH_KEY_FP_LEN);
+        if (primary)
+            v.primary = (int)i;
+    }
+    *ret = v;
+    return 0;
+}
+
+static int ring_view_find(const struct ring_view *v, const uint8_t fp[static MESH_KEY_FP_LEN])
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (sodium_memcmp(v->fp[i], fp, MESH_KEY_FP_LEN) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void keyop_refused(struct node *n, const struct peers_req *req, uint64_t op, const char *why)
+{
+    char a[MESH_ADDR_STRLEN], id[NODE_ID_STR_LEN + 1];
+    uint8_t rid[NODE_ID_LEN];
+    identity_node_id(req->peer_static, rid);
+    identity_id_format(rid, id);
+    /* A member may send these as fast as it likes: one line per 10 s, with the count. */
+    uint32_t held = n->keyop_log_rl.suppressed;
+    if (log_ratelimit_ok(&n->keyop_log_rl, mesh_now_ms(), 10000)) {
+        n->keyop_log_rl.suppressed = 0;
+        log_warn(&n->log, "key ring: refused %s from %s (id %s): %s (%u more refused before)",
+                 op <= KEYOP_REMOVE ? keyop_names[op] : "?",
+                 mesh_addr_format(&req->from, a, sizeof a), id, why, held);
+    }
+}
+
+/* Request: [2, op] for list, [2, op, target bin, proof bin] otherwise, and for use a second
+ * proof, under the key to use; target is the key sealed to us (install) or the key's
+ * fingerprint (use, remove). The first proof is always under our primary key. */
 static void serve_keyop(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
     struct wire_rd r;
-    uint32_t cnt, klen = 0;
-    uint64_t v, op;
-    const uint8_t *key = NULL;
+    uint32_t cnt, tlen = 0, plen = 0, p2len = 0;
+    uint64_t v, op = UINT64_MAX;
+    const uint8_t *target = NULL, *proof = NULL, *proof2 = NULL;
+    uint8_t requester[NODE_ID_LEN], key[MESH_KEY_LEN], fp[MESH_KEY_FP_LEN];
+    const uint8_t *self = n->ident.id;
+    const char *why = NULL;
     struct mesh_err err = {0};
+    int rc = MESH_EAUTH, i;
+
     wire_rd_init(&r, req->data, req->len);
-    if (wire_rd_array(&r, &cnt) < 0 || cnt < 2 || wire_rd_uint(&r, &v) < 0 || v != 1 ||
-        wire_rd_uint(&r, &op) < 0 || op > KEYOP_REMOVE ||
-        (op != KEYOP_LIST &&
-         (cnt < 3 || wire_rd_bin(&r, &key, &klen) < 0 || klen != MESH_KEY_LEN))) {
+    if (wire_rd_array(&r, &cnt) < 0 || cnt < 2 || wire_rd_uint(&r, &v) < 0 ||
+        wire_rd_uint(&r, &op) < 0 || op > KEYOP_REMOVE) {
         peers_respond(req, MESH_EMALFORMED, NULL, 0, "malformed key operation");
         return;
     }
-    int rc = keyop_apply(n, (enum keyop_kind)op, key, &err);
+    if (v != KEYOP_VERSION) {
+        keyop_refused(n, req, op, "an old key operation without proofs");
+        peers_respond(req, MESH_EUNSUPPORTED, NULL, 0,
+                      "key operations without proofs are refused: upgrade the requesting node");
+        return;
+    }
+    if (op != KEYOP_LIST &&
+        (cnt != (op == KEYOP_USE ? 5u : 4u) || wire_rd_bin(&r, &target, &tlen) < 0 ||
+         tlen != (op == KEYOP_INSTALL ? KEY_SEALED_LEN : MESH_KEY_FP_LEN) ||
+         wire_rd_bin(&r, &proof, &plen) < 0 || plen != KEYPROOF_LEN ||
+         (op == KEYOP_USE && (wire_rd_bin(&r, &proof2, &p2len) < 0 || p2len != KEYPROOF_LEN)))) {
+        peers_respond(req, MESH_EMALFORMED, NULL, 0, "malformed key operation");
+        return;
+    }
+    identity_node_id(req->peer_static, requester);
+    const struct keyring_entry *primary = &n->kr.e[n->kr.primary];
+    switch (op) {
+    case KEYOP_LIST:
+        rc = 0;
+        break;
+    case KEYOP_INSTALL:
+        if (keyring_open_key(target, n->ident.pub, n->ident.priv, key) < 0) {
+            why = "the key is not sealed to this node";
+            break;
+        }
+        mesh_key_fingerprint(key, fp);
+        if (!keyproof_verify(primary->key, KEYPROOF_INSTALL, self, requester, fp, proof)) {
+            why = "no proof of this node's primary key";
+            break;
+        }
+        rc = keyop_apply(n, KEYOP_INSTALL, key, NULL, &err);
+        break;
+    case KEYOP_USE:
+        /* The fingerprint picks the key, the proof under that very key is what counts. */
+        i = keyring_find_fp(&n->kr, target);
+        if (i < 0) {
+            rc = mesh_errf(&err, MESH_ENOTFOUND,
+                           "the key is not installed: run `meshctl keys install` first");
+            break;
+        }
+        if (!keyproof_verify(primary->key, KEYPROOF_USE, self, requester, target, proof)) {
+            why = "no proof of this node's primary key";
+            break;
+        }
+        if (!keyproof_verify(n->kr.e[i].key, KEYPROOF_USE, self, requester, target, proof2)) {
+            why = "no proof of the key to use";
+            break;
+        }
+        memcpy(key, n->kr.e[i].key, MESH_KEY_LEN);
+        rc = keyop_apply(n, KEYOP_USE, key, NULL, &err);
+        break;
+    case KEYOP_REMOVE:
+        if (!keyproof_verify(primary->key, KEYPROOF_REMOVE, self, requester, target, proof)) {
+            why = "no proof of this node's primary key";
+            break;
+        }
+        rc = keyop_apply(n, KEYOP_REMOVE, NULL, target, &err);
+        break;
+    }
+    sodium_memzero(key, sizeof key);
+    if (why) {
+        keyop_refused(n, req, op, why);
+        peers_respond(req, MESH_EAUTH, NULL, 0, why);
+        return;
+    }
     if (rc < 0) {
         peers_respond(req, rc, NULL, 0, err.msg);
         return;
     }
     if (op != KEYOP_LIST) {
-        char a[MESH_ADDR_STRLEN];
-        log_info(&n->log, "key ring: %s requested by %s", keyop_names[op],
-                 mesh_addr_format(&req->from, a, sizeof a));
+        char a[MESH_ADDR_STRLEN], id[NODE_ID_STR_LEN + 1];
+        identity_id_format(requester, id);
+        log_info(&n->log, "key ring: %s requested by %s (id %s)", keyop_names[op],
+                 mesh_addr_format(&req->from, a, sizeof a), id);
     }
-    uint8_t buf[KEYRING_MAX * 48 + 16];
+    uint8_t buf[KEYRING_MAX * 16 + 16];
     int len = keyring_encode(n, buf, sizeof buf);
     peers_respond(req, 0, buf, (size_t)len, NULL);
 }
@@ -200,6 +351,8 @@ struct keyop;
 struct keyop_call {
     struct keyop *op;
     char name[SWIM_NAME_MAX + 1];
+    uint8_t id[NODE_ID_LEN]; /* the member's id as gossip tells it */
+    struct mesh_addr addr;
 };
 
 struct keyop {
@@ -208,40 +361,35 @@ struct keyop {
     struct evhttp_request *req; /* NULL once the client is gone */
     struct api_watch watch;
     enum keyop_kind kind;
+    uint8_t key[MESH_KEY_LEN]; /* install, use, remove: wiped by keyop_free */
+    uint8_t fp[MESH_KEY_FP_LEN];
+    size_t nexcluded;
+    uint8_t excluded[KEYOP_MAX_EXCLUDE][NODE_ID_LEN];
     size_t pending;
     size_t nodes;
     json_t *failed;            /* {name: message} */
-    json_t *keys;              /* list: {key: {"nodes": n, "primary": n}} */
+    json_t *skipped;           /* [name]: excluded members */
+    json_t *keys;              /* {fingerprint: {"nodes": n, "primary": n, "here": bool}} */
     struct keyop_call calls[]; /* one per member called */
 };
 
-static void keyop_count_ring(struct keyop *op, const uint8_t *buf, size_t len)
+static void keyop_count_ring(struct keyop *op, const struct ring_view *v)
 {
-    struct wire_rd r;
-    uint32_t cnt;
-    wire_rd_init(&r, buf, len);
-    if (wire_rd_array(&r, &cnt) < 0)
-        return;
-    for (uint32_t i = 0; i < cnt && i < KEYRING_MAX; i++) {
-        uint32_t two, klen;
-        const uint8_t *key;
-        bool primary;
-        if (wire_rd_array(&r, &two) < 0 || two != 2 || wire_rd_bin(&r, &key, &klen) < 0 ||
-            klen != MESH_KEY_LEN || wire_rd_bool(&r, &primary) < 0)
-            return;
-        char b64[MESH_KEY_B64_LEN + 1];
-        mesh_key_encode(key, b64);
-        json_t *e = json_object_get(op->keys, b64);
+    for (size_t i = 0; i < v->n; i++) {
+        char hex[MESH_KEY_FP_STR_LEN + 1];
+        mesh_key_fp_format(v->fp[i], hex);
+        json_t *e = json_object_get(op->keys, hex);
         if (!e) {
-            e = json_pack("{s:i, s:i}", "nodes", 0, "primary", 0);
-            json_object_set_new(op->keys, b64, e);
+            /* "here": the key is in this node's ring, which the operator can look at. */
+            e = json_pack("{s:i, s:i, s:b}", "nodes", 0, "primary", 0, "here",
+                          keyring_find_fp(&op->n->kr, v->fp[i]) >= 0);
+            json_object_set_new(op->keys, hex, e);
         }
         json_object_set_new(e, "nodes",
                             json_integer(json_integer_value(json_object_get(e, "nodes")) + 1));
-        if (primary)
+        if ((int)i == v->primary)
             json_object_set_new(
                 e, "primary", json_integer(json_integer_value(json_object_get(e, "primary")) + 1));
-        sodium_memzero(b64, sizeof b64);
     }
 }
 
@@ -254,8 +402,10 @@ static void keyop_free(struct keyop *op)
         }
     }
     json_decref(op->failed);
+    json_decref(op->skipped);
     json_decref(op->keys);
     op->n->nkeyops--;
+    sodium_memzero(op->key, sizeof op->key);
     free(op);
 }
 
@@ -273,11 +423,15 @@ static void keyop_maybe_finish(struct keyop *op)
     if (op->req) {
         api_unwatch(op->req);
         size_t nfailed = json_object_size(op->failed);
-        json_t *body =
-            json_pack("{s:s, s:i, s:i, s:O}", "op", keyop_names[op->kind], "nodes", (int)op->nodes,
-                      "ok", (int)(op->nodes - nfailed), "failed", op->failed);
-        if (op->kind == KEYOP_LIST)
+        json_t *body = json_pack("{s:s, s:i, s:i, s:O, s:O}", "op", keyop_names[op->kind], "nodes",
+                                 (int)op->nodes, "ok", (int)(op->nodes - nfailed), "failed",
+                                 op->failed, "excluded", op->skipped);
+        if (op->kind == KEYOP_LIST) {
             json_object_set(body, "keys", op->keys);
+            char hex[MESH_KEY_FP_STR_LEN + 1];
+            mesh_key_fp_format(op->n->kr.e[op->n->kr.primary].fp, hex);
+            json_object_set_new(body, "primary_here", json_string(hex));
+        }
         api_reply_json(op->req, 200, body);
     }
     keyop_free(op);
@@ -289,36 +443,174 @@ static void keyop_gone(void *ud)
     op->req = NULL;
 }
 
-static void on_keyop_reply(void *ud, int rc, const uint8_t *reply, size_t len,
-                           const struct mesh_err *err)
+static void on_keyop_done(void *ud, int rc, const uint8_t *reply, size_t len,
+                          const struct mesh_err *err)
 {
     struct keyop_call *kc = ud;
     struct keyop *op = kc->op;
+    struct ring_view v;
     if (rc < 0)
         json_object_set_new(op->failed, kc->name, json_string(err ? err->msg : "failed"));
+    else if (ring_view_decode(reply, len, &v) < 0)
+        json_object_set_new(op->failed, kc->name, json_string("malformed key ring in the reply"));
     else
-        keyop_count_ring(op, reply, len);
+        keyop_count_ring(op, &v);
     op->pending--;
     keyop_maybe_finish(op);
 }
 
-/* Runs a key operation here, then on every other alive member, and answers with the tally. */
+static bool keyop_excluded(const struct keyop *op, const uint8_t id[static NODE_ID_LEN])
+{
+    for (size_t i = 0; i < op->nexcluded; i++)
+        if (sodium_memcmp(op->excluded[i], id, NODE_ID_LEN) == 0)
+            return true;
+    return false;
+}
+
+/* Builds the request for kc's recipient, whose ring is v: 0 with the request in w, 1 when
+ * there is nothing to do there, or an error in err. */
+static int keyop_request(struct keyop *op, struct keyop_call *kc, const struct ring_view *v,
+                         struct wire_wr *w, struct mesh_err *err)
+{
+    struct node *n = op->n;
+    uint8_t pub[LINK_KEY_LEN], rid[NODE_ID_LEN], proof[KEYPROOF_LEN], proof2[KEYPROOF_LEN];
+    uint8_t sealed[KEY_SEALED_LEN];
+    const uint8_t *proof_key = NULL;
+    char hex[MESH_KEY_FP_STR_LEN + 1];
+    int have = ring_view_find(v, op->fp);
+
+    if (op->kind == KEYOP_INSTALL ? have >= 0
+        : op->kind == KEYOP_USE   ? have >= 0 && have == v->primary
+                                  : have < 0)
+        return 1;
+    /* The recipient's id is the hash of the identity key its link proved, the key the install
+     * is sealed to: a member that advertises another's address gets neither key nor proof. */
+    if (peers_link_static(n->peers, &kc->addr, pub) < 0)
+        return mesh_errf(err, MESH_ENOTFOUND, "no link to it after the list");
+    identity_node_id(pub, rid);
+    if (sodium_memcmp(rid, kc->id, NODE_ID_LEN) != 0)
+        return mesh_errf(err, MESH_EAUTH, "its link proved another identity than its member id");
+    if (op->kind == KEYOP_INSTALL && keyop_excluded(op, rid))
+        return mesh_errf(err, MESH_EAUTH, "excluded");
+    int i = v->primary < 0 ? -1 : keyring_find_fp(&n->kr, v->fp[v->primary]);
+    if (i < 0) {
+        if (v->primary >= 0)
+            mesh_key_fp_format(v->fp[v->primary], hex);
+        return mesh_errf(err, MESH_EAUTH, "its primary key %s is not in this node's ring",
+                         v->primary >= 0 ? hex : "(none)");
+    }
+    proof_key = n->kr.e[i].key;
+    keyproof_make(proof_key, (enum keyproof_op)op->kind, rid, n->ident.id, op->fp, proof);
+    msgpack_pack_array(&w->pk, op->kind == KEYOP_USE ? 5 : 4);
+    msgpack_pack_uint8(&w->pk, KEYOP_VERSION);
+    msgpack_pack_uint8(&w->pk, (uint8_t)op->kind);
+    if (op->kind == KEYOP_INSTALL) {
+        keyring_seal_key(op->key, pub, sealed);
+        wire_pack_bin(&w->pk, sealed, sizeof sealed);
+    } else {
+        wire_pack_bin(&w->pk, op->fp, MESH_KEY_FP_LEN);
+    }
+    wire_pack_bin(&w->pk, proof, sizeof proof);
+    if (op->kind == KEYOP_USE) {
+        keyproof_make(op->key, KEYPROOF_USE, rid, n->ident.id, op->fp, proof2);
+        wire_pack_bin(&w->pk, proof2, sizeof proof2);
+        sodium_memzero(proof2, sizeof proof2);
+    }
+    sodium_memzero(proof, sizeof proof);
+    return w->overflow ? mesh_errf(err, MESH_ETOOBIG, "request too big") : 0;
+}
+
+/* The recipient's ring came back: send the operation itself, or count the ring if it is done. */
+static void on_keyop_listed(void *ud, int rc, const uint8_t *reply, size_t len,
+                            const struct mesh_err *err)
+{
+    struct keyop_call *kc = ud;
+    struct keyop *op = kc->op;
+    struct ring_view v;
+    struct mesh_err why = {0};
+    uint8_t msg[256];
+    struct wire_wr w;
+    if (rc < 0) {
+        json_object_set_new(op->failed, kc->name, json_string(err ? err->msg : "failed"));
+        goto done;
+    }
+    if (ring_view_decode(reply, len, &v) < 0) {
+        json_object_set_new(op->failed, kc->name, json_string("malformed key ring in the reply"));
+        goto done;
+    }
+    wire_wr_init(&w, msg, sizeof msg);
+    rc = keyop_request(op, kc, &v, &w, &why);
+    if (rc == 1) {
+        keyop_count_ring(op, &v);
+        goto done;
+    }
+    if (rc == 0)
+        rc = peers_call(op->n->peers, &kc->addr, CALL_KEYOP, msg, w.len, 1024, KEYOP_TIMEOUT_MS,
+                        on_keyop_done, kc);
+    sodium_memzero(msg, sizeof msg);
+    if (rc == 0)
+        return; /* still pending */
+    json_object_set_new(op->failed, kc->name,
+                        json_string(why.msg[0] ? why.msg : mesh_strerror(rc)));
+done:
+    op->pending--;
+    keyop_maybe_finish(op);
+}
+
+/* Finds the member named, or with the id given in hex. */
+static const struct swim_member *member_named(const struct swim *sw, const char *name)
+{
+    for (size_t i = 0; i < swim_member_count(sw); i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        char id[NODE_ID_STR_LEN + 1];
+        identity_id_format(m->id, id);
+        if (strcmp(m->name, name) == 0 || strcmp(id, name) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+/* Runs a key operation here, then on every other alive member but the excluded ones, and
+ * answers with the tally. */
 static void keyop_start(struct node *n, struct evhttp_request *req, enum keyop_kind kind,
-                        const uint8_t *key)
+                        const uint8_t *key, json_t *exclude)
 {
     struct mesh_err err = {0};
+    const struct swim *sw = gossip_swim(n->gossip);
+    size_t idx;
+    json_t *x;
     if (n->nkeyops >= NODE_KEYOP_MAX) {
         api_reply_error(req, 503, "too many key operations in progress");
         return;
     }
-    int rc = keyop_apply(n, kind, key, &err);
+    if (json_array_size(exclude) > KEYOP_MAX_EXCLUDE) {
+        api_reply_error(req, 400, "exclude: at most %d nodes", KEYOP_MAX_EXCLUDE);
+        return;
+    }
+    /* Check the exclusions before anything changes: a typo must not send the key to the member
+     * it was meant to keep out. */
+    json_array_foreach(exclude, idx, x)
+    {
+        const char *name = json_string_value(x);
+        const struct swim_member *m = name ? member_named(sw, name) : NULL;
+        if (!m) {
+            api_reply_error(req, 400, "exclude: no member named %s",
+                            name ? name : "(not a string)");
+            return;
+        }
+        if (m == swim_self(sw)) {
+            api_reply_error(req, 400, "exclude: %s is this node", name);
+            return;
+        }
+    }
+    int rc = keyop_apply(n, kind, key, NULL, &err);
     if (rc < 0) {
         api_reply_error(req, 400, "%s", err.msg);
         return;
     }
     if (kind != KEYOP_LIST)
-        log_info(&n->log, "key ring: %s, here and on every member", keyop_names[kind]);
-    const struct swim *sw = gossip_swim(n->gossip);
+        log_info(&n->log, "key ring: %s, here and on every member%s", keyop_names[kind],
+                 json_array_size(exclude) ? " not excluded" : "");
     size_t alive = 0;
     for (size_t i = 0; i < swim_member_count(sw); i++)
         alive += swim_member_at(sw, i)->state == SWIM_ALIVE;
@@ -334,39 +626,55 @@ static void keyop_start(struct node *n, struct evhttp_request *req, enum keyop_k
     op->req = req;
     op->kind = kind;
     op->failed = json_object();
+    op->skipped = json_array();
     op->keys = json_object();
     op->nodes = 1;
-    uint8_t buf[KEYRING_MAX * 48 + 16];
-    int len = keyring_encode(n, buf, sizeof buf);
-    keyop_count_ring(op, buf, (size_t)len);
+    if (key) {
+        memcpy(op->key, key, MESH_KEY_LEN);
+        mesh_key_fingerprint(key, op->fp);
+    }
+    json_array_foreach(exclude, idx, x)
+    {
+        const struct swim_member *m = member_named(sw, json_string_value(x));
+        memcpy(op->excluded[op->nexcluded++], m->id, NODE_ID_LEN);
+    }
+    struct ring_view here = {.n = n->kr.n, .primary = (int)n->kr.primary};
+    for (size_t i = 0; i < n->kr.n; i++)
+        memcpy(here.fp[i], n->kr.e[i].fp, MESH_KEY_FP_LEN);
+    keyop_count_ring(op, &here);
 
-    uint8_t msg[64];
+    /* Every operation starts with a list: its reply is all a list needs, and the others learn
+     * which key the recipient's proof needs. */
+    uint8_t msg[16];
     struct wire_wr w;
     wire_wr_init(&w, msg, sizeof msg);
-    msgpack_pack_array(&w.pk, kind == KEYOP_LIST ? 2 : 3);
-    msgpack_pack_uint8(&w.pk, 1);
-    msgpack_pack_uint8(&w.pk, (uint8_t)kind);
-    if (kind != KEYOP_LIST)
-        wire_pack_bin(&w.pk, key, MESH_KEY_LEN);
+    msgpack_pack_array(&w.pk, 2);
+    msgpack_pack_uint8(&w.pk, KEYOP_VERSION);
+    msgpack_pack_uint8(&w.pk, KEYOP_LIST);
 
     size_t ncalls = 0;
     for (size_t i = 0; i < swim_member_count(sw) && ncalls < alive; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
         if (m == swim_self(sw) || m->state != SWIM_ALIVE)
             continue;
+        if (kind == KEYOP_INSTALL && keyop_excluded(op, m->id)) {
+            json_array_append_new(op->skipped, json_string(m->name));
+            continue;
+        }
         op->nodes++;
         struct keyop_call *kc = &op->calls[ncalls++];
         kc->op = op;
         snprintf(kc->name, sizeof kc->name, "%s", m->name);
+        memcpy(kc->id, m->id, NODE_ID_LEN);
+        kc->addr = m->addr;
         rc = peers_call(n->peers, &m->addr, CALL_KEYOP, msg, w.len, 1024, KEYOP_TIMEOUT_MS,
-                        on_keyop_reply, kc);
+                        kind == KEYOP_LIST ? on_keyop_done : on_keyop_listed, kc);
         if (rc < 0) {
             json_object_set_new(op->failed, m->name, json_string(mesh_strerror(rc)));
             continue;
         }
         op->pending++;
     }
-    sodium_memzero(msg, sizeof msg);
     op->watch = (struct api_watch){.gone = keyop_gone, .ud = op};
     api_watch(req, &op->watch);
     keyop_maybe_finish(op);
@@ -375,7 +683,7 @@ static void keyop_start(struct node *n, struct evhttp_request *req, enum keyop_k
 static void h_keys_list(struct evhttp_request *req, const char *rest, void *ud)
 {
     (void)rest;
-    keyop_start(ud, req, KEYOP_LIST, NULL);
+    keyop_start(ud, req, KEYOP_LIST, NULL, NULL);
 }
 
 static void h_keys_op(struct evhttp_request *req, const char *rest, void *ud)
@@ -386,6 +694,7 @@ static void h_keys_op(struct evhttp_request *req, const char *rest, void *ud)
         return;
     const char *opname = json_string_value(json_object_get(body, "op"));
     const char *keytext = json_string_value(json_object_get(body, "key"));
+    json_t *exclude = json_object_get(body, "exclude");
     int kind = -1;
     for (int i = KEYOP_INSTALL; i <= KEYOP_REMOVE; i++)
         if (opname && strcmp(opname, keyop_names[i]) == 0)
@@ -396,10 +705,12 @@ static void h_keys_op(struct evhttp_request *req, const char *rest, void *ud)
         api_reply_error(req, 400, "op: expected install, use or remove");
     else if (!keytext)
         api_reply_error(req, 400, "key: required (base64, from meshctl keygen)");
+    else if (exclude && (!json_is_array(exclude) || kind != KEYOP_INSTALL))
+        api_reply_error(req, 400, "exclude: a list of node names or ids, for install only");
     else if (mesh_key_decode(keytext, key, &err) < 0)
         api_reply_error(req, 400, "key: %s", err.msg);
     else
-        keyop_start(ud, req, (enum keyop_kind)kind, key);
+        keyop_start(ud, req, (enum keyop_kind)kind, key, exclude);
     sodium_memzero(key, sizeof key);
     json_decref(body);
 }

@@ -12,7 +12,7 @@
 
 /* crypto_kdf contexts (8 bytes) and subkey ids: one subkey per use of a mesh key. */
 static const char KDF_CTX[crypto_kdf_CONTEXTBYTES] = {'f', 'o', 'g', 'm', 'e', 's', 'h', '1'};
-enum { SUBKEY_GOSSIP = 1, SUBKEY_LINK_PSK = 2 };
+enum { SUBKEY_GOSSIP = 1, SUBKEY_LINK_PSK = 2, SUBKEY_KEYPROOF = 3 };
 
 static void derive(struct keyring_entry *e, const uint8_t key[static MESH_KEY_LEN])
 {
@@ -22,6 +22,7 @@ static void derive(struct keyring_entry *e, const uint8_t key[static MESH_KEY_LE
     crypto_kdf_derive_from_key(e->link_psk, sizeof e->link_psk, SUBKEY_LINK_PSK, KDF_CTX, key);
     crypto_generichash(h, sizeof h, e->gossip, sizeof e->gossip, NULL, 0);
     memcpy(e->hint, h, sizeof e->hint);
+    mesh_key_fingerprint(key, e->fp);
 }
 
 void keyring_init(struct keyring *kr, const uint8_t key[static MESH_KEY_LEN])
@@ -39,6 +40,72 @@ int keyring_find(const struct keyring *kr, const uint8_t key[static MESH_KEY_LEN
         if (sodium_memcmp(kr->e[i].key, key, MESH_KEY_LEN) == 0)
             found = (int)i;
     return found;
+}
+
+int keyring_find_fp(const struct keyring *kr, const uint8_t fp[static MESH_KEY_FP_LEN])
+{
+    int found = -1;
+    for (size_t i = 0; i < kr->n; i++)
+        if (sodium_memcmp(kr->e[i].fp, fp, MESH_KEY_FP_LEN) == 0)
+            found = (int)i;
+    return found;
+}
+
+void keyproof_make(const uint8_t key[static MESH_KEY_LEN], enum keyproof_op op,
+                   const uint8_t recipient[static NODE_ID_LEN],
+                   const uint8_t requester[static NODE_ID_LEN],
+                   const uint8_t target_fp[static MESH_KEY_FP_LEN],
+                   uint8_t ret_mac[static KEYPROOF_LEN])
+{
+    static const char domain[] = "fogmesh-keyop-v1";
+    uint8_t sub[32], opb = (uint8_t)op;
+    crypto_generichash_state st;
+    /* A subkey of its own, as for gossip and the PSK: a proof is never a MAC under a key that
+     * also seals or encrypts something. */
+    crypto_kdf_derive_from_key(sub, sizeof sub, SUBKEY_KEYPROOF, KDF_CTX, key);
+    crypto_generichash_init(&st, sub, sizeof sub, KEYPROOF_LEN);
+    crypto_generichash_update(&st, (const uint8_t *)domain, sizeof domain - 1);
+    crypto_generichash_update(&st, &opb, 1);
+    crypto_generichash_update(&st, recipient, NODE_ID_LEN);
+    crypto_generichash_update(&st, requester, NODE_ID_LEN);
+    crypto_generichash_update(&st, target_fp, MESH_KEY_FP_LEN);
+    crypto_generichash_final(&st, ret_mac, KEYPROOF_LEN);
+    sodium_memzero(sub, sizeof sub);
+    sodium_memzero(&st, sizeof st);
+}
+
+bool keyproof_verify(const uint8_t key[static MESH_KEY_LEN], enum keyproof_op op,
+                     const uint8_t recipient[static NODE_ID_LEN],
+                     const uint8_t requester[static NODE_ID_LEN],
+                     const uint8_t target_fp[static MESH_KEY_FP_LEN],
+                     const uint8_t mac[static KEYPROOF_LEN])
+{
+    uint8_t want[KEYPROOF_LEN];
+    keyproof_make(key, op, recipient, requester, target_fp, want);
+    bool ok = sodium_memcmp(want, mac, KEYPROOF_LEN) == 0;
+    sodium_memzero(want, sizeof want);
+    return ok;
+}
+
+void keyring_seal_key(const uint8_t key[static MESH_KEY_LEN],
+                      const uint8_t recipient_pub[static IDENTITY_KEY_LEN],
+                      uint8_t ret_sealed[static KEY_SEALED_LEN])
+{
+    _Static_assert(KEY_SEALED_LEN == MESH_KEY_LEN + crypto_box_SEALBYTES, "sealed key size");
+    crypto_box_seal(ret_sealed, key, MESH_KEY_LEN, recipient_pub);
+}
+
+int keyring_open_key(const uint8_t sealed[static KEY_SEALED_LEN],
+                     const uint8_t pub[static IDENTITY_KEY_LEN],
+                     const uint8_t priv[static IDENTITY_KEY_LEN],
+                     uint8_t ret_key[static MESH_KEY_LEN])
+{
+    uint8_t key[MESH_KEY_LEN];
+    if (crypto_box_seal_open(key, sealed, KEY_SEALED_LEN, pub, priv) != 0)
+        return MESH_EAUTH;
+    memcpy(ret_key, key, MESH_KEY_LEN);
+    sodium_memzero(key, sizeof key);
+    return 0;
 }
 
 int keyring_install(struct keyring *kr, const uint8_t key[static MESH_KEY_LEN])

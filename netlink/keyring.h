@@ -43,6 +43,7 @@ struct keyring_entry {
     uint8_t gossip[32];        /* subkey sealing gossip packets */
     uint8_t link_psk[32];      /* subkey used as the Noise PSK of links */
     uint8_t hint[4];
+    uint8_t fp[MESH_KEY_FP_LEN]; /* mesh_key_fingerprint */
 };
 
 struct keyring {
@@ -65,6 +66,53 @@ int keyring_remove(struct keyring *kr, const uint8_t key[static MESH_KEY_LEN]);
 
 /* Index of key in the ring, or -1. Constant-time per comparison. */
 int keyring_find(const struct keyring *kr, const uint8_t key[static MESH_KEY_LEN]);
+
+/* Index of the key whose fingerprint is fp, or -1. */
+int keyring_find_fp(const struct keyring *kr, const uint8_t fp[static MESH_KEY_FP_LEN]);
+
+/* ---- proofs for key operations between nodes --------------------------------------------
+ *
+ * A node changes its ring at another node's request only with a proof of possession of the
+ * key the operation needs (meshd/node_api.c decides which one):
+ *
+ *   mac = BLAKE2b-256 keyed with a subkey of K (crypto_kdf id 3) over
+ *         "fogmesh-keyop-v1" || op (1) || recipient id (16) || requester id (16) || target fp (8)
+ *
+ * The recipient id binds the proof to one node, so it cannot be replayed to another; the
+ * requester id is the hash of the static key the requester's link proved, so nobody else can
+ * present it; op and target fingerprint bind it to one operation on one key. A proof may be
+ * replayed only by its requester to its recipient, for the same operation, which the
+ * operations' idempotence makes harmless. A new key travels sealed (crypto_box_seal) to the
+ * recipient's X25519 identity key, which its link proved: no relay and no other member sees it. */
+#define KEYPROOF_LEN   32
+#define KEY_SEALED_LEN (MESH_KEY_LEN + 48) /* crypto_box_SEALBYTES */
+
+enum keyproof_op { KEYPROOF_INSTALL = 1, KEYPROOF_USE = 2, KEYPROOF_REMOVE = 3 };
+
+void keyproof_make(const uint8_t key[static MESH_KEY_LEN], enum keyproof_op op,
+                   const uint8_t recipient[static NODE_ID_LEN],
+                   const uint8_t requester[static NODE_ID_LEN],
+                   const uint8_t target_fp[static MESH_KEY_FP_LEN],
+                   uint8_t ret_mac[static KEYPROOF_LEN]);
+
+/* True when mac is keyproof_make's for these inputs (compared in constant time). */
+bool keyproof_verify(const uint8_t key[static MESH_KEY_LEN], enum keyproof_op op,
+                     const uint8_t recipient[static NODE_ID_LEN],
+                     const uint8_t requester[static NODE_ID_LEN],
+                     const uint8_t target_fp[static MESH_KEY_FP_LEN],
+                     const uint8_t mac[static KEYPROOF_LEN]);
+
+/* Seals key to an X25519 public key (anonymous sender: the proof authenticates the request). */
+void keyring_seal_key(const uint8_t key[static MESH_KEY_LEN],
+                      const uint8_t recipient_pub[static IDENTITY_KEY_LEN],
+                      uint8_t ret_sealed[static KEY_SEALED_LEN]);
+
+/* Opens what keyring_seal_key sealed to (pub, priv). MESH_EAUTH when it does not open; then
+ * ret_key is untouched. */
+int keyring_open_key(const uint8_t sealed[static KEY_SEALED_LEN],
+                     const uint8_t pub[static IDENTITY_KEY_LEN],
+                     const uint8_t priv[static IDENTITY_KEY_LEN],
+                     uint8_t ret_key[static MESH_KEY_LEN]);
 
 /* Saves the ring as DIR/keyring (primary first, base64, mode 0600, atomically) / loads it.
  * keyring_load returns MESH_ENOTFOUND when there is no file. */

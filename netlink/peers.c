@@ -1291,6 +1291,20 @@ const char *peers_link_cipher(const struct peers *p, const struct mesh_addr *to)
     return NULL;
 }
 
+int peers_link_static(const struct peers *p, const struct mesh_addr *to,
+                      uint8_t ret_static[static LINK_KEY_LEN])
+{
+    /* Dialled links first: their address is the one we chose to call, not a claim. */
+    for (int pass = 0; pass < 2; pass++)
+        for (const struct conn *c = p->conns; c; c = c->next)
+            if (c->up && !c->closing && c->outgoing == (pass == 0) &&
+                mesh_addr_equal(&c->adv, to)) {
+                memcpy(ret_static, c->peer_static, LINK_KEY_LEN);
+                return 0;
+            }
+    return MESH_ENOTFOUND;
+}
+
 const struct peers_stats *peers_stats(const struct peers *p)
 {
     return &p->st;

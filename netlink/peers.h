@@ -219,4 +219,11 @@ const struct peers_stats *peers_stats(const struct peers *p);
  * from the same two configurations. */
 const char *peers_link_cipher(const struct peers *p, const struct mesh_addr *to);
 
+/* The identity key that the handshake of a link up with the node at `to` proved, into
+ * ret_static; MESH_ENOTFOUND when there is no such link. An accepted link's address is what
+ * its peer advertised, so a caller that needs a given node checks the key's id (the key ring
+ * does, before it seals a key to it). */
+int peers_link_static(const struct peers *p, const struct mesh_addr *to,
+                      uint8_t ret_static[static LINK_KEY_LEN]);
+
 #endif

@@ -1,13 +1,18 @@
 """A hostile mesh member for tests: it holds the mesh key, completes the link handshake
 (noise_peer.py) and then speaks the link's frames and peers' calls (netlink/link.h "Wire format",
 netlink/peers.h) on its own, so a test can send a node any request a member could send,
-including ones meshd never would.
+including ones meshd never would. A call is a channel of its own: OPEN (u16 type), WINDOW both
+ways, the request as DATA, FIN; the node answers with DATA (a status byte, then the reply or an
+error message) and FIN.
 
-Written from the wire descriptions, not from meshd's code, like noise_peer.py. A call is a
-channel of its own: OPEN (u16 type), WINDOW both ways, the request as DATA, FIN; the node answers
-with DATA (a status byte, then the reply or an error message) and FIN.
+Also the key-ring operations of meshd/node_api.c (version 2: fingerprints and proofs), written
+from keyring.h's and meshkey.h's descriptions rather than from the C code, so they cross-check
+it. crypto_box_seal comes from libsodium through ctypes (python3-cryptography has no XSalsa20).
 """
 
+import ctypes
+import ctypes.util
+import hashlib
 import socket
 import struct
 import time
@@ -23,6 +28,9 @@ CONTROL = 0x8000
 CALL_PUSHPULL = CONTROL | 1
 CALL_KEYOP = CONTROL | 2
 CALL_RAFT_APPLY = CONTROL | 3
+
+KEYOP_LIST, KEYOP_INSTALL, KEYOP_USE, KEYOP_REMOVE = 0, 1, 2, 3
+KEYPROOF_INSTALL, KEYPROOF_USE, KEYPROOF_REMOVE = 1, 2, 3
 
 
 # ---- a little msgpack (the subset meshd's commands use) ---------------------------------------
@@ -56,7 +64,7 @@ def mp_bin(b):
     return b"\xc6" + struct.pack("!I", len(b)) + b
 
 
-def mp_array(items):
+def mp_array(*items):
     assert len(items) < 16
     return bytes([0x90 | len(items)]) + b"".join(items)
 
@@ -67,12 +75,72 @@ def mp_bool(v):
 
 def cmd_put_app(name, spec_bytes, pad=False):
     """consensus/fsm.h PUT_APP [1, 1, name, spec]; unpadded unless pad (meshd always pads)."""
-    c = mp_array([mp_uint(1), mp_uint(1), mp_str(name), mp_bin(spec_bytes)])
+    c = mp_array(mp_uint(1), mp_uint(1), mp_str(name), mp_bin(spec_bytes))
     return c + b"\0" * (-len(c) % 8) if pad else c
 
 
 def cmd_put_rec(key, value_bytes):
-    return mp_array([mp_uint(1), mp_uint(6), mp_str(key), mp_bin(value_bytes)])
+    return mp_array(mp_uint(1), mp_uint(6), mp_str(key), mp_bin(value_bytes))
+
+
+def mp_decode(buf):
+    """Decodes fixarrays, bin8, booleans and positive fixints; returns the value."""
+    def one(i):
+        t = buf[i]
+        if 0x90 <= t <= 0x9F:
+            out, i = [], i + 1
+            for _ in range(t - 0x90):
+                v, i = one(i)
+                out.append(v)
+            return out, i
+        if t == 0xC4:
+            n = buf[i + 1]
+            return bytes(buf[i + 2:i + 2 + n]), i + 2 + n
+        if t in (0xC2, 0xC3):
+            return t == 0xC3, i + 1
+        if t < 0x80:
+            return t, i + 1
+        raise ValueError(f"msgpack type {t:#x} not handled")
+    v, end = one(0)
+    if end != len(buf):
+        raise ValueError("trailing bytes")
+    return v
+
+
+# ---- key ring crypto ----------------------------------------------------------------------
+
+def key_fp(key):
+    """common/meshkey.h: BLAKE2b-256("fogmesh-key-fp" || key)[:8]."""
+    return hashlib.blake2b(b"fogmesh-key-fp" + key, digest_size=32).digest()[:8]
+
+
+def _kdf(key, subkey_id):
+    # libsodium crypto_kdf_derive_from_key(32, id, "fogmesh1", key) (see noise_peer.link_psk).
+    return hashlib.blake2b(b"", digest_size=32, key=key,
+                           salt=struct.pack("<Q", subkey_id) + b"\0" * 8,
+                           person=b"fogmesh1" + b"\0" * 8).digest()
+
+
+def keyproof(key, op, recipient, requester, fp):
+    """netlink/keyring.h: BLAKE2b-256 keyed with subkey 3 of key over
+    "fogmesh-keyop-v1" || op || recipient id || requester id || target fingerprint."""
+    msg = b"fogmesh-keyop-v1" + bytes([op]) + recipient + requester + fp
+    return hashlib.blake2b(msg, digest_size=32, key=_kdf(key, 3)).digest()
+
+
+_sodium = None
+
+
+def seal_to(pub, key):
+    """crypto_box_seal(key, pub): 80 bytes."""
+    global _sodium
+    if _sodium is None:
+        _sodium = ctypes.CDLL(ctypes.util.find_library("sodium") or "libsodium.so.23")
+        assert _sodium.sodium_init() >= 0
+    out = ctypes.create_string_buffer(len(key) + 48)
+    rc = _sodium.crypto_box_seal(out, key, ctypes.c_ulonglong(len(key)), pub)
+    assert rc == 0
+    return out.raw
 
 
 # ---- the peer ----------------------------------------------------------------------------------
@@ -82,23 +150,33 @@ class CallError(Exception):
 
 
 class Peer:
-    """A link to node (a conftest.Meshd) under mesh_key, as member `name`."""
+    """A link to the node at host:port under mesh_key, as a member named `name`."""
 
-    def __init__(self, node, mesh_key, name="hostile", timeout=10.0):
-        self.sock = socket.create_connection((node.host, node.port), timeout=timeout)
+    def __init__(self, host, port, mesh_key, name="hostile", timeout=10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.ini = noise_peer.Initiator(self.sock, noise_peer.link_psk(mesh_key))
         self.ini.msg1()
         self.ini.read_msg2()
-        port = self.sock.getsockname()[1]
-        self.ini.msg3(noise_peer.hs_payload(name, "127.0.0.1", port, self.ini.s_pub))
+        self.node_static = self.ini.rs
+        self.node_id = noise_peer.node_id(self.node_static)  # the node's
+        self.id = noise_peer.node_id(self.ini.s_pub)  # ours
+        me = self.sock.getsockname()
+        self.ini.msg3(noise_peer.hs_payload(name, me[0], me[1], self.ini.s_pub))
         ftype, chan, _ = self.ini.read_frame()
+        if ftype == "abort":
+            raise CallError(f"link aborted (reason {chan})")
         if (ftype, chan) != (F_HELLO, 0):
             raise CallError(f"expected HELLO, got frame {ftype} on channel {chan}")
         self.next_chan = 1  # the initiator opens odd ids
-        self.node_id = noise_peer.node_id(self.ini.s_pub)
 
     def close(self):
         self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def send_frame(self, ftype, chan, body=b""):
         pt = bytes([ftype, 0]) + struct.pack("!I", chan) + body
@@ -172,3 +250,37 @@ class Peer:
         if not reply:
             raise CallError("empty reply")
         return reply[0], reply[1:]
+
+
+class CallPeer(Peer):
+    """A Peer with the key-ring operations."""
+
+    # ---- key operations (meshd/node_api.c) ----
+
+    def keyop(self, *items):
+        return self.call(CALL_KEYOP, mp_array(*items))
+
+    def keys_list(self):
+        """The node's ring: [(fingerprint, primary), ...]; raises if refused."""
+        status, body = self.keyop(mp_uint(2), mp_uint(KEYOP_LIST))
+        if status:
+            raise CallError(f"list refused: {body!r}")
+        return [(fp, primary) for fp, primary in mp_decode(body)]
+
+    def proof(self, key, op, fp):
+        return keyproof(key, op, self.node_id, self.id, fp)
+
+    def install(self, new_key, proof_key):
+        fp = key_fp(new_key)
+        return self.keyop(mp_uint(2), mp_uint(KEYOP_INSTALL),
+                          mp_bin(seal_to(self.node_static, new_key)),
+                          mp_bin(self.proof(proof_key, KEYPROOF_INSTALL, fp)))
+
+    def use(self, fp, primary_proof_key, key_proof_key):
+        return self.keyop(mp_uint(2), mp_uint(KEYOP_USE), mp_bin(fp),
+                          mp_bin(self.proof(primary_proof_key, KEYPROOF_USE, fp)),
+                          mp_bin(self.proof(key_proof_key, KEYPROOF_USE, fp)))
+
+    def remove(self, fp, proof_key):
+        return self.keyop(mp_uint(2), mp_uint(KEYOP_REMOVE), mp_bin(fp),
+                          mp_bin(self.proof(proof_key, KEYPROOF_REMOVE, fp)))

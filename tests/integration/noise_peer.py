@@ -165,6 +165,7 @@ class Initiator:
         self.ss.mix_key(re)
         self.ss.mix_key(self.e.exchange(X25519PublicKey.from_public_bytes(re)))  # ee
         rs = self.ss.decrypt_and_hash(m[32:80])
+        self.rs = rs  # the responder's static (identity) key
         self.ss.mix_key(self.e.exchange(X25519PublicKey.from_public_bytes(rs)))  # es
         self.re = re
         payload = self.ss.decrypt_and_hash(m[80:])

@@ -16,7 +16,7 @@ from test_raft import api, by_name, leader_of, start_raft, wait_raft
 def hostile_to_leader(mesh, nodes, vs):
     leader = by_name(nodes)[leader_of(vs)]
     key = base64.b64decode(mesh.read_key(mesh.key_file))
-    return leader, Peer(leader, key)
+    return leader, Peer(leader.host, leader.port, key)
 
 
 def all_running(nodes):
@@ -56,7 +56,7 @@ def test_forwarded_writes_are_validated_by_the_leader(mesh):
         status, reply = peer.call(CALL_RAFT_APPLY, cmd_put_rec(key, value))
         assert status != 0, f"the leader took record {key}={value!r}: {reply!r}"
     # Not a command at all, and a command of an unknown type.
-    for raw in (b"\x01\x02\x03", mp_array([mp_uint(1), mp_uint(99), mp_str("x")])):
+    for raw in (b"\x01\x02\x03", mp_array(mp_uint(1), mp_uint(99), mp_str("x"))):
         status, _ = peer.call(CALL_RAFT_APPLY, raw)
         assert status != 0
 

@@ -8,6 +8,7 @@ that must never occur while waiting (a healthy node reported dead, ...) fail the
 
 import base64
 import errno
+import hashlib
 import os
 import random
 import signal
@@ -273,11 +274,18 @@ def keys_list(node):
     return node.ctl_json("keys", "list")
 
 
+def key_fp(b64):
+    """The fingerprint `meshctl keys list` shows for a base64 key (common/meshkey.h)."""
+    return hashlib.blake2b(b"fogmesh-key-fp" + base64.b64decode(b64),
+                           digest_size=32).digest()[:8].hex()
+
+
 def test_key_rotation_with_traffic_flowing(mesh):
     nodes = mesh.start_cluster(4)
     old = mesh.read_key(mesh.key_file)
     new_path = mesh.keygen("new.key")
     new = mesh.read_key(new_path)
+    old_fp, new_fp = key_fp(old), key_fp(new)
     for n in nodes:
         assert gossip_counter(n, "dropped_bad_auth") == 0
 
@@ -289,21 +297,21 @@ def test_key_rotation_with_traffic_flowing(mesh):
         for n in nodes:
             k = keys_list(n)
             assert k["nodes"] == 4 and k["failed"] == {}, k
-            assert k["keys"][new] == {"nodes": 4, "primary": 0}, (n.name, k)
-            assert k["keys"][old] == {"nodes": 4, "primary": 4}, (n.name, k)
+            assert k["keys"][new_fp] == {"nodes": 4, "primary": 0, "here": True}, (n.name, k)
+            assert k["keys"][old_fp] == {"nodes": 4, "primary": 4, "here": True}, (n.name, k)
 
         r = nodes[1].ctl_json("keys", "use", new)
         assert r["ok"] == 4, r
         for n in nodes:
             k = keys_list(n)
-            assert k["keys"][new] == {"nodes": 4, "primary": 4}, (n.name, k)
+            assert k["keys"][new_fp] == {"nodes": 4, "primary": 4, "here": True}, (n.name, k)
 
         r = nodes[2].ctl_json("keys", "remove", old)
         assert r["ok"] == 4, r
         for n in nodes:
             k = keys_list(n)
-            assert set(k["keys"]) == {new}, (n.name, k)
-            assert k["keys"][new] == {"nodes": 4, "primary": 4}
+            assert set(k["keys"]) == {new_fp}, (n.name, k)
+            assert k["keys"][new_fp] == {"nodes": 4, "primary": 4, "here": True}
 
         # Gossip keeps flowing under the new key alone: every node receives plenty more
         # packets after the removal, none dropped.

@@ -199,6 +199,98 @@ static void replay_windows(void **state)
     replay_free(&t);
 }
 
+/* Fingerprints are what other programs (meshctl, tests) compute too: pin the definition. */
+static void fingerprints(void **state)
+{
+    (void)state;
+    uint8_t k[MESH_KEY_LEN], fp[MESH_KEY_FP_LEN];
+    char hex[MESH_KEY_FP_STR_LEN + 1];
+    struct keyring kr;
+    key(k, 7);
+    mesh_key_fingerprint(k, fp);
+    mesh_key_fp_format(fp, hex);
+    /* BLAKE2b-256("fogmesh-key-fp" || 32 x 0x07)[:8], computed with Python's hashlib. */
+    assert_string_equal(hex, "483b075967b92272");
+    keyring_init(&kr, k);
+    assert_memory_equal(kr.e[0].fp, fp, MESH_KEY_FP_LEN);
+    assert_int_equal(keyring_find_fp(&kr, fp), 0);
+    key(k, 8);
+    assert_int_equal(keyring_install(&kr, k), 0);
+    mesh_key_fingerprint(k, fp);
+    assert_int_equal(keyring_find_fp(&kr, fp), 1);
+    fp[0] ^= 1;
+    assert_int_equal(keyring_find_fp(&kr, fp), -1);
+    keyring_wipe(&kr);
+}
+
+/* A proof verifies only for the very key, operation, recipient, requester and target it was
+ * made for: changing any one of them must fail, or a proof could be replayed elsewhere. */
+static void proofs_bind_everything(void **state)
+{
+    (void)state;
+    uint8_t k[MESH_KEY_LEN], other[MESH_KEY_LEN], fp[MESH_KEY_FP_LEN], fp2[MESH_KEY_FP_LEN];
+    uint8_t a[NODE_ID_LEN], b[NODE_ID_LEN], c[NODE_ID_LEN], mac[KEYPROOF_LEN];
+    key(k, 1);
+    key(other, 2);
+    memset(a, 0xa, sizeof a);
+    memset(b, 0xb, sizeof b);
+    memset(c, 0xc, sizeof c);
+    mesh_key_fingerprint(other, fp);
+    mesh_key_fingerprint(k, fp2);
+
+    keyproof_make(k, KEYPROOF_REMOVE, a, b, fp, mac);
+    assert_true(keyproof_verify(k, KEYPROOF_REMOVE, a, b, fp, mac));
+    assert_false(keyproof_verify(other, KEYPROOF_REMOVE, a, b, fp, mac)); /* key */
+    assert_false(keyproof_verify(k, KEYPROOF_INSTALL, a, b, fp, mac));    /* op */
+    assert_false(keyproof_verify(k, KEYPROOF_USE, a, b, fp, mac));
+    assert_false(keyproof_verify(k, KEYPROOF_REMOVE, c, b, fp, mac));  /* another recipient */
+    assert_false(keyproof_verify(k, KEYPROOF_REMOVE, a, c, fp, mac));  /* another requester */
+    assert_false(keyproof_verify(k, KEYPROOF_REMOVE, b, a, fp, mac));  /* roles swapped */
+    assert_false(keyproof_verify(k, KEYPROOF_REMOVE, a, b, fp2, mac)); /* another key removed */
+    for (size_t i = 0; i < KEYPROOF_LEN; i++) {
+        mac[i] ^= 0x80;
+        assert_false(keyproof_verify(k, KEYPROOF_REMOVE, a, b, fp, mac));
+        mac[i] ^= 0x80;
+    }
+    /* Deterministic: the recipient recomputes it. */
+    uint8_t again[KEYPROOF_LEN];
+    keyproof_make(k, KEYPROOF_REMOVE, a, b, fp, again);
+    assert_memory_equal(again, mac, KEYPROOF_LEN);
+    /* Not a plain hash of public inputs: a proof under a key nobody has differs. */
+    keyproof_make(other, KEYPROOF_REMOVE, a, b, fp, again);
+    assert_memory_not_equal(again, mac, KEYPROOF_LEN);
+}
+
+/* A key sealed to one identity opens only with that identity's private key. */
+static void sealed_keys(void **state)
+{
+    (void)state;
+    uint8_t k[MESH_KEY_LEN], out[MESH_KEY_LEN], sealed[KEY_SEALED_LEN];
+    uint8_t pub[IDENTITY_KEY_LEN], priv[IDENTITY_KEY_LEN];
+    uint8_t pub2[IDENTITY_KEY_LEN], priv2[IDENTITY_KEY_LEN];
+    key(k, 9);
+    /* Identities are X25519 key pairs (identity.c): a private scalar and its base point. */
+    randombytes_buf(priv, sizeof priv);
+    crypto_scalarmult_base(pub, priv);
+    randombytes_buf(priv2, sizeof priv2);
+    crypto_scalarmult_base(pub2, priv2);
+
+    keyring_seal_key(k, pub, sealed);
+    assert_memory_not_equal(sealed + 32, k, MESH_KEY_LEN);
+    memset(out, 0, sizeof out);
+    assert_int_equal(keyring_open_key(sealed, pub, priv, out), 0);
+    assert_memory_equal(out, k, MESH_KEY_LEN);
+
+    memset(out, 0x55, sizeof out);
+    assert_int_equal(keyring_open_key(sealed, pub2, priv2, out), MESH_EAUTH);
+    for (size_t i = 0; i < MESH_KEY_LEN; i++)
+        assert_int_equal(out[i], 0x55); /* untouched on failure */
+    sealed[KEY_SEALED_LEN - 1] ^= 1;
+    assert_int_equal(keyring_open_key(sealed, pub, priv, out), MESH_EAUTH);
+    sodium_memzero(priv, sizeof priv);
+    sodium_memzero(priv2, sizeof priv2);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -209,6 +301,9 @@ int main(void)
         cmocka_unit_test(rotation),
         cmocka_unit_test(save_and_load),
         cmocka_unit_test(replay_windows),
+        cmocka_unit_test(fingerprints),
+        cmocka_unit_test(proofs_bind_everything),
+        cmocka_unit_test(sealed_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
