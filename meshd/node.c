@@ -699,6 +699,7 @@ void node_close(struct node *n)
     n->peers = NULL;
     while (n->pp_calls)
         pp_call_free(n->pp_calls);
+    node_raft_free(n);
     node_api_close(n);
     node_sched_stop(n);
     node_sched_close(n);

@@ -276,6 +276,8 @@ void node_sched_close(struct node *n);
 
 /* Closes raft while the loop still runs; bounded in time. */
 void node_raft_stop(struct node *n);
+/* Frees the writes and reads node_raft_stop left waiting for a callback; after peers_free. */
+void node_raft_free(struct node *n);
 /* {"state", "leader", "term", "commit_index", "voters", "standbys"} by node name. */
 json_t *node_raft_status(struct node *n);
 

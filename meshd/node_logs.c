@@ -393,6 +393,23 @@ static int engine_source(struct logs_session *s, const char *app, const char *ms
     return rc;
 }
 
+/* The hosting node's error, "CODE message": its HTTP status is the client's, when it is one an
+ * error may have (4xx, 5xx; anything else from a peer is 502), and the message is cleaned of
+ * bytes that are not printable ASCII (it goes into a JSON string and onto terminals). Cleans
+ * text in place and returns the message part. */
+static const char *remote_error(char *text, int *ret_code)
+{
+    for (char *p = text; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?';
+    int code = 0;
+    if (strlen(text) >= 4 && text[0] >= '4' && text[0] <= '5' && text[1] >= '0' && text[1] <= '9' &&
+        text[2] >= '0' && text[2] <= '9' && text[3] == ' ')
+        code = (text[0] - '0') * 100 + (text[1] - '0') * 10 + (text[2] - '0');
+    *ret_code = code ? code : 502;
+    return code ? text + 4 : text;
+}
+
 /* The hosting node's answer, relayed to the HTTP client. */
 static void src_on_data(void *ud, struct peers_stream *st, const uint8_t *data, size_t len)
 {
@@ -435,8 +452,9 @@ static void src_on_end(void *ud, struct peers_stream *st, const struct mesh_err 
     (void)st;
     s->src_stream = NULL;
     if (s->failed_status) {
-        int code = strstr(s->errmsg, "no container") || strstr(s->errmsg, "not placed") ? 404 : 502;
-        http_error(s, code, s->errmsg);
+        int code;
+        const char *msg = remote_error(s->errmsg, &code);
+        http_error(s, code, msg);
     } else if (err->code != 0 && !s->got_status) {
         char msg[MESH_ERRMSG_LEN + 2 * NODE_READ_NAME_MAX];
         snprintf(msg, sizeof msg, "cannot reach the node that runs %s: %s", s->what, err->msg);

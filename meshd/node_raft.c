@@ -718,6 +718,10 @@ static void on_local_barrier(void *ud, int status)
 {
     struct read *r = ud;
     r->waiting_call = false;
+    if (r->done) { /* orphaned by node_raft_stop */
+        read_free(r);
+        return;
+    }
     if (status < 0) {
         read_finish(r, 503, "consistent read: leadership lost; retry");
         return;
@@ -1105,6 +1109,14 @@ static void on_close_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Closes raft while the loop still runs (its close is asynchronous), bounded in time. */
+void node_raft_free(struct node *n)
+{
+    while (n->writes)
+        write_free(n->writes);
+    while (n->reads)
+        read_free(n->reads);
+}
+
 void node_raft_stop(struct node *n)
 {
     node_sched_stop(n);
@@ -1112,16 +1124,24 @@ void node_raft_stop(struct node *n)
         event_free(n->autopilot_timer);
         n->autopilot_timer = NULL;
     }
-    while (n->writes) {
-        struct write *w = n->writes;
+    /* Writes and reads still waiting are answered no more. Those whose forwarded call or
+     * barrier is still out stay (orphaned: done, no client) until its callback frees them:
+     * cluster_close answers barriers, and calls can complete while the loop drains below;
+     * node_raft_free frees what is left once peers is gone (its callbacks never fire then). */
+    for (struct write *w = n->writes, *next; w; w = next) {
+        next = w->next;
         if (w->req)
             api_unwatch(w->req);
         w->req = NULL;
         w->done = true;
         if (w->creq)
             cluster_req_detach(w->creq);
-        w->waiting_forward = false;
-        write_free(w);
+        w->creq = NULL;
+        if (w->timer)
+            event_free(w->timer);
+        w->timer = NULL;
+        if (!w->waiting_forward)
+            write_free(w);
     }
     if (n->recover_req)
         api_unwatch(n->recover_req);
@@ -1129,11 +1149,16 @@ void node_raft_stop(struct node *n)
     if (n->recover_timer)
         event_free(n->recover_timer);
     n->recover_timer = NULL;
-    while (n->reads) {
-        struct read *r = n->reads;
+    for (struct read *r = n->reads, *next; r; r = next) {
+        next = r->next;
         if (r->req)
             api_unwatch(r->req);
-        read_free(r);
+        r->req = NULL;
+        r->done = true;
+        if (r->timer)
+            evtimer_del(r->timer);
+        if (!r->waiting_call)
+            read_free(r);
     }
     if (n->cluster) {
         struct event *deadline = evtimer_new(n->loop.base, on_close_deadline, &n->loop);
