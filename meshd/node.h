@@ -278,7 +278,8 @@ void node_sched_close(struct node *n);
 void node_raft_stop(struct node *n);
 /* Frees the writes and reads node_raft_stop left waiting for a callback; after peers_free. */
 void node_raft_free(struct node *n);
-/* {"state", "leader", "term", "commit_index", "voters", "standbys"} by node name. */
+/* {"state", "leader", "term", "commit_index", "applied_index", "voters", "standbys",
+ * "disk_full_at_start"} by node name. */
 json_t *node_raft_status(struct node *n);
 
 /* Frees what the API handlers still hold; after api_free and peers_free. */

@@ -653,7 +653,8 @@ def test_raft_peers_and_status_fields_on_every_node(mesh):
                    timeout=TIMEOUT, safety=safety, what="every node to apply the writes")
     for name, v in vs.items():
         assert set(v) == {"state", "leader", "term", "commit_index", "applied_index", "voters",
-                          "standbys"}, v
+                          "standbys", "disk_full_at_start"}, v
+        assert v["disk_full_at_start"] is False, v
         assert v["state"] == ("leader" if name == leader else "follower"), (name, v)
         assert v["leader"] == leader and sorted(v["voters"]) == sorted(names), (name, v)
         assert v["standbys"] == [] and v["term"] == vs[leader]["term"], (name, v)
