@@ -536,7 +536,7 @@ static void h_app_put(struct evhttp_request *req, const char *rest, void *ud)
         json_decref(canon);
         return;
     }
-    char *text = json_dumps(canon, JSON_COMPACT | JSON_SORT_KEYS);
+    char *text = spec_dump(canon);
     json_decref(canon);
     struct raft_buffer cmd;
     rc = text ? fsm_cmd_put_app(name, text, strlen(text), &cmd) : MESH_ENOMEM;
