@@ -122,11 +122,8 @@ static void h_leave(struct evhttp_request *req, const char *rest, void *ud)
  * The requester first lists the recipient's ring (fingerprints and which is primary), to know
  * which key the proof needs and to skip what is already done, then sends the operation. */
 
-enum keyop_kind { KEYOP_LIST, KEYOP_INSTALL, KEYOP_USE, KEYOP_REMOVE };
-
 static const char *const keyop_names[] = {"list", "install", "use", "remove"};
 
-#define KEYOP_VERSION     2 /* 1 carried keys in clear and no proofs: refused */
 #define KEYOP_MAX_EXCLUDE 16
 
 /* Applies op to our own ring. Idempotent: installing a present key or removing an absent one
@@ -173,61 +170,6 @@ static int keyop_apply(struct node *n, enum keyop_kind op, const uint8_t *key, c
     return node_keyring_changed(n, err);
 }
 
-/* The ring as msgpack: [[fingerprint bin, primary bool], ...]. Never the keys. */
-static int keyring_encode(const struct node *n, uint8_t *buf, size_t cap)
-{
-    struct wire_wr w;
-    wire_wr_init(&w, buf, cap);
-    msgpack_pack_array(&w.pk, (uint32_t)n->kr.n);
-    for (size_t i = 0; i < n->kr.n; i++) {
-        msgpack_pack_array(&w.pk, 2);
-        wire_pack_bin(&w.pk, n->kr.e[i].fp, MESH_KEY_FP_LEN);
-        if (i == n->kr.primary)
-            msgpack_pack_true(&w.pk);
-        else
-            msgpack_pack_false(&w.pk);
-    }
-    return w.overflow ? MESH_ETOOBIG : (int)w.len;
-}
-
-/* A ring as keyring_encode wrote it. */
-struct ring_view {
-    size_t n;
-    uint8_t fp[KEYRING_MAX][MESH_KEY_FP_LEN];
-    int primary; /* index, -1 if none was marked */
-};
-
-static int ring_view_decode(const uint8_t *buf, size_t len, struct ring_view *ret)
-{
-    struct wire_rd r;
-    uint32_t cnt;
-    struct ring_view v = {.primary = -1};
-    wire_rd_init(&r, buf, len);
-    if (wire_rd_array(&r, &cnt) < 0 || cnt > KEYRING_MAX)
-        return MESH_EMALFORMED;
-    for (uint32_t i = 0; i < cnt; i++) {
-        uint32_t two, flen;
-        const uint8_t *fp;
-        bool primary;
-        if (wire_rd_array(&r, &two) < 0 || two != 2 || wire_rd_bin(&r, &fp, &flen) < 0 ||
-            flen != MESH_KEY_FP_LEN || wire_rd_bool(&r, &primary) < 0)
-            return MESH_EMALFORMED;
-        memcpy(v.fp[v.n++], fp, MESH_KEY_FP_LEN);
-        if (primary)
-            v.primary = (int)i;
-    }
-    *ret = v;
-    return 0;
-}
-
-static int ring_view_find(const struct ring_view *v, const uint8_t fp[static MESH_KEY_FP_LEN])
-{
-    for (size_t i = 0; i < v->n; i++)
-        if (sodium_memcmp(v->fp[i], fp, MESH_KEY_FP_LEN) == 0)
-            return (int)i;
-    return -1;
-}
-
 static void keyop_refused(struct node *n, const struct peers_req *req, uint64_t op, const char *why)
 {
     char a[MESH_ADDR_STRLEN], id[NODE_ID_STR_LEN + 1];
@@ -244,105 +186,50 @@ static void keyop_refused(struct node *n, const struct peers_req *req, uint64_t 
     }
 }
 
-/* Request: [2, op] for list, [2, op, target bin, proof bin] otherwise, and for use a second
- * proof, under the key to use; target is the key sealed to us (install) or the key's
- * fingerprint (use, remove). The first proof is always under our primary key. */
+/* The request's layout and proofs: keyop_req_decode and keyop_req_verify (keyring.h). */
 static void serve_keyop(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
-    struct wire_rd r;
-    uint32_t cnt, tlen = 0, plen = 0, p2len = 0;
-    uint64_t v, op = UINT64_MAX;
-    const uint8_t *target = NULL, *proof = NULL, *proof2 = NULL;
-    uint8_t requester[NODE_ID_LEN], key[MESH_KEY_LEN], fp[MESH_KEY_FP_LEN];
-    const uint8_t *self = n->ident.id;
-    const char *why = NULL;
+    struct keyop_req q;
+    uint8_t requester[NODE_ID_LEN], key[MESH_KEY_LEN];
     struct mesh_err err = {0};
-    int rc = MESH_EAUTH, i;
+    int rc = keyop_req_decode(req->data, req->len, &q);
 
-    wire_rd_init(&r, req->data, req->len);
-    if (wire_rd_array(&r, &cnt) < 0 || cnt < 2 || wire_rd_uint(&r, &v) < 0 ||
-        wire_rd_uint(&r, &op) < 0 || op > KEYOP_REMOVE) {
-        peers_respond(req, MESH_EMALFORMED, NULL, 0, "malformed key operation");
-        return;
-    }
-    if (v != KEYOP_VERSION) {
-        keyop_refused(n, req, op, "an old key operation without proofs");
+    if (rc == MESH_EUNSUPPORTED) {
+        keyop_refused(n, req, q.op, "an old key operation without proofs");
         peers_respond(req, MESH_EUNSUPPORTED, NULL, 0,
                       "key operations without proofs are refused: upgrade the requesting node");
         return;
     }
-    if (op != KEYOP_LIST &&
-        (cnt != (op == KEYOP_USE ? 5u : 4u) || wire_rd_bin(&r, &target, &tlen) < 0 ||
-         tlen != (op == KEYOP_INSTALL ? KEY_SEALED_LEN : MESH_KEY_FP_LEN) ||
-         wire_rd_bin(&r, &proof, &plen) < 0 || plen != KEYPROOF_LEN ||
-         (op == KEYOP_USE && (wire_rd_bin(&r, &proof2, &p2len) < 0 || p2len != KEYPROOF_LEN)))) {
+    if (rc < 0) {
         peers_respond(req, MESH_EMALFORMED, NULL, 0, "malformed key operation");
         return;
     }
     identity_node_id(req->peer_static, requester);
-    const struct keyring_entry *primary = &n->kr.e[n->kr.primary];
-    switch (op) {
-    case KEYOP_LIST:
-        rc = 0;
-        break;
-    case KEYOP_INSTALL:
-        if (keyring_open_key(target, n->ident.pub, n->ident.priv, key) < 0) {
-            why = "the key is not sealed to this node";
-            break;
+    if (q.op != KEYOP_LIST) {
+        rc = keyop_req_verify(&n->kr, &n->ident, requester, &q, key, &err);
+        if (rc == MESH_EAUTH) {
+            keyop_refused(n, req, q.op, err.msg);
+            peers_respond(req, MESH_EAUTH, NULL, 0, err.msg);
+            return;
         }
-        mesh_key_fingerprint(key, fp);
-        if (!keyproof_verify(primary->key, KEYPROOF_INSTALL, self, requester, fp, proof)) {
-            why = "no proof of this node's primary key";
-            break;
-        }
-        rc = keyop_apply(n, KEYOP_INSTALL, key, NULL, &err);
-        break;
-    case KEYOP_USE:
-        /* The fingerprint picks the key, the proof under that very key is what counts. */
-        i = keyring_find_fp(&n->kr, target);
-        if (i < 0) {
-            rc = mesh_errf(&err, MESH_ENOTFOUND,
-                           "the key is not installed: run `meshctl keys install` first");
-            break;
-        }
-        if (!keyproof_verify(primary->key, KEYPROOF_USE, self, requester, target, proof)) {
-            why = "no proof of this node's primary key";
-            break;
-        }
-        if (!keyproof_verify(n->kr.e[i].key, KEYPROOF_USE, self, requester, target, proof2)) {
-            why = "no proof of the key to use";
-            break;
-        }
-        memcpy(key, n->kr.e[i].key, MESH_KEY_LEN);
-        rc = keyop_apply(n, KEYOP_USE, key, NULL, &err);
-        break;
-    case KEYOP_REMOVE:
-        if (!keyproof_verify(primary->key, KEYPROOF_REMOVE, self, requester, target, proof)) {
-            why = "no proof of this node's primary key";
-            break;
-        }
-        rc = keyop_apply(n, KEYOP_REMOVE, NULL, target, &err);
-        break;
-    }
-    sodium_memzero(key, sizeof key);
-    if (why) {
-        keyop_refused(n, req, op, why);
-        peers_respond(req, MESH_EAUTH, NULL, 0, why);
-        return;
+        if (rc == 0)
+            rc = keyop_apply(n, q.op, q.op == KEYOP_REMOVE ? NULL : key,
+                             q.op == KEYOP_REMOVE ? q.target : NULL, &err);
+        sodium_memzero(key, sizeof key);
     }
     if (rc < 0) {
         peers_respond(req, rc, NULL, 0, err.msg);
         return;
     }
-    if (op != KEYOP_LIST) {
+    if (q.op != KEYOP_LIST) {
         char a[MESH_ADDR_STRLEN], id[NODE_ID_STR_LEN + 1];
         identity_id_format(requester, id);
-        log_info(&n->log, "key ring: %s requested by %s (id %s)", keyop_names[op],
+        log_info(&n->log, "key ring: %s requested by %s (id %s)", keyop_names[q.op],
                  mesh_addr_format(&req->from, a, sizeof a), id);
     }
     uint8_t buf[KEYRING_MAX * 16 + 16];
-    int len = keyring_encode(n, buf, sizeof buf);
+    int len = keyring_view_encode(&n->kr, buf, sizeof buf);
     peers_respond(req, 0, buf, (size_t)len, NULL);
 }
 
@@ -373,7 +260,7 @@ struct keyop {
     struct keyop_call calls[]; /* one per member called */
 };
 
-static void keyop_count_ring(struct keyop *op, const struct ring_view *v)
+static void keyop_count_ring(struct keyop *op, const struct keyring_view *v)
 {
     for (size_t i = 0; i < v->n; i++) {
         char hex[MESH_KEY_FP_STR_LEN + 1];
@@ -448,10 +335,10 @@ static void on_keyop_done(void *ud, int rc, const uint8_t *reply, size_t len,
 {
     struct keyop_call *kc = ud;
     struct keyop *op = kc->op;
-    struct ring_view v;
+    struct keyring_view v;
     if (rc < 0)
         json_object_set_new(op->failed, kc->name, json_string(err ? err->msg : "failed"));
-    else if (ring_view_decode(reply, len, &v) < 0)
+    else if (keyring_view_decode(reply, len, &v) < 0)
         json_object_set_new(op->failed, kc->name, json_string("malformed key ring in the reply"));
     else
         keyop_count_ring(op, &v);
@@ -469,7 +356,7 @@ static bool keyop_excluded(const struct keyop *op, const uint8_t id[static NODE_
 
 /* Builds the request for kc's recipient, whose ring is v: 0 with the request in w, 1 when
  * there is nothing to do there, or an error in err. */
-static int keyop_request(struct keyop *op, struct keyop_call *kc, const struct ring_view *v,
+static int keyop_request(struct keyop *op, struct keyop_call *kc, const struct keyring_view *v,
                          struct wire_wr *w, struct mesh_err *err)
 {
     struct node *n = op->n;
@@ -477,7 +364,7 @@ static int keyop_request(struct keyop *op, struct keyop_call *kc, const struct r
     uint8_t sealed[KEY_SEALED_LEN];
     const uint8_t *proof_key = NULL;
     char hex[MESH_KEY_FP_STR_LEN + 1];
-    int have = ring_view_find(v, op->fp);
+    int have = keyring_view_find(v, op->fp);
 
     if (op->kind == KEYOP_INSTALL ? have >= 0
         : op->kind == KEYOP_USE   ? have >= 0 && have == v->primary
@@ -526,7 +413,7 @@ static void on_keyop_listed(void *ud, int rc, const uint8_t *reply, size_t len,
 {
     struct keyop_call *kc = ud;
     struct keyop *op = kc->op;
-    struct ring_view v;
+    struct keyring_view v;
     struct mesh_err why = {0};
     uint8_t msg[256];
     struct wire_wr w;
@@ -534,7 +421,7 @@ static void on_keyop_listed(void *ud, int rc, const uint8_t *reply, size_t len,
         json_object_set_new(op->failed, kc->name, json_string(err ? err->msg : "failed"));
         goto done;
     }
-    if (ring_view_decode(reply, len, &v) < 0) {
+    if (keyring_view_decode(reply, len, &v) < 0) {
         json_object_set_new(op->failed, kc->name, json_string("malformed key ring in the reply"));
         goto done;
     }
@@ -638,7 +525,7 @@ static void keyop_start(struct node *n, struct evhttp_request *req, enum keyop_k
         const struct swim_member *m = member_named(sw, json_string_value(x));
         memcpy(op->excluded[op->nexcluded++], m->id, NODE_ID_LEN);
     }
-    struct ring_view here = {.n = n->kr.n, .primary = (int)n->kr.primary};
+    struct keyring_view here = {.n = n->kr.n, .primary = (int)n->kr.primary};
     for (size_t i = 0; i < n->kr.n; i++)
         memcpy(here.fp[i], n->kr.e[i].fp, MESH_KEY_FP_LEN);
     keyop_count_ring(op, &here);

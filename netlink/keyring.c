@@ -1,6 +1,7 @@
 #include "keyring.h"
 
 #include "atomicfile.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -348,4 +349,127 @@ int replay_check(struct replay_table *t, const struct seal_inner *in)
         return MESH_EREPLAY;
     *word |= bit;
     return 0;
+}
+
+/* ---- the messages of key operations ---------------------------------------------------- */
+
+int keyop_req_decode(const uint8_t *buf, size_t len, struct keyop_req *ret)
+{
+    struct wire_rd r;
+    uint32_t cnt, tlen = 0, plen = 0, p2len = 0;
+    uint64_t v, op;
+    const uint8_t *target = NULL, *proof = NULL, *proof2 = NULL;
+
+    wire_rd_init(&r, buf, len);
+    if (wire_rd_array(&r, &cnt) < 0 || cnt < 2 || wire_rd_uint(&r, &v) < 0 ||
+        wire_rd_uint(&r, &op) < 0 || op > KEYOP_REMOVE)
+        return MESH_EMALFORMED;
+    if (v != KEYOP_VERSION) {
+        *ret = (struct keyop_req){.op = (enum keyop_kind)op};
+        return MESH_EUNSUPPORTED;
+    }
+    if (op != KEYOP_LIST &&
+        (cnt != (op == KEYOP_USE ? 5u : 4u) || wire_rd_bin(&r, &target, &tlen) < 0 ||
+         tlen != (op == KEYOP_INSTALL ? KEY_SEALED_LEN : MESH_KEY_FP_LEN) ||
+         wire_rd_bin(&r, &proof, &plen) < 0 || plen != KEYPROOF_LEN ||
+         (op == KEYOP_USE && (wire_rd_bin(&r, &proof2, &p2len) < 0 || p2len != KEYPROOF_LEN))))
+        return MESH_EMALFORMED;
+    *ret = (struct keyop_req){.op = (enum keyop_kind)op,
+                              .target = target,
+                              .target_len = tlen,
+                              .proof = proof,
+                              .proof2 = proof2};
+    return 0;
+}
+
+int keyop_req_verify(const struct keyring *kr, const struct identity *self,
+                     const uint8_t requester[static NODE_ID_LEN], const struct keyop_req *req,
+                     uint8_t ret_key[static MESH_KEY_LEN], struct mesh_err *err)
+{
+    const struct keyring_entry *primary = &kr->e[kr->primary];
+    uint8_t key[MESH_KEY_LEN], fp[MESH_KEY_FP_LEN];
+    int i;
+
+    switch (req->op) {
+    case KEYOP_LIST:
+        break;
+    case KEYOP_INSTALL:
+        if (keyring_open_key(req->target, self->pub, self->priv, key) < 0)
+            return mesh_errf(err, MESH_EAUTH, "the key is not sealed to this node");
+        mesh_key_fingerprint(key, fp);
+        if (!keyproof_verify(primary->key, KEYPROOF_INSTALL, self->id, requester, fp, req->proof)) {
+            sodium_memzero(key, sizeof key);
+            return mesh_errf(err, MESH_EAUTH, "no proof of this node's primary key");
+        }
+        memcpy(ret_key, key, MESH_KEY_LEN);
+        sodium_memzero(key, sizeof key);
+        break;
+    case KEYOP_USE:
+        /* The fingerprint picks the key, the proof under that very key is what counts. */
+        i = keyring_find_fp(kr, req->target);
+        if (i < 0)
+            return mesh_errf(err, MESH_ENOTFOUND,
+                             "the key is not installed: run `meshctl keys install` first");
+        if (!keyproof_verify(primary->key, KEYPROOF_USE, self->id, requester, req->target,
+                             req->proof))
+            return mesh_errf(err, MESH_EAUTH, "no proof of this node's primary key");
+        if (!keyproof_verify(kr->e[i].key, KEYPROOF_USE, self->id, requester, req->target,
+                             req->proof2))
+            return mesh_errf(err, MESH_EAUTH, "no proof of the key to use");
+        memcpy(ret_key, kr->e[i].key, MESH_KEY_LEN);
+        break;
+    case KEYOP_REMOVE:
+        if (!keyproof_verify(primary->key, KEYPROOF_REMOVE, self->id, requester, req->target,
+                             req->proof))
+            return mesh_errf(err, MESH_EAUTH, "no proof of this node's primary key");
+        break;
+    }
+    return 0;
+}
+
+int keyring_view_encode(const struct keyring *kr, uint8_t *buf, size_t cap)
+{
+    struct wire_wr w;
+    wire_wr_init(&w, buf, cap);
+    msgpack_pack_array(&w.pk, (uint32_t)kr->n);
+    for (size_t i = 0; i < kr->n; i++) {
+        msgpack_pack_array(&w.pk, 2);
+        wire_pack_bin(&w.pk, kr->e[i].fp, MESH_KEY_FP_LEN);
+        if (i == kr->primary)
+            msgpack_pack_true(&w.pk);
+        else
+            msgpack_pack_false(&w.pk);
+    }
+    return w.overflow ? MESH_ETOOBIG : (int)w.len;
+}
+
+int keyring_view_decode(const uint8_t *buf, size_t len, struct keyring_view *ret)
+{
+    struct wire_rd r;
+    uint32_t cnt;
+    struct keyring_view v = {.primary = -1};
+    wire_rd_init(&r, buf, len);
+    if (wire_rd_array(&r, &cnt) < 0 || cnt > KEYRING_MAX)
+        return MESH_EMALFORMED;
+    for (uint32_t i = 0; i < cnt; i++) {
+        uint32_t two, flen;
+        const uint8_t *fp;
+        bool primary;
+        if (wire_rd_array(&r, &two) < 0 || two != 2 || wire_rd_bin(&r, &fp, &flen) < 0 ||
+            flen != MESH_KEY_FP_LEN || wire_rd_bool(&r, &primary) < 0)
+            return MESH_EMALFORMED;
+        memcpy(v.fp[v.n++], fp, MESH_KEY_FP_LEN);
+        if (primary)
+            v.primary = (int)i;
+    }
+    *ret = v;
+    return 0;
+}
+
+int keyring_view_find(const struct keyring_view *v, const uint8_t fp[static MESH_KEY_FP_LEN])
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (sodium_memcmp(v->fp[i], fp, MESH_KEY_FP_LEN) == 0)
+            return (int)i;
+    return -1;
 }

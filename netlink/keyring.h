@@ -114,6 +114,62 @@ int keyring_open_key(const uint8_t sealed[static KEY_SEALED_LEN],
                      const uint8_t priv[static IDENTITY_KEY_LEN],
                      uint8_t ret_key[static MESH_KEY_LEN]);
 
+/* ---- the messages of key operations between nodes (CALL_KEYOP) ----------------------------
+ *
+ * Decoded here, without I/O, so that one fuzz harness (tests/fuzz/fuzz_keyop.c) and the unit
+ * tests reach exactly what meshd/node_api.c runs on a peer's bytes.
+ *
+ *   request  [version, op] for list; [version, op, target bin, proof bin] for install and
+ *            remove; [version, op, target bin, proof bin, proof2 bin] for use. target is the key
+ *            sealed to the recipient (install, KEY_SEALED_LEN) or the key's fingerprint (use,
+ *            remove); proof is under the recipient's primary key, proof2 under the key to use.
+ *   reply    the recipient's ring: [[fingerprint bin, primary bool], ...] (keyring_view_encode),
+ *            never the keys. */
+enum keyop_kind { KEYOP_LIST, KEYOP_INSTALL, KEYOP_USE, KEYOP_REMOVE };
+
+#define KEYOP_VERSION 2 /* 1 carried keys in clear and no proofs: refused */
+
+struct keyop_req {
+    enum keyop_kind op;
+    const uint8_t *target; /* NULL for list; the rest point into the decoded buffer */
+    uint32_t target_len;   /* KEY_SEALED_LEN for install, MESH_KEY_FP_LEN for use and remove */
+    const uint8_t *proof;  /* KEYPROOF_LEN bytes, NULL for list */
+    const uint8_t *proof2; /* KEYPROOF_LEN bytes, use only */
+};
+
+/* Decodes a request; buf is borrowed and ret points into it. MESH_EMALFORMED when the framing,
+ * the op, a type or a length is wrong; MESH_EUNSUPPORTED for another version than
+ * KEYOP_VERSION, with ret->op set (the op is read before the version is judged) so that the
+ * refusal can name it. On MESH_EMALFORMED ret is untouched. A list may carry more elements
+ * than the two it needs and bytes after the request are not looked at, as since version 2. */
+int keyop_req_decode(const uint8_t *buf, size_t len, struct keyop_req *ret);
+
+/* Checks a decoded request (not a list) against the recipient's ring and identity: requester is
+ * the id of the static key the requester's link proved. 0 when the proofs hold; then, for
+ * install and use, ret_key is the key to apply (the caller wipes it). MESH_EAUTH when a proof
+ * fails or an install does not open, MESH_ENOTFOUND when a use names a key not in the ring;
+ * err says which, and ret_key is untouched. */
+int keyop_req_verify(const struct keyring *kr, const struct identity *self,
+                     const uint8_t requester[static NODE_ID_LEN], const struct keyop_req *req,
+                     uint8_t ret_key[static MESH_KEY_LEN], struct mesh_err *err);
+
+/* A ring as a reply carries it. */
+struct keyring_view {
+    size_t n;
+    uint8_t fp[KEYRING_MAX][MESH_KEY_FP_LEN];
+    int primary; /* index, -1 if none was marked */
+};
+
+/* Writes kr's fingerprints and primary mark into buf; the length, or MESH_ETOOBIG. */
+int keyring_view_encode(const struct keyring *kr, uint8_t *buf, size_t cap);
+
+/* Decodes a reply; MESH_EMALFORMED (ret untouched) for wrong framing, types or lengths, or more
+ * than KEYRING_MAX keys. More than one key marked primary: the last counts, as before. */
+int keyring_view_decode(const uint8_t *buf, size_t len, struct keyring_view *ret);
+
+/* Index of fp in v, or -1. */
+int keyring_view_find(const struct keyring_view *v, const uint8_t fp[static MESH_KEY_FP_LEN]);
+
 /* Saves the ring as DIR/keyring (primary first, base64, mode 0600, atomically) / loads it.
  * keyring_load returns MESH_ENOTFOUND when there is no file. */
 int keyring_save(const struct keyring *kr, const char *dir, struct mesh_err *err);
