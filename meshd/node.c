@@ -252,39 +252,51 @@ int node_keyring_changed(struct node *n, struct mesh_err *err)
 
 /* ---- links ------------------------------------------------------------------------------- */
 
-/* Handshake payload: [1, name, advertised addr, node id]. Nothing secret (link.h). */
+/* Handshake payload: [1, name, advertised addr, node id, epoch]. Nothing secret (link.h). The
+ * handshake authenticates it with our identity key, so it is what proves our id, name and
+ * address (a member's verification) and our epoch (the replay windows, keyring.h). Older
+ * nodes send the first four only. */
 static int hs_payload(const struct node *n, uint8_t *buf, size_t cap)
 {
     struct wire_wr w;
     wire_wr_init(&w, buf, cap);
-    msgpack_pack_array(&w.pk, 4);
+    msgpack_pack_array(&w.pk, 5);
     msgpack_pack_uint8(&w.pk, 1);
     wire_pack_str(&w.pk, n->cfg.name, strlen(n->cfg.name));
     wire_pack_addr(&w.pk, &n->cfg.advertise);
     wire_pack_bin(&w.pk, n->ident.id, NODE_ID_LEN);
+    msgpack_pack_uint64(&w.pk, n->epoch);
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
 static int on_link_handshake(void *ud, const uint8_t peer_static[LINK_KEY_LEN],
                              const uint8_t *payload, size_t len, struct mesh_addr *ret_adv)
 {
-    (void)ud;
+    struct node *n = ud;
     struct wire_rd r;
-    uint32_t n, nlen, idlen;
-    uint64_t v;
+    uint32_t count, nlen, idlen;
+    uint64_t v, epoch = 0;
     const char *name;
     const uint8_t *id;
     struct mesh_addr adv;
-    uint8_t want[NODE_ID_LEN];
     wire_rd_init(&r, payload, len);
-    if (wire_rd_array(&r, &n) < 0 || n < 4 || wire_rd_uint(&r, &v) < 0 || v != 1 ||
+    if (wire_rd_array(&r, &count) < 0 || count < 4 || wire_rd_uint(&r, &v) < 0 || v != 1 ||
         wire_rd_str(&r, &name, &nlen) < 0 || wire_rd_addr(&r, &adv) < 0 ||
         wire_rd_bin(&r, &id, &idlen) < 0 || idlen != NODE_ID_LEN)
         return MESH_EMALFORMED;
+    bool has_epoch = count >= 5 && wire_rd_uint(&r, &epoch) == 0;
     /* The id a peer claims must be the one its identity key gives. */
-    identity_node_id(peer_static, want);
-    if (sodium_memcmp(want, id, NODE_ID_LEN) != 0)
+    if (!identity_key_binds_id(peer_static, id))
         return MESH_EAUTH;
+    /* What the key holder says about itself is now proven: the member with this id, name and
+     * address is verified, and its epoch is the one its gossip is checked against. */
+    if (n->gossip && nlen >= 1 && nlen <= SWIM_NAME_MAX &&
+        memcmp(id, n->ident.id, NODE_ID_LEN) != 0) {
+        char nm[SWIM_NAME_MAX + 1];
+        memcpy(nm, name, nlen);
+        nm[nlen] = '\0';
+        gossip_proven(n->gossip, id, nm, &adv, has_epoch, epoch);
+    }
     *ret_adv = adv;
     return 0;
 }
