@@ -73,9 +73,8 @@ static void h_status(struct evhttp_request *req, const char *rest, void *ud)
     size_t unverified = 0;
     for (size_t i = 0; i < swim_member_count(sw); i++)
         unverified += !swim_member_at(sw, i)->verified;
-    json_object_set_new(json_object_get(body, "members"), "unverified",
-                        json_integer((json_int_t)unverified));
     json_t *gj = json_object_get(body, "gossip");
+    json_object_set_new(gj, "unverified_members", json_integer((json_int_t)unverified));
     json_object_set_new(gj, "unverified_refused", json_integer((json_int_t)ss->unverified_full));
     json_object_set_new(gj, "epoch_unproven", json_integer((json_int_t)gs->epoch_unproven));
     json_object_set_new(json_object_get(body, "links"), "verify_calls",

@@ -72,7 +72,7 @@ def test_fake_members_get_no_raft_seat_and_no_peers_entry(mesh):
         assert not fakes, f"{n.name} lists made-up Raft servers: {fakes[:10]}"
     # The made-up members are listed, unverified, and within the bound on unverified ones.
     st = nodes[0].status()
-    assert st["members"]["unverified"] <= 1024, st["members"]
+    assert st["gossip"]["unverified_members"] <= 1024, st["gossip"]
     listed = nodes[0].members()
     assert not any(m["verified"] for m in listed if m["name"].startswith("fake-"))
     assert all(m["verified"] for m in listed if m["name"] in real | {late.name})
