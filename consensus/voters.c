@@ -20,6 +20,8 @@
  * - Deterministic: same inputs, same change, whatever order members come in. */
 #include "voters.h"
 
+#include <string.h>
+
 #include "err.h"
 
 /* What the policy knows about one server of the configuration. */
@@ -43,12 +45,43 @@ static uint64_t elapsed(const struct voters_params *p, uint64_t since)
     return p->now > since ? p->now - since : 0;
 }
 
+static int state_rank(int state)
+{
+    switch (state) {
+    case VOTERS_ALIVE:
+        return 0;
+    case VOTERS_SUSPECT:
+        return 1;
+    case VOTERS_DEAD:
+        return 2;
+    case VOTERS_LEFT:
+        return 3;
+    default:
+        return 4;
+    }
+}
+
+/* Which of two members with one raft id speaks for it (voters.h): a total order, so the
+ * result does not depend on the order members come in. */
+static bool better(const struct voters_member *a, const struct voters_member *b)
+{
+    if (a->verified != b->verified)
+        return a->verified;
+    if (state_rank(a->state) != state_rank(b->state))
+        return state_rank(a->state) < state_rank(b->state);
+    if (a->since != b->since)
+        return a->since < b->since;
+    const char *x = a->address ? a->address : "", *y = b->address ? b->address : "";
+    return strcmp(x, y) < 0;
+}
+
 static const struct voters_member *find_member(const struct voters_member *m, size_t n, raft_id id)
 {
+    const struct voters_member *best = NULL;
     for (size_t i = 0; i < n; i++)
-        if (m[i].id == id)
-            return &m[i];
-    return NULL;
+        if (m[i].id == id && (!best || better(&m[i], best)))
+            best = &m[i];
+    return best;
 }
 
 static struct srv classify(const struct raft_server *s, const struct voters_member *members,
@@ -145,10 +178,6 @@ int voters_step(const struct raft_configuration *conf, const struct voters_membe
     if (!conf || !p || !ret_change || (!members && n_members) || p->target == 0 ||
         n_members > VOTERS_MEMBERS_MAX || conf->n > VOTERS_MEMBERS_MAX)
         return MESH_EINVAL;
-    for (size_t i = 0; i < n_members; i++)
-        for (size_t j = i + 1; j < n_members; j++)
-            if (members[i].id == members[j].id)
-                return MESH_EINVAL;
 
     struct voters_change c;
     set(&c, VOTERS_OP_NONE, 0, 0, NULL, VOTERS_WHY_NONE);
@@ -244,7 +273,8 @@ int voters_step(const struct raft_configuration *conf, const struct voters_membe
     const struct voters_member *fresh = NULL;
     for (size_t i = 0; i < n_members; i++) {
         const struct voters_member *m = &members[i];
-        if (m->state != VOTERS_ALIVE || !m->address || m->id == 0)
+        if (m->state != VOTERS_ALIVE || !m->verified || !m->address || m->id == 0 ||
+            find_member(members, n_members, m->id) != m)
             continue;
         bool in_conf = false;
         for (unsigned j = 0; j < conf->n && !in_conf; j++)

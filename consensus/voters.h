@@ -31,7 +31,9 @@
  *     canonical/raft's raft_assign(RAFT_VOTER) first catches the server's log up and only then
  *     appends the configuration change (thesis §4.2.1, "catching up new servers"). From an odd
  *     count V* is at least two more, so the even count in between is transient.
- *  5  An alive member that is not in the configuration is added (raft_add makes it a spare).
+ *  5  An alive member that is not in the configuration is added (raft_add makes it a spare),
+ *     only a verified one (`verified`: a link proved that its id is its key's): gossip alone
+ *     can make up members by the hundred (issue 10).
  *  6  An alive spare is made a standby (RAFT_STANDBY), so that it receives the log.
  *  7  A standby or spare dead for at least `dead_grace` is removed (it would come back through
  *     rule 5 as a new member).
@@ -40,6 +42,11 @@
  *  Servers absent from `members` are left alone (gossip may not know them yet after a restart)
  *  unless `remove_absent` is set, then they count as dead for longer than the grace period.
  *  Ties are broken by raft id, so every leader makes the same choice.
+ *  Members sharing a raft id (a member reusing a real node's id, or two ids whose first 8
+ *  bytes agree) count as one: the verified one, else the healthiest (alive, suspect, dead,
+ *  left), then the earliest `since`, then the lowest address. So a made-up member can neither
+ *  stop the policy nor speak for a verified server; among unverified ones it can at most keep
+ *  a server looking alive, which errs towards doing nothing.
  *
  * Run the leader with pre-vote on (raft_set_pre_vote; thesis §9.6): a removed or demoted server
  * that was down when the change committed still believes it is a voter, and pre-vote keeps its
@@ -77,6 +84,7 @@ struct voters_member {
     const char *address;
     int state;      /* enum voters_state */
     uint64_t since; /* ms, on the same clock as params.now: when it entered `state` */
+    bool verified;  /* a link proved the member's id (swim_member.verified) */
 };
 
 struct voters_params {
@@ -114,12 +122,12 @@ struct voters_change {
     int reason;          /* enum voters_reason */
 };
 
-/* Computes the next change. conf and members are borrowed; members may be in any order, must
- * have distinct ids, and may include nodes not in conf (and miss some that are). Returns 0 and
- * *ret_change (op VOTERS_OP_NONE when there is nothing to do, also when self is not a voter in
- * conf: then this node is not the leader of this configuration), or MESH_EINVAL (target 0, a
- * duplicate member id, more than VOTERS_MEMBERS_MAX entries) leaving *ret_change untouched.
- * Cost: O(conf * members) comparisons. */
+/* Computes the next change. conf and members are borrowed; members may be in any order, may
+ * share ids (see above), and may include nodes not in conf (and miss some that are). Returns 0
+ * and *ret_change (op VOTERS_OP_NONE when there is nothing to do, also when self is not a voter
+ * in conf: then this node is not the leader of this configuration), or MESH_EINVAL (target 0,
+ * more than VOTERS_MEMBERS_MAX entries) leaving *ret_change untouched.
+ * Cost: O(conf * members + members^2) comparisons. */
 int voters_step(const struct raft_configuration *conf, const struct voters_member *members,
                 size_t n_members, const struct voters_params *params,
                 struct voters_change *ret_change);

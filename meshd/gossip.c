@@ -99,7 +99,14 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             g->st.replayed++; /* our own packet reflected back */
             continue;
         }
-        if (replay_check(&g->replay, &in) < 0) {
+        bool unproven = false;
+        int rrc = replay_check(&g->replay, &in, &unproven);
+        if (unproven) {
+            g->st.epoch_unproven++;
+            if (g->hooks.want_proof)
+                g->hooks.want_proof(g->hooks.ud, in.sender);
+        }
+        if (rrc < 0) {
             g->st.replayed++;
             continue;
         }
@@ -298,6 +305,15 @@ void gossip_pushpull_done(struct gossip *g, uint64_t req, int rc, const uint8_t 
         rc = swim_pushpull_merge(g->swim, req, buf, len, mesh_now_ms(), &err);
     else
         swim_pushpull_failed(g->swim, req, mesh_now_ms());
+    rearm(g);
+}
+
+void gossip_proven(struct gossip *g, const uint8_t id[static NODE_ID_LEN], const char *name,
+                   const struct mesh_addr *addr, bool has_epoch, uint64_t epoch)
+{
+    if (has_epoch)
+        replay_prove(&g->replay, id, epoch);
+    swim_prove(g->swim, id, name, addr, mesh_now_ms());
     rearm(g);
 }
 

@@ -20,6 +20,11 @@ struct gossip_hooks {
     void (*member_changed)(void *ud, const struct swim_member *m, enum swim_member_state old);
     void (*join_done)(void *ud, int rc, const struct mesh_err *err);
     void (*leave_done)(void *ud, int rc);
+    /* Optional. A packet claimed an epoch for sender `id` that differs from the one we hold for
+     * it, and no link has proven either (keyring.h, replay windows): the daemon should bring
+     * up a link to that member, whose handshake proves its epoch (gossip_proven). Called for
+     * every such packet: rate-limit on the daemon's side. */
+    void (*want_proof)(void *ud, const uint8_t id[NODE_ID_LEN]);
 };
 
 struct gossip_stats {
@@ -27,6 +32,7 @@ struct gossip_stats {
     uint64_t bad_auth;  /* not sealed with a key of our ring */
     uint64_t malformed; /* bad framing before or after opening, oversized datagrams */
     uint64_t replayed;
+    uint64_t epoch_unproven; /* packets whose sender's epoch conflicted with no proof */
     uint64_t send_errors;
 };
 
@@ -59,6 +65,12 @@ int gossip_set_meta(struct gossip *g, const uint8_t *meta, size_t len);
 int gossip_pushpull_recv(struct gossip *g, const struct mesh_addr *from, const uint8_t *buf,
                          size_t len, uint8_t **ret_reply, size_t *ret_len, struct mesh_err *err);
 void gossip_pushpull_done(struct gossip *g, uint64_t req, int rc, const uint8_t *buf, size_t len);
+
+/* A link authenticated by the identity key that `id` is the hash of advertised name and addr,
+ * and (when has_epoch) the epoch of that node's current run: marks the member verified
+ * (swim_prove) and makes the epoch the sender's current one for the replay windows. */
+void gossip_proven(struct gossip *g, const uint8_t id[static NODE_ID_LEN], const char *name,
+                   const struct mesh_addr *addr, bool has_epoch, uint64_t epoch);
 
 const struct swim *gossip_swim(const struct gossip *g);
 const struct gossip_stats *gossip_stats(const struct gossip *g);

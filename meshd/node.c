@@ -198,7 +198,9 @@ static void remember_peers(struct node *n)
     const struct swim *sw = gossip_swim(n->gossip);
     for (size_t i = 0; i < swim_member_count(sw) && count < NODE_REMEMBER_MAX; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
-        if (m == swim_self(sw) || m->state != SWIM_ALIVE)
+        /* Only members a link proved: the file outlives this run, and an address that gossip
+         * alone claimed may be anyone's (issue 10). */
+        if (m == swim_self(sw) || m->state != SWIM_ALIVE || !m->verified)
             continue;
         char a[MESH_ADDR_STRLEN];
         off += (size_t)snprintf(text + off, sizeof text - off, "%s\n",
@@ -258,39 +260,51 @@ int node_keyring_changed(struct node *n, struct mesh_err *err)
 
 /* ---- links ------------------------------------------------------------------------------- */
 
-/* Handshake payload: [1, name, advertised addr, node id]. Nothing secret (link.h). */
+/* Handshake payload: [1, name, advertised addr, node id, epoch]. Nothing secret (link.h). The
+ * handshake authenticates it with our identity key, so it is what proves our id, name and
+ * address (a member's verification) and our epoch (the replay windows, keyring.h). Older
+ * nodes send the first four only. */
 static int hs_payload(const struct node *n, uint8_t *buf, size_t cap)
 {
     struct wire_wr w;
     wire_wr_init(&w, buf, cap);
-    msgpack_pack_array(&w.pk, 4);
+    msgpack_pack_array(&w.pk, 5);
     msgpack_pack_uint8(&w.pk, 1);
     wire_pack_str(&w.pk, n->cfg.name, strlen(n->cfg.name));
     wire_pack_addr(&w.pk, &n->cfg.advertise);
     wire_pack_bin(&w.pk, n->ident.id, NODE_ID_LEN);
+    msgpack_pack_uint64(&w.pk, n->epoch);
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
 static int on_link_handshake(void *ud, const uint8_t peer_static[LINK_KEY_LEN],
                              const uint8_t *payload, size_t len, struct mesh_addr *ret_adv)
 {
-    (void)ud;
+    struct node *n = ud;
     struct wire_rd r;
-    uint32_t n, nlen, idlen;
-    uint64_t v;
+    uint32_t count, nlen, idlen;
+    uint64_t v, epoch = 0;
     const char *name;
     const uint8_t *id;
     struct mesh_addr adv;
-    uint8_t want[NODE_ID_LEN];
     wire_rd_init(&r, payload, len);
-    if (wire_rd_array(&r, &n) < 0 || n < 4 || wire_rd_uint(&r, &v) < 0 || v != 1 ||
+    if (wire_rd_array(&r, &count) < 0 || count < 4 || wire_rd_uint(&r, &v) < 0 || v != 1 ||
         wire_rd_str(&r, &name, &nlen) < 0 || wire_rd_addr(&r, &adv) < 0 ||
         wire_rd_bin(&r, &id, &idlen) < 0 || idlen != NODE_ID_LEN)
         return MESH_EMALFORMED;
+    bool has_epoch = count >= 5 && wire_rd_uint(&r, &epoch) == 0;
     /* The id a peer claims must be the one its identity key gives. */
-    identity_node_id(peer_static, want);
-    if (sodium_memcmp(want, id, NODE_ID_LEN) != 0)
+    if (!identity_key_binds_id(peer_static, id))
         return MESH_EAUTH;
+    /* What the key holder says about itself is now proven: the member with this id, name and
+     * address is verified, and its epoch is the one its gossip is checked against. */
+    if (n->gossip && nlen >= 1 && nlen <= SWIM_NAME_MAX &&
+        memcmp(id, n->ident.id, NODE_ID_LEN) != 0) {
+        char nm[SWIM_NAME_MAX + 1];
+        memcpy(nm, name, nlen);
+        nm[nlen] = '\0';
+        gossip_proven(n->gossip, id, nm, &adv, has_epoch, epoch);
+    }
     *ret_adv = adv;
     return 0;
 }
@@ -313,6 +327,71 @@ static void on_link(void *ud, const struct mesh_addr *addr, bool up, bool outgoi
                      held ? " (and more like it in the last minute)" : "");
     } else {
         log_debug(&n->log, "link %s %s closed", outgoing ? "to" : "from", a);
+    }
+}
+
+/* ---- verification on demand ------------------------------------------------------------ */
+
+static void on_verify_reply(void *ud, int rc, const uint8_t *reply, size_t len,
+                            const struct mesh_err *err)
+{
+    struct node *n = ud;
+    (void)rc;
+    (void)reply;
+    (void)len;
+    (void)err;
+    /* Whatever the answer, the handshake (if any) has marked the member already. */
+    if (n->verify_inflight > 0)
+        n->verify_inflight--;
+}
+
+void node_verify_member(struct node *n, const struct swim_member *m)
+{
+    if (!n->peers || !n->gossip || m->verified || m->state != SWIM_ALIVE ||
+        n->verify_inflight >= NODE_VERIFY_INFLIGHT || mesh_addr_equal(&m->addr, &n->cfg.advertise))
+        return;
+    uint64_t now = mesh_now_ms();
+    size_t slot = 0;
+    for (size_t i = 0; i < NODE_VERIFY_RECENT; i++) {
+        if (memcmp(n->verify_recent[i].id, m->id, NODE_ID_LEN) == 0 && n->verify_recent[i].at) {
+            if (now - n->verify_recent[i].at < NODE_VERIFY_RETRY_MS)
+                return;
+            slot = i;
+            break;
+        }
+        if (n->verify_recent[i].at < n->verify_recent[slot].at)
+            slot = i;
+    }
+    memcpy(n->verify_recent[slot].id, m->id, NODE_ID_LEN);
+    n->verify_recent[slot].at = now ? now : 1;
+    uint64_t probe = 0;
+    if (peers_call(n->peers, &m->addr, CALL_PING, (const uint8_t *)&probe, sizeof probe, 64,
+                   NODE_VERIFY_TIMEOUT, on_verify_reply, n) == 0) {
+        n->verify_inflight++;
+        n->verify_calls++;
+    }
+}
+
+/* gossip saw a conflicting epoch for sender `id` that no link has proven: a link to that
+ * member proves its real one (keyring.h). */
+static void on_want_proof(void *ud, const uint8_t id[NODE_ID_LEN])
+{
+    struct node *n = ud;
+    if (n->verify_inflight >= NODE_VERIFY_INFLIGHT)
+        return;
+    /* Every such packet comes here: the recent tries cut the scan short. */
+    uint64_t now = mesh_now_ms();
+    for (size_t i = 0; i < NODE_VERIFY_RECENT; i++)
+        if (n->verify_recent[i].at && now - n->verify_recent[i].at < NODE_VERIFY_RETRY_MS &&
+            memcmp(n->verify_recent[i].id, id, NODE_ID_LEN) == 0)
+            return;
+    const struct swim *sw = gossip_swim(n->gossip);
+    for (size_t i = 0; i < swim_member_count(sw); i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        if (memcmp(m->id, id, NODE_ID_LEN) == 0 && m != swim_self(sw)) {
+            node_verify_member(n, m);
+            return;
+        }
     }
 }
 
@@ -454,7 +533,7 @@ static void on_rejoin_timer(evutil_socket_t fd, short what, void *arg)
     size_t nc = 0;
     for (size_t i = 0; i < swim_member_count(sw) && nc < 64; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
-        if (m->state == SWIM_DEAD)
+        if (m->state == SWIM_DEAD && m->verified) /* an unverified address may be made up */
             cand[nc++] = m->addr;
     }
     for (size_t k = 0; k < n->nseeds; k++) {
@@ -503,6 +582,7 @@ static int gossip_open(struct node *n, struct mesh_err *err)
         .pushpull = hook_pushpull,
         .join_done = on_join_done,
         .leave_done = on_leave_done,
+        .want_proof = on_want_proof,
     };
     int rc = gossip_new(n->loop.base, n->udp_fd, &sc, &n->kr, n->epoch, &hooks, &n->log, &n->gossip,
                         err);

@@ -38,6 +38,12 @@ enum node_call_type {
 #define NODE_REMEMBER_MAX 32
 #define NODE_REJOIN_MS    5000
 #define NODE_KEYOP_MAX    64 /* key operations in flight mesh-wide from this node */
+/* Verification on demand (node_verify_member): links dialled at once to prove members, how
+ * often one member is tried, and how many recent tries are remembered. */
+#define NODE_VERIFY_INFLIGHT 4
+#define NODE_VERIFY_RETRY_MS 30000
+#define NODE_VERIFY_RECENT   64
+#define NODE_VERIFY_TIMEOUT  3000
 
 struct keyop;        /* a mesh-wide key-ring operation in progress (node_api.c) */
 struct logs_session; /* a log stream through or from this node (node_logs.c) */
@@ -140,6 +146,15 @@ struct node {
     /* Push-pull calls in flight: peers_free does not fire their callbacks, so node_close
      * frees what is left here. */
     struct pp_call *pp_calls;
+    /* Verification calls in flight (their callback has no state of its own to free) and the
+     * ids tried lately, so that a flood of unverified members costs a bounded trickle of
+     * dials. */
+    size_t verify_inflight;
+    struct {
+        uint8_t id[NODE_ID_LEN];
+        uint64_t at;
+    } verify_recent[NODE_VERIFY_RECENT];
+    uint64_t verify_calls;
     /* Join seeds: --join, else the peers remembered from the last run. */
     struct mesh_addr seeds[CONFIG_JOIN_MAX + NODE_REMEMBER_MAX];
     size_t nseeds;
@@ -284,6 +299,13 @@ json_t *node_raft_status(struct node *n);
 
 /* Frees what the API handlers still hold; after api_free and peers_free. */
 void node_api_close(struct node *n);
+
+/* Gets a member verified (swim_member.verified): unless it is already, was tried in the last
+ * NODE_VERIFY_RETRY_MS or NODE_VERIFY_INFLIGHT tries are in flight, calls it (CALL_PING) at
+ * its advertised address; the link's handshake proves its id, name and address if the key
+ * holder is there (on_link_handshake). Used on demand, for the members this node is about to
+ * trust (Raft candidates, placement targets, a conflicting epoch), never for all members. */
+void node_verify_member(struct node *n, const struct swim_member *m);
 
 /* The member's status name as the API shows it. */
 const char *node_member_status(const struct swim_member *m);

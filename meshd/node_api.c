@@ -24,6 +24,8 @@ static json_t *member_json(const struct swim_member *m)
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "name", m->name, "id", id, "addr",
                           mesh_addr_format(&m->addr, addr, sizeof addr), "status",
                           node_member_status(m), "incarnation", (json_int_t)m->incarnation);
+    /* Whether a link proved to this node that the id is the member's key's (swim.h). */
+    json_object_set_new(o, "verified", json_boolean(m->verified));
     if (nodemeta_decode(m->meta, m->meta_len, &meta) == 0) {
         json_t *mj = nodemeta_json(&meta);
         json_object_update(o, mj);
@@ -68,6 +70,15 @@ static void h_status(struct evhttp_request *req, const char *rest, void *ud)
         "handshakes_dropped", (json_int_t)ps->handshakes_dropped, "calls", (json_int_t)ps->calls,
         "calls_failed", (json_int_t)ps->calls_failed, "paths", "data_dir", n->cfg.data_dir,
         "api_socket", n->cfg.api_socket);
+    size_t unverified = 0;
+    for (size_t i = 0; i < swim_member_count(sw); i++)
+        unverified += !swim_member_at(sw, i)->verified;
+    json_t *gj = json_object_get(body, "gossip");
+    json_object_set_new(gj, "unverified_members", json_integer((json_int_t)unverified));
+    json_object_set_new(gj, "unverified_refused", json_integer((json_int_t)ss->unverified_full));
+    json_object_set_new(gj, "epoch_unproven", json_integer((json_int_t)gs->epoch_unproven));
+    json_object_set_new(json_object_get(body, "links"), "verify_calls",
+                        json_integer((json_int_t)n->verify_calls));
     json_object_set_new(body, "raft", node_raft_status(n));
     json_object_set_new(body, "tunnels", node_tunnels_json(n));
     json_object_set_new(body, "log_streams", json_integer((json_int_t)n->nlogs));

@@ -890,6 +890,10 @@ static void on_autopilot(evutil_socket_t fd, short what, void *arg)
     char(*addrs)[MESH_ADDR_STRLEN] = calloc(count ? count : 1, sizeof *addrs);
     if (!members || !addrs)
         goto out;
+    const struct raft_configuration *conf = cluster_configuration(n->cluster);
+    struct cluster_info info;
+    cluster_info(n->cluster, &info);
+    bool leading = info.state == RAFT_LEADER;
     for (size_t i = 0; i < count; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
         mesh_addr_format(&m->addr, addrs[i], sizeof addrs[i]);
@@ -898,7 +902,16 @@ static void on_autopilot(evutil_socket_t fd, short what, void *arg)
             .address = addrs[i],
             .state = voter_state(m->state),
             .since = m->state_change,
+            .verified = m->verified,
         };
+        /* The autopilot adds only members a link proved (voters.h rule 5): a candidate not
+         * in the configuration yet is called, on demand and a few at a time, so that its
+         * link's handshake proves it. Gossip alone made 400 fake servers (issue 10). */
+        bool in_conf = false;
+        for (unsigned j = 0; j < conf->n && !in_conf; j++)
+            in_conf = conf->servers[j].id == members[i].id;
+        if (!m->verified && !in_conf && m->state == SWIM_ALIVE && leading)
+            node_verify_member(n, m);
     }
     struct voters_change ch;
     int rc = cluster_autopilot(n->cluster, members, count, mesh_now_ms(), &ch);

@@ -127,7 +127,13 @@ static void engine_down_prune(struct node *n, const struct swim *sw)
     }
 }
 
-static int view_build(struct node *n, struct sched_view *v)
+/* for_placing: the view the scheduler places new replicas from, where a member that no link
+ * proved (swim_member.verified) counts as cordoned: it keeps the replicas it has, gets none
+ * new. Gossip alone can make up members with any metadata (all the CPUs, an engine, the
+ * labels a spec asks for) and would draw every placement (issue 10). The leader verifies the
+ * members it would place on when replicas are pending (sched_tick). An operator's explicit
+ * move is the operator's choice and is not filtered. */
+static int view_build(struct node *n, struct sched_view *v, bool for_placing)
 {
     struct fsm *fsm = cluster_fsm(n->cluster);
     const struct swim *sw = gossip_swim(n->gossip);
@@ -171,6 +177,8 @@ static int view_build(struct node *n, struct sched_view *v)
         sn->since_ms = m->state_change;
         sn->cordoned = fsm_cordon_get(fsm, m->name, &drain) == 0;
         sn->drain = sn->cordoned && drain;
+        if (for_placing && !m->verified)
+            sn->cordoned = true;
         sn->engine_ok = meta->engine == NODEMETA_ENGINE_UP;
         sn->engine_down_since_ms = engine_down_since(n, m->name, sn->engine_ok);
         sn->arch = meta->arch;
@@ -216,7 +224,7 @@ static void sched_tick(struct node *n)
     struct sched_view v;
     if (!n->spec_cache)
         n->spec_cache = json_object();
-    if (view_build(n, &v) < 0)
+    if (view_build(n, &v, true) < 0)
         return;
     struct sched_input in = {
         .apps = v.apps,
@@ -245,6 +253,17 @@ static void sched_tick(struct node *n)
             if (ch[i].op == SCHED_PLACE && ch[i].to[0] && strcmp(ch[i].from, ch[i].to) != 0)
                 log_info(&n->log, "scheduler: %s/%s[%u] -> %s%s%s", ch[i].app, ch[i].ms,
                          ch[i].replica, ch[i].to, ch[i].from[0] ? " from " : "", ch[i].from);
+        }
+        /* Replicas wait for a node: verify the unverified ones that could run them (alive,
+         * with an engine), a few at a time (node_verify_member bounds it), so that a real
+         * node this leader has no link with yet becomes a target within seconds. */
+        if (st.pending > 0) {
+            const struct swim *sw = gossip_swim(n->gossip);
+            for (size_t i = 0; i < v.nnodes && i < swim_member_count(sw); i++) {
+                const struct swim_member *m = swim_member_at(sw, i);
+                if (!m->verified && v.nodes[i].engine_ok && v.nodes[i].state == SCHED_NODE_ALIVE)
+                    node_verify_member(n, m);
+            }
         }
     }
     free(ch);
@@ -570,7 +589,7 @@ static void reply_move(struct node *n, struct evhttp_request *req, const char *r
     struct sched_view v;
     if (!n->spec_cache)
         n->spec_cache = json_object();
-    if (view_build(n, &v) < 0) {
+    if (view_build(n, &v, false) < 0) {
         api_reply_error(req, 500, "out of memory");
         return;
     }

@@ -73,6 +73,14 @@ struct probe {
     uint32_t expected_nacks, nacks;
 };
 
+/* What a link proved about a member (swim_prove). */
+struct proof {
+    uint8_t id[SWIM_ID_LEN];
+    char name[SWIM_NAME_MAX + 1];
+    struct mesh_addr addr;
+    uint64_t at; /* 0: free */
+};
+
 struct swim {
     struct swim_config cfg;
     char name[SWIM_NAME_MAX + 1];
@@ -86,6 +94,8 @@ struct swim {
     size_t index_mask;
     struct member **scratch;
     size_t counts[5]; /* by enum swim_member_state */
+    size_t n_unverified;
+    struct proof proofs[SWIM_PROOFS_MAX];
 
     size_t probe_idx;
     uint32_t seq;
@@ -240,6 +250,28 @@ static void set_state(struct swim *s, struct member *m, enum swim_member_state s
     notify(s, m, old);
 }
 
+static bool proven(const struct swim *s, const struct swim_member *m)
+{
+    for (size_t i = 0; i < SWIM_PROOFS_MAX; i++) {
+        const struct proof *p = &s->proofs[i];
+        if (p->at && memcmp(p->id, m->id, SWIM_ID_LEN) == 0 && strcmp(p->name, m->name) == 0 &&
+            mesh_addr_equal(&p->addr, &m->addr))
+            return true;
+    }
+    return false;
+}
+
+static void set_verified(struct swim *s, struct member *m, bool v)
+{
+    if (m->pub.verified == v)
+        return;
+    m->pub.verified = v;
+    if (v)
+        s->n_unverified--;
+    else
+        s->n_unverified++;
+}
+
 /* Removes members[i]; the name index must be rebuilt afterwards (index_rebuild), once for a
  * batch. */
 static void member_drop(struct swim *s, size_t i)
@@ -248,19 +280,22 @@ static void member_drop(struct swim *s, size_t i)
     enum swim_member_state old = m->pub.state;
     susp_clear(s, m);
     s->counts[old]--;
+    if (!m->pub.verified)
+        s->n_unverified--;
     m->pub.state = SWIM_NONE;
     notify(s, m, old);
     free(m);
     s->members[i] = s->members[--s->n];
 }
 
-/* Makes room by evicting the oldest dead or left member (a tombstone). */
-static bool evict_one(struct swim *s)
+/* Makes room by evicting the oldest dead or left member (a tombstone), only an unverified one
+ * when `unverified`. */
+static bool evict_one(struct swim *s, bool unverified)
 {
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < s->n; i++) {
         const struct member *m = s->members[i];
-        if (m == s->self || is_live(m))
+        if (m == s->self || is_live(m) || (unverified && m->pub.verified))
             continue;
         if (best == SIZE_MAX || m->pub.state_change < s->members[best]->pub.state_change)
             best = i;
@@ -272,7 +307,7 @@ static bool evict_one(struct swim *s)
     return true;
 }
 
-static void member_fill(struct member *m, const struct swim_msg *a)
+static void member_fill(struct swim *s, struct member *m, const struct swim_msg *a)
 {
     memcpy(m->pub.id, a->id, SWIM_ID_LEN);
     m->pub.addr = a->addr;
@@ -280,13 +315,27 @@ static void member_fill(struct member *m, const struct swim_msg *a)
     m->pub.meta_len = a->meta_len;
     if (a->meta_len)
         memcpy(m->pub.meta, a->meta, a->meta_len);
+    if (s->self && m != s->self) /* s->self is NULL while swim_new adds us */
+        set_verified(s, m, proven(s, &m->pub));
 }
 
 /* Adds an alive member; NULL when the table is full of live members (the bound a peer cannot
- * push us past) or out of memory. */
+ * push us past), when it is unverified and max_unverified live ones are there, or out of
+ * memory. */
 static struct member *member_add(struct swim *s, const struct swim_msg *a, uint64_t now)
 {
-    if (s->n >= s->cfg.max_members && !evict_one(s)) {
+    bool is_self = s->self == NULL; /* swim_new adds us first */
+    if (!is_self && s->cfg.max_unverified && s->n_unverified >= s->cfg.max_unverified) {
+        struct swim_member probe;
+        memcpy(probe.id, a->id, SWIM_ID_LEN);
+        snprintf(probe.name, sizeof probe.name, "%s", a->name);
+        probe.addr = a->addr;
+        if (!proven(s, &probe) && !evict_one(s, true)) {
+            s->stats.unverified_full++;
+            return NULL;
+        }
+    }
+    if (s->n >= s->cfg.max_members && !evict_one(s, false)) {
         s->stats.table_full++;
         return NULL;
     }
@@ -296,7 +345,15 @@ static struct member *member_add(struct swim *s, const struct swim_msg *a, uint6
         return NULL;
     }
     snprintf(m->pub.name, sizeof m->pub.name, "%s", a->name);
-    member_fill(m, a);
+    /* Counted unverified until member_fill finds a proof. */
+    s->n_unverified++;
+    if (is_self) {
+        m->pub.verified = true;
+        s->n_unverified--;
+    } else {
+        m->pub.verified = false;
+    }
+    member_fill(s, m, a);
     m->pub.state = SWIM_ALIVE;
     m->pub.state_change = now;
     /* Insert at a random position so a new member is not always probed last (memberlist). */
@@ -624,7 +681,7 @@ static void on_alive(struct swim *s, const struct swim_msg *a, uint64_t now)
             s->stats.impostor++;
             return;
         }
-        member_fill(m, a);
+        member_fill(s, m, a);
         set_state(s, m, SWIM_ALIVE, now);
         bcast_member(s, m, SWIM_MSG_ALIVE, NULL);
         return;
@@ -632,7 +689,7 @@ static void on_alive(struct swim *s, const struct swim_msg *a, uint64_t now)
     /* SWIM §4.2: alive overrides suspect/dead only with a higher incarnation. */
     if (a->incarnation <= m->pub.incarnation)
         return;
-    member_fill(m, a);
+    member_fill(s, m, a);
     set_state(s, m, SWIM_ALIVE, now);
     bcast_member(s, m, SWIM_MSG_ALIVE, NULL);
 }
@@ -1420,6 +1477,32 @@ uint64_t swim_next_deadline(const struct swim *s)
     return d;
 }
 
+/* ---- proofs ---- */
+
+void swim_prove(struct swim *s, const uint8_t id[static SWIM_ID_LEN], const char *name,
+                const struct mesh_addr *addr, uint64_t now)
+{
+    struct proof *slot = NULL;
+    for (size_t i = 0; i < SWIM_PROOFS_MAX; i++) {
+        struct proof *p = &s->proofs[i];
+        if (p->at && memcmp(p->id, id, SWIM_ID_LEN) == 0) {
+            slot = p; /* one proof per id: the latest says where the key holder is */
+            break;
+        }
+        if (!slot || (slot->at && p->at < slot->at))
+            slot = p;
+    }
+    memcpy(slot->id, id, SWIM_ID_LEN);
+    snprintf(slot->name, sizeof slot->name, "%s", name);
+    slot->addr = *addr;
+    slot->at = now ? now : 1;
+    for (size_t i = 0; i < s->n; i++) {
+        struct member *m = s->members[i];
+        if (m != s->self)
+            set_verified(s, m, proven(s, &m->pub));
+    }
+}
+
 /* ---- lifecycle ---- */
 
 void swim_config_init(struct swim_config *cfg)
@@ -1438,6 +1521,7 @@ void swim_config_init(struct swim_config *cfg)
     cfg->pushpull_interval_ms = 30000;
     cfg->reconnect_interval_ms = 30000;
     cfg->max_members = 4096;
+    cfg->max_unverified = 1024;
     cfg->max_broadcasts = 1024;
     cfg->max_relays = 64;
     cfg->max_packet = 1400 - 64;

@@ -54,6 +54,10 @@ struct swim_member {
     uint64_t state_change; /* ms (the daemon's clock) of the last state change */
     size_t meta_len;
     uint8_t meta[SWIM_META_MAX];
+    /* A link authenticated by the identity key this id is the hash of advertised this name and
+     * address (swim_prove). Gossip alone can claim any id, so only a verified member is one
+     * whose id is bound to its key; the daemon decides what unverified members may not do. */
+    bool verified;
 };
 
 struct swim_io {
@@ -108,10 +112,16 @@ struct swim_config {
      * sides of a healed partition find each other without an operator's join. 0 disables. */
     uint32_t reconnect_interval_ms; /* 30000 */
     uint32_t max_members;           /* 4096 (including ourselves) */
-    uint32_t max_broadcasts;        /* 1024 queued state messages */
-    uint32_t max_relays;            /* 64 ping-req relays in flight */
-    uint32_t max_packet;            /* 1336 = 1400 - 64 sealing overhead; at least 768 */
-    uint32_t leave_timeout_ms;      /* 5000 */
+    /* Members that no link proved (swim_member.verified), at most: beyond that a new one
+     * takes the place of the oldest unverified dead or left member, or is refused
+     * (stats.unverified_full). Every node of a large mesh is unverified at most other nodes
+     * (each links to a bounded set of neighbours), so this must exceed the mesh's size; it
+     * keeps a flood of made-up members from taking the whole table. */
+    uint32_t max_unverified;   /* 1024 */
+    uint32_t max_broadcasts;   /* 1024 queued state messages */
+    uint32_t max_relays;       /* 64 ping-req relays in flight */
+    uint32_t max_packet;       /* 1336 = 1400 - 64 sealing overhead; at least 768 */
+    uint32_t leave_timeout_ms; /* 5000 */
     /* Reaping: how long dead and left members stay in the table (as tombstones that refute
      * stale gossip and report "dead"/"left"). Serf's reconnect_timeout and tombstone_timeout
      * are both 24 h; the same here. */
@@ -121,14 +131,15 @@ struct swim_config {
 
 struct swim_stats {
     uint64_t pkts_recv, pkts_sent, send_errors;
-    uint64_t malformed;     /* packets/streams dropped as malformed */
-    uint64_t bad_version;   /* packets/streams of another wire version */
-    uint64_t unknown_type;  /* messages of unknown type (skipped) */
-    uint64_t impostor;      /* alive about a name held by a live member with another id */
-    uint64_t misdirected;   /* pings for another name/id (address reuse) */
-    uint64_t table_full;    /* new members refused because max_members was reached */
-    uint64_t bcast_dropped; /* broadcasts dropped because the queue was full */
-    uint64_t relay_full;    /* ping-reqs refused because max_relays were in flight */
+    uint64_t malformed;       /* packets/streams dropped as malformed */
+    uint64_t bad_version;     /* packets/streams of another wire version */
+    uint64_t unknown_type;    /* messages of unknown type (skipped) */
+    uint64_t impostor;        /* alive about a name held by a live member with another id */
+    uint64_t misdirected;     /* pings for another name/id (address reuse) */
+    uint64_t table_full;      /* new members refused because max_members was reached */
+    uint64_t unverified_full; /* new unverified members refused (max_unverified) */
+    uint64_t bcast_dropped;   /* broadcasts dropped because the queue was full */
+    uint64_t relay_full;      /* ping-reqs refused because max_relays were in flight */
     uint64_t probes, probe_acks, indirect_probes, probe_failures, nacks_recv;
     uint64_t suspicions; /* members we marked suspect (from any source) */
     uint64_t refutes;    /* times we refuted our own suspicion/death */
@@ -187,6 +198,15 @@ int swim_pushpull_failed(struct swim *s, uint64_t req, uint64_t now);
 
 /* Largest push-pull stream this node sends or accepts: the daemon's read limit. */
 size_t swim_pushpull_max_len(const struct swim *s);
+
+/* A link whose handshake was authenticated by the identity key that `id` is the hash of
+ * advertised `name` and `addr` (the daemon checks the hash, identity_key_binds_id): members with
+ * exactly that id, name and address are verified from now on, also ones that gossip brings
+ * later. The last SWIM_PROOFS_MAX proofs are kept; a member keeps its mark until its id, name
+ * or address changes. */
+#define SWIM_PROOFS_MAX 256
+void swim_prove(struct swim *s, const uint8_t id[static SWIM_ID_LEN], const char *name,
+                const struct mesh_addr *addr, uint64_t now);
 
 /* Accessors. Member pointers stay valid until the next call that takes `now`. */
 size_t swim_member_count(const struct swim *s);

@@ -20,6 +20,14 @@ void identity_node_id(const uint8_t pub[static IDENTITY_KEY_LEN],
     memcpy(ret_id, h, NODE_ID_LEN);
 }
 
+bool identity_key_binds_id(const uint8_t pub[static IDENTITY_KEY_LEN],
+                           const uint8_t id[static NODE_ID_LEN])
+{
+    uint8_t want[NODE_ID_LEN];
+    identity_node_id(pub, want);
+    return sodium_memcmp(want, id, NODE_ID_LEN) == 0;
+}
+
 void identity_id_format(const uint8_t id[static NODE_ID_LEN], char out[static NODE_ID_STR_LEN + 1])
 {
     sodium_bin2hex(out, NODE_ID_STR_LEN + 1, id, NODE_ID_LEN);

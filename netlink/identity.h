@@ -3,6 +3,7 @@
 #ifndef FOGMESH_NETLINK_IDENTITY_H
 #define FOGMESH_NETLINK_IDENTITY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "err.h"
@@ -27,6 +28,12 @@ int identity_load_or_create(const char *dir, struct identity *ret, int *ret_crea
 /* The node id of a public key: the first NODE_ID_LEN bytes of BLAKE2b-256(pub). */
 void identity_node_id(const uint8_t pub[static IDENTITY_KEY_LEN],
                       uint8_t ret_id[static NODE_ID_LEN]);
+
+/* The binding of a node id to an identity key, the one rule every check uses: true when `id` is
+ * the node id of `pub` (constant time). A link's handshake proves `pub`; gossip only claims
+ * ids, so an id counts as a node's only once a link proved the key it comes from. */
+bool identity_key_binds_id(const uint8_t pub[static IDENTITY_KEY_LEN],
+                           const uint8_t id[static NODE_ID_LEN]);
 
 /* Lower-case hex of an id into out (NODE_ID_STR_LEN + 1 bytes). */
 void identity_id_format(const uint8_t id[static NODE_ID_LEN], char out[static NODE_ID_STR_LEN + 1]);

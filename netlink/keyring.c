@@ -292,6 +292,9 @@ void replay_free(struct replay_table *t)
     t->cap = 0;
 }
 
+/* The sender's entry, or a new one in a free slot or in place of the least recently used
+ * entry, preferring one whose epoch no link proved: an entry a link proved is worth more than
+ * one a flood of packets with made-up sender ids can churn. */
 static struct replay_entry *replay_slot(struct replay_table *t, const uint8_t *sender)
 {
     struct replay_entry *free_slot = NULL, *lru = NULL;
@@ -304,7 +307,8 @@ static struct replay_entry *replay_slot(struct replay_table *t, const uint8_t *s
         }
         if (memcmp(e->sender, sender, NODE_ID_LEN) == 0)
             return e;
-        if (!lru || e->used < lru->used)
+        if (!lru || (lru->proven && !e->proven) ||
+            (lru->proven == e->proven && e->used < lru->used))
             lru = e;
     }
     struct replay_entry *e = free_slot ? free_slot : lru;
@@ -313,38 +317,34 @@ static struct replay_entry *replay_slot(struct replay_table *t, const uint8_t *s
     return e;
 }
 
-int replay_check(struct replay_table *t, const struct seal_inner *in)
+static void win_start(struct replay_win *w, uint64_t epoch, uint64_t seq, uint64_t stamp)
 {
-    if (!t->cap)
-        return 0;
-    struct replay_entry *e = replay_slot(t, in->sender);
-    bool fresh = e->used == 0;
-    e->used = ++t->clock;
-    if (fresh || in->epoch > e->epoch) {
-        memset(e->bits, 0, sizeof e->bits);
-        e->epoch = in->epoch;
-        e->top = in->seq;
-        e->bits[(in->seq / 64) % (REPLAY_WINDOW / 64)] |= 1ull << (in->seq % 64);
-        return 0;
-    }
-    if (in->epoch < e->epoch)
-        return MESH_EREPLAY;
-    /* RFC 6479: a ring of 64-bit words; moving the top clears the words it passes. The
-     * word shared with the top limits the usable window to REPLAY_WINDOW - 64. */
+    memset(w, 0, sizeof *w);
+    w->epoch = epoch;
+    w->top = seq;
+    w->bits[(seq / 64) % (REPLAY_WINDOW / 64)] |= 1ull << (seq % 64);
+    w->used = stamp;
+}
+
+/* RFC 6479: a ring of 64-bit words; moving the top clears the words it passes. The word shared
+ * with the top limits the usable window to REPLAY_WINDOW - 64. */
+static int win_check(struct replay_win *w, uint64_t seq, uint64_t stamp)
+{
     const uint64_t nwords = REPLAY_WINDOW / 64;
-    if (in->seq > e->top) {
-        uint64_t old_word = e->top / 64, new_word = in->seq / 64;
+    w->used = stamp;
+    if (seq > w->top) {
+        uint64_t old_word = w->top / 64, new_word = seq / 64;
         if (new_word - old_word >= nwords)
-            memset(e->bits, 0, sizeof e->bits);
+            memset(w->bits, 0, sizeof w->bits);
         else
-            for (uint64_t w = old_word + 1; w <= new_word; w++)
-                e->bits[w % nwords] = 0;
-        e->top = in->seq;
-    } else if (e->top - in->seq >= REPLAY_WINDOW - 64) {
+            for (uint64_t i = old_word + 1; i <= new_word; i++)
+                w->bits[i % nwords] = 0;
+        w->top = seq;
+    } else if (w->top - seq >= REPLAY_WINDOW - 64) {
         return MESH_EREPLAY;
     }
-    uint64_t *word = &e->bits[(in->seq / 64) % nwords];
-    uint64_t bit = 1ull << (in->seq % 64);
+    uint64_t *word = &w->bits[(seq / 64) % nwords];
+    uint64_t bit = 1ull << (seq % 64);
     if (*word & bit)
         return MESH_EREPLAY;
     *word |= bit;
@@ -472,4 +472,57 @@ int keyring_view_find(const struct keyring_view *v, const uint8_t fp[static MESH
         if (sodium_memcmp(v->fp[i], fp, MESH_KEY_FP_LEN) == 0)
             return (int)i;
     return -1;
+}
+
+int replay_check(struct replay_table *t, const struct seal_inner *in, bool *ret_unproven)
+{
+    if (ret_unproven)
+        *ret_unproven = false;
+    if (!t->cap)
+        return 0;
+    struct replay_entry *e = replay_slot(t, in->sender);
+    bool fresh = e->used == 0;
+    e->used = ++t->clock;
+    if (fresh) {
+        win_start(&e->w[0], in->epoch, in->seq, t->clock);
+        return 0;
+    }
+    for (size_t i = 0; i < REPLAY_EPOCHS; i++)
+        if (e->w[i].used && e->w[i].epoch == in->epoch)
+            return win_check(&e->w[i], in->seq, t->clock);
+    if (ret_unproven)
+        *ret_unproven = !e->proven;
+    if (in->epoch < e->w[0].epoch)
+        return MESH_EREPLAY;
+    /* A newer epoch than the current one: a restart, or a claim. It gets a window of its
+     * own (a free one, else the least recently used of the newer ones), accepted at once,
+     * and never displaces the current epoch's window. */
+    struct replay_win *w = NULL;
+    for (size_t i = 1; i < REPLAY_EPOCHS; i++)
+        if (!w || e->w[i].used < w->used)
+            w = &e->w[i];
+    win_start(w, in->epoch, in->seq, t->clock);
+    return 0;
+}
+
+void replay_prove(struct replay_table *t, const uint8_t sender[static NODE_ID_LEN], uint64_t epoch)
+{
+    if (!t->cap)
+        return;
+    struct replay_entry *e = replay_slot(t, sender);
+    e->used = ++t->clock;
+    struct replay_win cur = {0};
+    for (size_t i = 0; i < REPLAY_EPOCHS; i++)
+        if (e->w[i].used && e->w[i].epoch == epoch)
+            cur = e->w[i];
+    if (!cur.used) {
+        /* No packet of this epoch seen yet: a window that takes any sequence once. */
+        cur.epoch = epoch;
+        cur.used = t->clock;
+    }
+    e->w[0] = cur;
+    for (size_t i = 1; i < REPLAY_EPOCHS; i++)
+        if (e->w[i].epoch <= epoch)
+            memset(&e->w[i], 0, sizeof e->w[i]);
+    e->proven = true;
 }

@@ -194,15 +194,33 @@ int seal_packet(const struct keyring *kr, const struct seal_inner *inner, const 
 int seal_open(const struct keyring *kr, const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
               struct seal_inner *ret_inner, const uint8_t **ret_payload);
 
-/* Anti-replay windows, one per sender, in a bounded table (least recently used evicted). */
+/* Anti-replay windows, per sender, in a bounded table (least recently used evicted, senders
+ * whose epoch no link has proven first).
+ *
+ * Any holder of the mesh key can seal a packet that claims any sender id and any epoch, so the
+ * epoch a packet carries is only a claim. If the highest epoch seen simply replaced the
+ * sender's window, one forged packet with epoch 2^64-1 would make every later packet of the
+ * real sender look like a replay from an earlier run. So each sender has a small set of
+ * windows: w[0] is its current epoch (the first one seen, or the one a link proved, see
+ * replay_prove); a higher epoch gets a window of its own among the others (a real restart is
+ * accepted at once, a forged epoch never displaces the current one); a lower epoch than the
+ * current one is refused (the packets of an earlier run). Only a link's handshake, which the
+ * sender's identity key authenticates, moves the current epoch forward. */
 #define REPLAY_WINDOW 1024 /* sequence numbers tracked below the highest seen */
+#define REPLAY_EPOCHS 3    /* windows per sender: the current epoch and two newer ones */
 
-struct replay_entry {
-    uint8_t sender[NODE_ID_LEN];
+struct replay_win {
     uint64_t epoch;
     uint64_t top; /* highest sequence accepted */
     uint64_t bits[REPLAY_WINDOW / 64];
-    uint64_t used; /* LRU stamp; 0 = free slot */
+    uint64_t used; /* LRU stamp among the sender's windows; 0 = free */
+};
+
+struct replay_entry {
+    uint8_t sender[NODE_ID_LEN];
+    bool proven;                        /* w[0].epoch came from a link (replay_prove) */
+    struct replay_win w[REPLAY_EPOCHS]; /* w[0]: the current epoch */
+    uint64_t used;                      /* LRU stamp; 0 = free slot */
 };
 
 struct replay_table {
@@ -215,7 +233,15 @@ int replay_init(struct replay_table *t, size_t cap);
 void replay_free(struct replay_table *t);
 
 /* Returns 0 and records (epoch, seq) when it is new for sender; MESH_EREPLAY when it was seen
- * or is too old (an earlier epoch, or below the window). */
-int replay_check(struct replay_table *t, const struct seal_inner *in);
+ * or is too old (an epoch below the sender's current one, or below the window).
+ * *ret_unproven (optional) is set to true when the packet's epoch differs from the sender's
+ * current epoch and no link has proven that one: the caller should get the epoch proven
+ * (a link to the sender, whose handshake carries it) rather than rely on the claim. */
+int replay_check(struct replay_table *t, const struct seal_inner *in, bool *ret_unproven);
+
+/* A link authenticated by sender's identity key says its epoch is `epoch`: that becomes the
+ * current epoch (keeping its window if there is one); windows of epochs up to it are dropped,
+ * and packets of lower epochs are refused from now on. */
+void replay_prove(struct replay_table *t, const uint8_t sender[static NODE_ID_LEN], uint64_t epoch);
 
 #endif

@@ -139,7 +139,7 @@ static void mode_sealed(uint8_t mode, const uint8_t *p, size_t n)
     struct replay_table t;
     if (replay_init(&t, 4) < 0)
         abort();
-    if (replay_check(&t, &got) != 0 || replay_check(&t, &got) != MESH_EREPLAY)
+    if (replay_check(&t, &got, NULL) != 0 || replay_check(&t, &got, NULL) != MESH_EREPLAY)
         abort();
     replay_free(&t);
 
@@ -179,10 +179,10 @@ static void mode_replay(const uint8_t *p, size_t n)
 {
     static struct seen seen[MAX_RECORDS];
     size_t nseen = 0;
-    int max_epoch[8];
+    int first_epoch[8]; /* each sender's current epoch: the first one accepted */
     struct replay_table t;
     for (int i = 0; i < 8; i++)
-        max_epoch[i] = -1;
+        first_epoch[i] = -1;
     if (replay_init(&t, 8) < 0)
         abort();
     for (size_t off = 0; off + 4 <= n && nseen < MAX_RECORDS; off += 4) {
@@ -192,17 +192,22 @@ static void mode_replay(const uint8_t *p, size_t n)
         struct seal_inner in = {.epoch = r.epoch, .seq = r.seq};
         memset(in.sender, 0, sizeof in.sender);
         in.sender[0] = r.sender;
-        int rc = replay_check(&t, &in);
+        int rc = replay_check(&t, &in, NULL);
         if (rc != 0 && rc != MESH_EREPLAY)
             abort();
         if (rc != 0)
             continue;
-        if ((int)r.epoch < max_epoch[r.sender])
-            abort(); /* an older epoch after a newer one */
-        for (size_t i = 0; i < nseen; i++)
-            if (seen[i].sender == r.sender && seen[i].epoch == r.epoch && seen[i].seq == r.seq)
-                abort(); /* accepted twice */
-        max_epoch[r.sender] = r.epoch;
+        if ((int)r.epoch < first_epoch[r.sender])
+            abort(); /* an epoch older than the sender's current one */
+        /* The current epoch's window is never given up (a newer, perhaps forged, epoch gets
+         * a window of its own), so nothing in it is accepted twice; the windows of newer
+         * epochs are few and may be recycled. */
+        if (first_epoch[r.sender] < 0 || (int)r.epoch == first_epoch[r.sender])
+            for (size_t i = 0; i < nseen; i++)
+                if (seen[i].sender == r.sender && seen[i].epoch == r.epoch && seen[i].seq == r.seq)
+                    abort(); /* accepted twice */
+        if (first_epoch[r.sender] < 0)
+            first_epoch[r.sender] = r.epoch;
         seen[nseen++] = r;
     }
     replay_free(&t);

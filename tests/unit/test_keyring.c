@@ -160,29 +160,29 @@ static void replay_windows(void **state)
     struct replay_table t;
     assert_int_equal(replay_init(&t, 4), 0);
     struct seal_inner a = inner_of(1, 5, 100);
-    assert_int_equal(replay_check(&t, &a), 0);
-    assert_int_equal(replay_check(&t, &a), MESH_EREPLAY);
+    assert_int_equal(replay_check(&t, &a, NULL), 0);
+    assert_int_equal(replay_check(&t, &a, NULL), MESH_EREPLAY);
     /* Out of order inside the window is fine, once. */
     a.seq = 90;
-    assert_int_equal(replay_check(&t, &a), 0);
-    assert_int_equal(replay_check(&t, &a), MESH_EREPLAY);
+    assert_int_equal(replay_check(&t, &a, NULL), 0);
+    assert_int_equal(replay_check(&t, &a, NULL), MESH_EREPLAY);
     /* Far ahead slides the window; what fell out of it is refused. */
     a.seq = 100 + 5 * REPLAY_WINDOW;
-    assert_int_equal(replay_check(&t, &a), 0);
+    assert_int_equal(replay_check(&t, &a, NULL), 0);
     a.seq = 100;
-    assert_int_equal(replay_check(&t, &a), MESH_EREPLAY);
+    assert_int_equal(replay_check(&t, &a, NULL), MESH_EREPLAY);
     a.seq = 100 + 5 * REPLAY_WINDOW - 1;
-    assert_int_equal(replay_check(&t, &a), 0);
+    assert_int_equal(replay_check(&t, &a, NULL), 0);
     /* An older epoch (a packet from before the sender restarted) is refused; a newer resets. */
     struct seal_inner old = inner_of(1, 4, 1 << 20);
-    assert_int_equal(replay_check(&t, &old), MESH_EREPLAY);
+    assert_int_equal(replay_check(&t, &old, NULL), MESH_EREPLAY);
     struct seal_inner restarted = inner_of(1, 6, 0);
-    assert_int_equal(replay_check(&t, &restarted), 0);
-    assert_int_equal(replay_check(&t, &restarted), MESH_EREPLAY);
+    assert_int_equal(replay_check(&t, &restarted, NULL), 0);
+    assert_int_equal(replay_check(&t, &restarted, NULL), MESH_EREPLAY);
     /* The table is bounded: more senders than slots evict the least recently used. */
     for (uint8_t who = 10; who < 20; who++) {
         struct seal_inner s = inner_of(who, 1, 1);
-        assert_int_equal(replay_check(&t, &s), 0);
+        assert_int_equal(replay_check(&t, &s, NULL), 0);
     }
     size_t used = 0;
     for (size_t i = 0; i < t.cap; i++)
@@ -191,10 +191,10 @@ static void replay_windows(void **state)
     /* Sequence exhaustive check in a sliding pattern: each accepted once. */
     for (uint64_t s = 0; s < 5000; s++) {
         struct seal_inner x = inner_of(99, 1, s);
-        assert_int_equal(replay_check(&t, &x), 0);
+        assert_int_equal(replay_check(&t, &x, NULL), 0);
         if (s >= 3) {
             x.seq = s - 3;
-            assert_int_equal(replay_check(&t, &x), MESH_EREPLAY);
+            assert_int_equal(replay_check(&t, &x, NULL), MESH_EREPLAY);
         }
     }
     replay_free(&t);
@@ -694,6 +694,62 @@ static void keyring_view_replies(void **state)
     keyring_wipe(&kr);
 }
 
+/* Issue 10 item 7: a key holder can seal a packet claiming any sender and epoch. One packet
+ * claiming epoch 2^64-1 for Y used to replace Y's window, so Y's real gossip was dropped as
+ * "from an earlier run" and Y flapped dead/alive everywhere. */
+static void replay_forged_epoch(void **state)
+{
+    (void)state;
+    struct replay_table t;
+    bool unproven = true;
+    assert_int_equal(replay_init(&t, 4), 0);
+    struct seal_inner y = inner_of(1, 7, 1);
+    assert_int_equal(replay_check(&t, &y, &unproven), 0);
+    assert_false(unproven);
+    struct seal_inner forged = inner_of(1, UINT64_MAX, 1);
+    assert_int_equal(replay_check(&t, &forged, &unproven), 0);
+    assert_true(unproven); /* the daemon is asked to get Y's epoch proven */
+    /* Y's real packets still pass, replays of them still do not. */
+    for (uint64_t seq = 2; seq < 50; seq++) {
+        y.seq = seq;
+        assert_int_equal(replay_check(&t, &y, &unproven), 0);
+        assert_false(unproven);
+        assert_int_equal(replay_check(&t, &y, NULL), MESH_EREPLAY);
+    }
+    /* Even a stream of forged epochs never displaces the current one. */
+    for (uint64_t e = 1; e < 100; e++) {
+        struct seal_inner f = inner_of(1, UINT64_MAX - e, e);
+        assert_int_equal(replay_check(&t, &f, NULL), 0);
+        y.seq = 100 + e;
+        assert_int_equal(replay_check(&t, &y, NULL), 0);
+    }
+    /* A packet from Y's earlier run is still a replay. */
+    struct seal_inner old = inner_of(1, 6, 1000);
+    assert_int_equal(replay_check(&t, &old, NULL), MESH_EREPLAY);
+    /* Y restarts (epoch 8): accepted at once, replays of it dropped, the old run too. */
+    struct seal_inner r8 = inner_of(1, 8, 1);
+    assert_int_equal(replay_check(&t, &r8, NULL), 0);
+    assert_int_equal(replay_check(&t, &r8, NULL), MESH_EREPLAY);
+    /* A link proves epoch 8: it becomes current, its window kept, epoch 7 is now old, and
+     * the forged epochs keep no window of their own beyond the bounded few. */
+    replay_prove(&t, r8.sender, 8);
+    assert_int_equal(replay_check(&t, &r8, NULL), MESH_EREPLAY);
+    y.seq = 5000;
+    assert_int_equal(replay_check(&t, &y, &unproven), MESH_EREPLAY);
+    assert_false(unproven); /* proven: an older epoch is a plain replay */
+    r8.seq = 2;
+    assert_int_equal(replay_check(&t, &r8, NULL), 0);
+    /* A forged first packet (no real one seen yet) is undone by the proof. */
+    struct seal_inner z_forged = inner_of(2, UINT64_MAX, 1), z = inner_of(2, 3, 1);
+    assert_int_equal(replay_check(&t, &z_forged, NULL), 0);
+    assert_int_equal(replay_check(&t, &z, &unproven), MESH_EREPLAY);
+    assert_true(unproven);
+    replay_prove(&t, z.sender, 3);
+    assert_int_equal(replay_check(&t, &z, NULL), 0);
+    assert_int_equal(replay_check(&t, &z, NULL), MESH_EREPLAY);
+    replay_free(&t);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -711,6 +767,7 @@ int main(void)
         cmocka_unit_test(keyop_request_decode_refusals),
         cmocka_unit_test(keyop_request_verify),
         cmocka_unit_test(keyring_view_replies),
+        cmocka_unit_test(replay_forged_epoch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

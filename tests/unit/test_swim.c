@@ -555,6 +555,79 @@ static void test_table_bound(void **state)
     sim_free(sim);
 }
 
+/* Issue 10 item 3: members that no link proved are bounded, so a flood of made-up members
+ * cannot take the table; proven members are marked and keep their place. */
+static size_t unverified_count(const struct swim *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < swim_member_count(s); i++)
+        n += !swim_member_at(s, i)->verified;
+    return n;
+}
+
+static void test_unverified_bound(void **state)
+{
+    (void)state;
+    struct swim_config cfg = base_config();
+    cfg.max_members = 512;
+    cfg.max_unverified = 32;
+    struct sim *sim = sim_new(11, &cfg);
+    sim_add_node(sim, NULL, NULL);
+    sim_add_node(sim, NULL, NULL);
+    size_t seed = 0;
+    sim_join(sim, 1, &seed, 1);
+    sim_run_for(sim, 2000);
+    struct swim *s = sim_swim(sim, 0);
+    const struct swim_member *n1 = swim_member_find(s, "n1");
+    assert_non_null(n1);
+    assert_false(n1->verified);
+    assert_true(swim_self(s)->verified);
+    /* A proof for n1's id at another address or under another name verifies nothing. */
+    struct mesh_addr other = n1->addr;
+    other.port++;
+    swim_prove(s, n1->id, "n1", &other, sim_now(sim));
+    assert_false(swim_member_find(s, "n1")->verified);
+    swim_prove(s, n1->id, "n1-not", &n1->addr, sim_now(sim));
+    assert_false(swim_member_find(s, "n1")->verified);
+    swim_prove(s, n1->id, "n1", &n1->addr, sim_now(sim));
+    assert_true(swim_member_find(s, "n1")->verified);
+
+    uint8_t id[SWIM_ID_LEN] = {1, 2, 3};
+    uint8_t buf[1400];
+    for (int p = 0; p < 50; p++) {
+        struct swim_msg msgs[10];
+        for (int k = 0; k < 10; k++) {
+            memset(&msgs[k], 0, sizeof msgs[k]);
+            msgs[k].type = SWIM_MSG_ALIVE;
+            snprintf(msgs[k].name, sizeof msgs[k].name, "fake-%d", p * 10 + k);
+            msgs[k].id[0] = (uint8_t)k;
+            msgs[k].id[1] = (uint8_t)p;
+            msgs[k].addr = *sim_addr(sim, 1);
+            msgs[k].addr.port = (uint16_t)(1000 + p);
+        }
+        size_t len = forge(buf, sizeof buf, "flooder", id, msgs, 10);
+        sim_inject(sim, 0, sim_addr(sim, 1), buf, len);
+    }
+    assert_true(unverified_count(s) <= 32);
+    assert_true(swim_stats(s)->unverified_full >= 500 - 32);
+    assert_true(swim_member_find(s, "n1")->verified);
+    /* Once the fakes are dead (nobody answers for them), new unverified members take the
+     * places of their tombstones, so a real newcomer is not shut out for the reap time. */
+    sim_run_for(sim, 60000);
+    struct swim_msg late;
+    memset(&late, 0, sizeof late);
+    late.type = SWIM_MSG_ALIVE;
+    snprintf(late.name, sizeof late.name, "newcomer");
+    late.id[0] = 0xee;
+    late.addr = *sim_addr(sim, 1);
+    late.addr.port = 999;
+    size_t len = forge(buf, sizeof buf, "flooder", id, &late, 1);
+    sim_inject(sim, 0, sim_addr(sim, 1), buf, len);
+    assert_non_null(swim_member_find(s, "newcomer"));
+    assert_true(unverified_count(s) <= 32);
+    sim_free(sim);
+}
+
 static void check_roundtrip(const struct swim_msg *in)
 {
     uint8_t buf[SWIM_MSG_MAX];
@@ -755,6 +828,7 @@ int main(void)
         cmocka_unit_test(test_join_errors),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_table_bound),
+        cmocka_unit_test(test_unverified_bound),
         cmocka_unit_test(test_name_conflict),
         cmocka_unit_test(test_meta_propagates),
         cmocka_unit_test(test_restart_same_id),

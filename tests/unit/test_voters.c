@@ -76,6 +76,7 @@ static size_t build_members(const struct mem_row *rows, struct voters_member *m)
         m[n].address = addr_of(rows[n].id);
         m[n].state = rows[n].state;
         m[n].since = rows[n].since;
+        m[n].verified = true;
     }
     return n;
 }
@@ -451,16 +452,61 @@ static void table(void **state)
     }
 }
 
+/* Issue 10 item 7a: a member reusing a real server's id used to make voters_step refuse the
+ * whole input (duplicate id), so the autopilot stopped for good; and unverified members from
+ * gossip were added as servers by the hundred (item 3). */
+static void id_collision_and_unverified(void **state)
+{
+    (void)state;
+    struct raft_configuration conf;
+    struct srv_row rows[MAXN] = {{1, V}, {2, V}, {3, V}, {4, S}};
+    build_conf(rows, &conf);
+    struct voters_params p = {
+        .self = 1, .target = 3, .dead_grace = GRACE, .stable = STAB, .now = NOW};
+    struct voters_change c;
+    /* The impostor claims server 2's id and says it left; in either order the verified
+     * member speaks for 2. */
+    struct voters_member real = {2, "n2", ALIVE, OLD, true};
+    struct voters_member fake = {2, "evil", LEFT, OLD, false};
+    struct voters_member m3 = {3, "n3", ALIVE, OLD, true}, m4 = {4, "n4", ALIVE, OLD, true};
+    struct voters_member a[4] = {fake, real, m3, m4}, b[4] = {real, fake, m3, m4};
+    assert_int_equal(voters_step(&conf, a, 4, &p, &c), 0);
+    assert_int_equal(c.op, VOTERS_OP_NONE);
+    assert_int_equal(voters_step(&conf, b, 4, &p, &c), 0);
+    assert_int_equal(c.op, VOTERS_OP_NONE);
+    /* And the policy keeps working around it: server 3 dead past the grace is replaced. */
+    a[2].state = b[2].state = DEAD;
+    assert_int_equal(voters_step(&conf, a, 4, &p, &c), 0);
+    assert_int_equal(c.op, VOTERS_OP_REMOVE);
+    assert_int_equal(c.id, 3);
+    assert_int_equal(voters_step(&conf, b, 4, &p, &c), 0);
+    assert_int_equal(c.id, 3);
+    /* Unverified members not in the configuration are never added; a verified one is. */
+    struct voters_member fresh[5] = {
+        real, m3, m4, {7, "n7", ALIVE, OLD, false}, {9, "n9", ALIVE, OLD, false}};
+    assert_int_equal(voters_step(&conf, fresh, 5, &p, &c), 0);
+    assert_int_equal(c.op, VOTERS_OP_NONE);
+    fresh[4].verified = true;
+    assert_int_equal(voters_step(&conf, fresh, 5, &p, &c), 0);
+    assert_int_equal(c.op, VOTERS_OP_ADD);
+    assert_int_equal(c.id, 9);
+    /* Two members claiming a new id, neither verified: nothing is added either. */
+    struct voters_member twins[5] = {
+        real, m3, m4, {8, "n8", ALIVE, OLD, false}, {8, "n8b", ALIVE, OLD, false}};
+    assert_int_equal(voters_step(&conf, twins, 5, &p, &c), 0);
+    assert_int_equal(c.op, VOTERS_OP_NONE);
+    raft_configuration_close(&conf);
+}
+
 static void bad_input(void **state)
 {
     (void)state;
     struct raft_configuration conf;
     struct srv_row rows[MAXN] = {{1, V}};
     build_conf(rows, &conf);
-    struct voters_member m[2] = {{1, "n1", ALIVE, 0}, {1, "n1", ALIVE, 0}};
+    struct voters_member m[2] = {{1, "n1", ALIVE, 0, true}, {1, "n1", ALIVE, 0, true}};
     struct voters_params p = {.self = 1, .target = 5, .now = NOW};
     struct voters_change c = {.op = 99};
-    assert_int_equal(voters_step(&conf, m, 2, &p, &c), MESH_EINVAL); /* duplicate id */
     p.target = 0;
     assert_int_equal(voters_step(&conf, m, 1, &p, &c), MESH_EINVAL);
     assert_int_equal(c.op, 99); /* untouched */
@@ -533,7 +579,7 @@ static bool model_step(struct model *md, struct voters_change *ret, unsigned see
     size_t k = 0;
     for (unsigned j = 0; j < md->n; j++) {
         unsigned i = 1 + (j + seed) % md->n; /* members in a rotating order */
-        m[k++] = (struct voters_member){i, addr_of(i), md->state[i], md->since[i]};
+        m[k++] = (struct voters_member){i, addr_of(i), md->state[i], md->since[i], true};
     }
     struct voters_params p = {
         .self = 1, .target = md->target, .dead_grace = GRACE, .stable = STAB, .now = md->now};
@@ -695,6 +741,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(table),
         cmocka_unit_test(bad_input),
+        cmocka_unit_test(id_collision_and_unverified),
         cmocka_unit_test(simulate_growth_and_failures),
         cmocka_unit_test(simulate_small_clusters),
     };
