@@ -277,6 +277,24 @@ static int hs_payload(const struct node *n, uint8_t *buf, size_t cap)
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
+/* Whether adv is the address of a live verified member other than the one with this id (or
+ * ours). Only verified members count: gossip alone may claim any address, and a made-up member
+ * at a real node's address must not shut that node's links out. */
+static bool claims_taken_address(struct node *n, const uint8_t id[static NODE_ID_LEN],
+                                 const struct mesh_addr *adv)
+{
+    if (mesh_addr_equal(adv, &n->cfg.advertise))
+        return memcmp(id, n->ident.id, NODE_ID_LEN) != 0;
+    const struct swim *sw = gossip_swim(n->gossip);
+    for (size_t i = 0; i < swim_member_count(sw); i++) {
+        const struct swim_member *m = swim_member_at(sw, i);
+        if (m->verified && (m->state == SWIM_ALIVE || m->state == SWIM_SUSPECT) &&
+            mesh_addr_equal(&m->addr, adv) && memcmp(m->id, id, NODE_ID_LEN) != 0)
+            return true;
+    }
+    return false;
+}
+
 static int on_link_handshake(void *ud, const uint8_t peer_static[LINK_KEY_LEN],
                              const uint8_t *payload, size_t len, struct mesh_addr *ret_adv)
 {
@@ -295,6 +313,12 @@ static int on_link_handshake(void *ud, const uint8_t peer_static[LINK_KEY_LEN],
     bool has_epoch = count >= 5 && wire_rd_uint(&r, &epoch) == 0;
     /* The id a peer claims must be the one its identity key gives. */
     if (!identity_key_binds_id(peer_static, id))
+        return MESH_EAUTH;
+    /* Calls to an address reuse whatever link advertises it (peers.h), so a link may not claim
+     * the address of another live verified member (or ours): else a key holder could advertise
+     * the leader's address and take the writes and reads forwarded to it. A node that comes
+     * back at its address with a new identity is let in once its old one is declared dead. */
+    if (n->gossip && claims_taken_address(n, id, &adv))
         return MESH_EAUTH;
     /* What the key holder says about itself is now proven: the member with this id, name and
      * address is verified, and its epoch is the one its gossip is checked against. */

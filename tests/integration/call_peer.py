@@ -152,7 +152,8 @@ class CallError(Exception):
 class Peer:
     """A link to the node at host:port under mesh_key, as a member named `name`."""
 
-    def __init__(self, host, port, mesh_key, name="hostile", timeout=10.0):
+    def __init__(self, host, port, mesh_key, name="hostile", timeout=10.0, adv=None):
+        """adv: the (host, port) to advertise in the handshake (default: our socket's)."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.ini = noise_peer.Initiator(self.sock, noise_peer.link_psk(mesh_key))
         self.ini.msg1()
@@ -160,7 +161,7 @@ class Peer:
         self.node_static = self.ini.rs
         self.node_id = noise_peer.node_id(self.node_static)  # the node's
         self.id = noise_peer.node_id(self.ini.s_pub)  # ours
-        me = self.sock.getsockname()
+        me = adv or self.sock.getsockname()
         self.ini.msg3(noise_peer.hs_payload(name, me[0], me[1], self.ini.s_pub))
         ftype, chan, _ = self.ini.read_frame()
         if ftype == "abort":

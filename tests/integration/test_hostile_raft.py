@@ -9,7 +9,7 @@ with hand-built commands.
 import base64
 import json
 
-from call_peer import CALL_RAFT_APPLY, Peer, cmd_put_app, cmd_put_rec, mp_str, mp_uint, mp_array
+from call_peer import CALL_RAFT_APPLY, CallError, Peer, cmd_put_app, cmd_put_rec, mp_str, mp_uint, mp_array
 from test_raft import api, by_name, leader_of, start_raft, wait_raft
 
 
@@ -120,3 +120,28 @@ def test_unpadded_command_is_padded_and_survives_kill9(mesh):
         wait_raft([n], lambda v, n=n: set(names) <= set(apps_of(n)),
                   what=f"the apps on {n.name} after kill -9 and restart")
         assert "damaged" not in n.read_log() and "cannot be loaded" not in n.read_log()
+
+
+def test_a_member_cannot_take_the_leaders_address(mesh):
+    """Calls to an address reuse whatever link advertises it: on 4821b1f a key holder that
+    advertised the leader's address in its handshake got the writes a follower forwarded to
+    the leader. Now a link claiming a live verified member's address is refused."""
+    nodes, vs = start_raft(mesh, 3, "ha", voters=3)
+    leader = by_name(nodes)[leader_of(vs)]
+    f = next(n for n in nodes if n is not leader)
+    key = base64.b64decode(mesh.read_key(mesh.key_file))
+    peer = None
+    try:
+        peer = Peer(f.host, f.port, key, name="impostor", adv=(leader.host, leader.port))
+    except (CallError, ConnectionError, OSError):
+        pass  # refused: what should happen
+    try:
+        spec = {"kind": "Application", "name": "through",
+                "microservices": [{"name": "m", "image": "x"}]}
+        st, body = api(f, "PUT", "/v1/apps/through", spec, timeout=20)
+        assert st == 201, (st, body)
+        wait_raft([leader], lambda v: "through" in apps_of(leader), what="the write at the leader")
+    finally:
+        if peer:
+            peer.close()
+    assert peer is None, "a link claiming the leader's address was accepted"
