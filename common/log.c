@@ -80,17 +80,62 @@ static bool same_host(const struct mesh_addr *a, const struct mesh_addr *b)
     return a->family == b->family && memcmp(a->ip, b->ip, a->family == 4 ? 4 : 16) == 0;
 }
 
-/* The tail of both keyed limiters: ok or not for rl, with the count held back before. */
-static int slot_ok(struct log_ratelimit *rl, uint64_t now_ms, uint64_t interval_ms,
-                   uint32_t *ret_suppressed)
+/* Whether the table's budget has room for one more line now. */
+static bool budget_ok(struct log_ratelimit_budget *b, uint64_t now_ms, uint64_t interval_ms)
 {
-    uint32_t held = rl->suppressed;
-    if (!log_ratelimit_ok(rl, now_ms, interval_ms))
-        return 0;
+    if (b->start_ms == 0 || now_ms - b->start_ms >= interval_ms) {
+        b->start_ms = now_ms ? now_ms : 1;
+        b->lines = 0;
+    }
+    if (b->lines >= LOG_RL_BUDGET) {
+        b->over++;
+        return false;
+    }
+    return true;
+}
+
+/* A line is let through for rl (a slot just found or taken): records it and reports what was
+ * held back, by the slot and by the budget. */
+static int let_through(struct log_ratelimit *rl, struct log_ratelimit_budget *b, uint64_t now_ms,
+                       uint32_t *ret_suppressed)
+{
+    uint64_t held = (uint64_t)rl->suppressed + b->over;
+    rl->last_ms = now_ms ? now_ms : 1;
     rl->suppressed = 0;
+    b->over = 0;
+    b->lines++;
     if (ret_suppressed)
-        *ret_suppressed = held;
+        *ret_suppressed = held > UINT32_MAX ? UINT32_MAX : (uint32_t)held;
     return 1;
+}
+
+/* Which slot a new source takes: one never used, else the one logged longest ago (the table
+ * forgets the source least likely to be still within its interval). */
+static size_t victim(const struct log_ratelimit *rl, size_t stride, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct log_ratelimit *r =
+            (const struct log_ratelimit *)((const char *)rl + i * stride);
+        if (r->last_ms == 0)
+            return i;
+        const struct log_ratelimit *b =
+            (const struct log_ratelimit *)((const char *)rl + best * stride);
+        if (r->last_ms < b->last_ms)
+            best = i;
+    }
+    return best;
+}
+
+/* The common part of both keyed limiters; rl is the source's slot, NULL when it has none. */
+static int keyed_ok(struct log_ratelimit *rl, struct log_ratelimit_budget *b, uint64_t now_ms,
+                    uint64_t interval_ms)
+{
+    if (rl && rl->last_ms != 0 && now_ms - rl->last_ms < interval_ms) {
+        rl->suppressed++;
+        return 0;
+    }
+    return budget_ok(b, now_ms, interval_ms);
 }
 
 int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *host, uint64_t now_ms,
@@ -100,27 +145,32 @@ int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *ho
     for (size_t i = 0; i < LOG_RL_HOSTS && !rl; i++)
         if (t->slot[i].host.family && same_host(&t->slot[i].host, host))
             rl = &t->slot[i].rl;
+    if (!keyed_ok(rl, &t->budget, now_ms, interval_ms))
+        return 0;
     if (!rl) {
-        size_t i = t->next++ % LOG_RL_HOSTS;
+        size_t i = victim(&t->slot[0].rl, sizeof t->slot[0], LOG_RL_HOSTS);
         t->slot[i].host = *host;
         memset(&t->slot[i].rl, 0, sizeof t->slot[i].rl);
         rl = &t->slot[i].rl;
     }
-    return slot_ok(rl, now_ms, interval_ms, ret_suppressed);
+    return let_through(rl, &t->budget, now_ms, ret_suppressed);
 }
 
 int log_ratelimit_key(struct log_ratelimit_keys *t, const char *key, uint64_t now_ms,
                       uint64_t interval_ms, uint32_t *ret_suppressed)
 {
     struct log_ratelimit *rl = NULL;
+    const char *k = key[0] ? key : "-";
     for (size_t i = 0; i < LOG_RL_KEYS && !rl; i++)
-        if (t->slot[i].key[0] && strncmp(t->slot[i].key, key, LOG_RL_KEY_MAX) == 0)
+        if (t->slot[i].key[0] && strncmp(t->slot[i].key, k, LOG_RL_KEY_MAX) == 0)
             rl = &t->slot[i].rl;
+    if (!keyed_ok(rl, &t->budget, now_ms, interval_ms))
+        return 0;
     if (!rl) {
-        size_t i = t->next++ % LOG_RL_KEYS;
-        snprintf(t->slot[i].key, sizeof t->slot[i].key, "%s", key[0] ? key : "-");
+        size_t i = victim(&t->slot[0].rl, sizeof t->slot[0], LOG_RL_KEYS);
+        snprintf(t->slot[i].key, sizeof t->slot[i].key, "%s", k);
         memset(&t->slot[i].rl, 0, sizeof t->slot[i].rl);
         rl = &t->slot[i].rl;
     }
-    return slot_ok(rl, now_ms, interval_ms, ret_suppressed);
+    return let_through(rl, &t->budget, now_ms, ret_suppressed);
 }

@@ -39,16 +39,31 @@ struct log_ratelimit {
 };
 int log_ratelimit_ok(struct log_ratelimit *rl, uint64_t now_ms, uint64_t interval_ms);
 
+/* Keyed limiters (per remote host, per cause) are bounded twice: in memory, by a fixed table
+ * of the last sources seen, and in output, by a budget of LOG_RL_BUDGET lines per interval for
+ * the whole table. The table alone is not enough: more sources than slots evict each other, and
+ * a source evicted is new again, so 64 spoofed UDP sources got 19,008 lines out of 20,000
+ * packets (issue 10). A message over the budget is counted, not logged, and no slot is taken
+ * for it; the next line let through carries the count (*ret_suppressed), for a summary
+ * ("and N more suppressed"). */
+#define LOG_RL_BUDGET 16
+struct log_ratelimit_budget {
+    uint64_t start_ms; /* of the current interval; 0 before the first line */
+    uint32_t lines;    /* let through in it */
+    uint32_t over;     /* held back by the budget since the last line let through */
+};
+
 /* The same per remote host (address without the port: a peer reconnecting from new ports is
  * still one peer), for the last LOG_RL_HOSTS hosts seen. Returns 1 when a message about `host`
- * may be logged now; *ret_suppressed (optional) tells how many were held back since the last. */
+ * may be logged now; *ret_suppressed (optional) tells how many were held back since the last
+ * line (this host's, and the table's over the budget). */
 #define LOG_RL_HOSTS 32
 struct log_ratelimit_hosts {
     struct {
         struct mesh_addr host;
         struct log_ratelimit rl;
     } slot[LOG_RL_HOSTS];
-    size_t next;
+    struct log_ratelimit_budget budget;
 };
 int log_ratelimit_host(struct log_ratelimit_hosts *t, const struct mesh_addr *host, uint64_t now_ms,
                        uint64_t interval_ms, uint32_t *ret_suppressed);
@@ -62,7 +77,7 @@ struct log_ratelimit_keys {
         char key[LOG_RL_KEY_MAX + 1];
         struct log_ratelimit rl;
     } slot[LOG_RL_KEYS];
-    size_t next;
+    struct log_ratelimit_budget budget;
 };
 int log_ratelimit_key(struct log_ratelimit_keys *t, const char *key, uint64_t now_ms,
                       uint64_t interval_ms, uint32_t *ret_suppressed);

@@ -28,10 +28,20 @@ struct gossip {
     struct log_ratelimit_hosts rl;
 };
 
-/* Log about a misbehaving source at most once a minute. */
-static bool may_log(struct gossip *g, const struct mesh_addr *from)
+/* Log about a misbehaving source at most once a minute (and about all of them at most
+ * LOG_RL_BUDGET times a minute); *ret_held tells how many such lines were held back before. */
+static bool may_log(struct gossip *g, const struct mesh_addr *from, uint32_t *ret_held)
 {
-    return log_ratelimit_host(&g->rl, from, mesh_now_ms(), RATELIMIT_MS, NULL);
+    return log_ratelimit_host(&g->rl, from, mesh_now_ms(), RATELIMIT_MS, ret_held);
+}
+
+/* The summary after a rate-limited line: "" or " (and N more suppressed in the last minute)". */
+static const char *suppressed(uint32_t held, char note[static 64])
+{
+    note[0] = '\0';
+    if (held)
+        snprintf(note, 64, " (and %u more suppressed in the last minute)", held);
+    return note;
 }
 
 static void rearm(struct gossip *g)
@@ -67,7 +77,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         if (n < 0)
             break;
         struct mesh_addr from;
-        char astr[MESH_ADDR_STRLEN];
+        char astr[MESH_ADDR_STRLEN], note[64];
+        uint32_t held = 0;
         if (mesh_addr_from_sockaddr((struct sockaddr *)&ss, &from) < 0)
             continue;
         g->st.pkts_in++;
@@ -80,18 +91,18 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         int len = seal_open(g->kr, pkt, (size_t)n, plain, sizeof plain, &in, &payload);
         if (len == MESH_EAUTH) {
             g->st.bad_auth++;
-            if (may_log(g, &from))
+            if (may_log(g, &from, &held))
                 log_warn(g->log,
                          "dropping gossip from %s: not sealed with a key of our ring (a node "
-                         "with another mesh key?)",
-                         mesh_addr_format(&from, astr, sizeof astr));
+                         "with another mesh key?)%s",
+                         mesh_addr_format(&from, astr, sizeof astr), suppressed(held, note));
             continue;
         }
         if (len < 0) {
             g->st.malformed++;
-            if (may_log(g, &from))
-                log_warn(g->log, "dropping malformed gossip from %s",
-                         mesh_addr_format(&from, astr, sizeof astr));
+            if (may_log(g, &from, &held))
+                log_warn(g->log, "dropping malformed gossip from %s%s",
+                         mesh_addr_format(&from, astr, sizeof astr), suppressed(held, note));
             continue;
         }
         if (sodium_memcmp(in.sender, g->self.sender, NODE_ID_LEN) == 0 &&

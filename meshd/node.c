@@ -346,9 +346,14 @@ static void on_link(void *ud, const struct mesh_addr *addr, bool up, bool outgoi
     } else if (err && err->code != 0 && err->code != MESH_ECLOSED) {
         /* A peer with the wrong key retries for ever: say why once per peer per minute. */
         uint32_t held = 0;
-        if (log_ratelimit_host(&n->link_log_rl, addr, mesh_now_ms(), 60000, &held))
-            log_warn(&n->log, "link %s %s failed: %s%s", outgoing ? "to" : "from", a, err->msg,
-                     held ? " (and more like it in the last minute)" : "");
+        if (log_ratelimit_host(&n->link_log_rl, addr, mesh_now_ms(), 60000, &held)) {
+            if (held)
+                log_warn(&n->log,
+                         "link %s %s failed: %s (and %u more suppressed in the last minute)",
+                         outgoing ? "to" : "from", a, err->msg, held);
+            else
+                log_warn(&n->log, "link %s %s failed: %s", outgoing ? "to" : "from", a, err->msg);
+        }
     } else {
         log_debug(&n->log, "link %s %s closed", outgoing ? "to" : "from", a);
     }
