@@ -13,6 +13,9 @@
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+
+#include "backoff.h"
 
 struct route {
     enum evhttp_cmd_type method;
@@ -25,6 +28,7 @@ struct route {
 
 struct api {
     struct evhttp *http;
+    struct evconnlistener *listener; /* owned by http once bound */
     int fd;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct route routes[API_MAX_ROUTES];
@@ -222,6 +226,36 @@ static int socket_live(const struct sockaddr_un *sa)
     return live;
 }
 
+/* ---- accepting: a pause on EMFILE/ENFILE ----------------------------------------------- */
+
+/* When accept() fails for lack of descriptors or memory the listening socket stays readable,
+ * and libevent's default (no error callback) logs "Error from accept() call" and tries again at
+ * once: a busy loop with a log line per turn. Instead the listener stops for ACCEPT_BACKOFF_MIN_MS
+ * (common/backoff.h); clients wait in the socket's backlog meanwhile. The listener's callback
+ * argument belongs to evhttp (evhttp_bind_listener sets it), so the pause cannot reach struct api:
+ * it is a one-shot timer on the listener alone, which event_base_free frees if it is still
+ * pending. The event loop does not run after api_free (node_close), so it never fires on a freed
+ * listener. The mesh port, whose callbacks are ours, backs off with doubling and counts
+ * (netlink/peers.c). */
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+static void on_accept_error(struct evconnlistener *lis, void *arg)
+{
+    (void)arg; /* the evhttp */
+    if (!accept_backoff_wanted(EVUTIL_SOCKET_ERROR()))
+        return; /* about one connection only: the next accept may work */
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MIN_MS * 1000};
+    evconnlistener_disable(lis);
+    if (event_base_once(evconnlistener_get_base(lis), -1, EV_TIMEOUT, on_accept_resume, lis, &tv) <
+        0)
+        evconnlistener_enable(lis); /* out of memory: better spin than stop for good */
+}
+
 int api_new(struct event_base *base, const char *path, struct api **ret_api, struct mesh_err *err)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -283,11 +317,21 @@ int api_new(struct event_base *base, const char *path, struct api **ret_api, str
     evhttp_set_allowed_methods(api->http, EVHTTP_REQ_GET | EVHTTP_REQ_PUT | EVHTTP_REQ_POST |
                                               EVHTTP_REQ_DELETE);
     evhttp_set_gencb(api->http, dispatch, api);
-    if (!evhttp_accept_socket_with_handle(api->http, api->fd)) {
+    /* Our own listener (evhttp_accept_socket_with_handle would make one without an error
+     * callback, and libevent's default on EMFILE is to log and retry at once). */
+    api->listener = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, -1, api->fd);
+    if (!api->listener) {
+        rc = mesh_errf(err, MESH_ENOMEM, "api socket %s: cannot accept", path);
+        goto fail;
+    }
+    api->fd = -1; /* the listener owns it now */
+    evconnlistener_set_error_cb(api->listener, on_accept_error);
+    if (!evhttp_bind_listener(api->http, api->listener)) {
+        evconnlistener_free(api->listener);
+        api->listener = NULL;
         rc = mesh_errf(err, MESH_EIO, "api socket %s: cannot accept", path);
         goto fail;
     }
-    api->fd = -1; /* evhttp owns it now */
     *ret_api = api;
     return 0;
 fail:
@@ -300,7 +344,7 @@ void api_free(struct api *api)
     if (!api)
         return;
     if (api->http)
-        evhttp_free(api->http);
+        evhttp_free(api->http); /* frees the listener and the connections */
     if (api->fd >= 0)
         close(api->fd);
     if (api->path[0])

@@ -424,6 +424,19 @@ static void on_want_proof(void *ud, const uint8_t id[NODE_ID_LEN])
     }
 }
 
+static void on_accept_paused(void *ud, int err, uint32_t wait_ms)
+{
+    struct node *n = ud;
+    uint32_t held = n->accept_log_rl.suppressed;
+    if (!log_ratelimit_ok(&n->accept_log_rl, mesh_now_ms(), 60000))
+        return;
+    n->accept_log_rl.suppressed = 0;
+    log_warn(&n->log,
+             "mesh port: cannot accept a link: %s; not accepting for %u ms (%u more such pauses "
+             "in the last minute)",
+             strerror(-err), wait_ms, held);
+}
+
 /* ---- gossip hooks ------------------------------------------------------------------------ */
 
 struct pp_call {
@@ -634,7 +647,10 @@ static int peers_open(struct node *n, struct mesh_err *err)
         .payload_len = (size_t)plen,
         .link_ciphers = n->cfg.link_ciphers,
     };
-    struct peers_hooks hooks = {.ud = n, .on_handshake = on_link_handshake, .on_link = on_link};
+    struct peers_hooks hooks = {.ud = n,
+                                .on_handshake = on_link_handshake,
+                                .on_link = on_link,
+                                .on_accept_paused = on_accept_paused};
     int rc = peers_new(n->loop.base, n->tcp_fd, &pc, &hooks, &n->peers, err);
     if (rc < 0)
         return rc;

@@ -164,6 +164,7 @@ struct node {
     struct log_ratelimit join_log_rl;
     struct log_ratelimit_hosts link_log_rl;
     struct log_ratelimit_hosts fwd_log_rl; /* forwarded writes refused (node_raft.c) */
+    struct log_ratelimit accept_log_rl;    /* mesh port accept pauses */
 };
 
 /* Builds a node from cfg: data dir, identity, key ring, sockets, gossip, API. On failure

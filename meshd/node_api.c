@@ -52,7 +52,7 @@ static void h_status(struct evhttp_request *req, const char *rest, void *ud)
         "{s:{s:s, s:s, s:s, s:s, s:o}, s:s, s:I, s:b, s:s?,"
         " s:{s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i},"
-        " s:{s:I, s:I, s:I, s:I, s:I, s:I},"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
         " s:{s:s, s:s}}",
         "node", "name", n->cfg.name, "id", n->ident.id_str, "addr",
         mesh_addr_format(&n->cfg.advertise, addr, sizeof addr), "arch", n->meta.arch, "labels",
@@ -67,9 +67,10 @@ static void h_status(struct evhttp_request *req, const char *rest, void *ud)
         "health_score", (int)swim_health_score(sw), "links", "open",
         (json_int_t)peers_link_count(n->peers), "handshake_failures",
         (json_int_t)ps->handshake_failures, "failed", (json_int_t)ps->links_failed,
-        "handshakes_dropped", (json_int_t)ps->handshakes_dropped, "calls", (json_int_t)ps->calls,
-        "calls_failed", (json_int_t)ps->calls_failed, "paths", "data_dir", n->cfg.data_dir,
-        "api_socket", n->cfg.api_socket);
+        "handshakes_dropped", (json_int_t)ps->handshakes_dropped, "accept_backoffs",
+        (json_int_t)ps->accept_backoffs, "calls", (json_int_t)ps->calls, "calls_failed",
+        (json_int_t)ps->calls_failed, "paths", "data_dir", n->cfg.data_dir, "api_socket",
+        n->cfg.api_socket);
     size_t unverified = 0;
     for (size_t i = 0; i < swim_member_count(sw); i++)
         unverified += !swim_member_at(sw, i)->verified;

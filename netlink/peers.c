@@ -10,6 +10,7 @@
 
 #include <sodium.h>
 
+#include "backoff.h"
 #include "linkio.h"
 
 struct conn;
@@ -132,6 +133,8 @@ struct peers {
     struct event_base *base;
     int listen_fd;
     struct event *accept_ev;
+    struct event *backoff_ev; /* ends an accept pause, then its calm period (backoff.h) */
+    struct accept_backoff backoff;
     uint8_t static_priv[LINK_KEY_LEN];
     const struct keyring *kr;
     uint8_t payload[LINK_HS_PAYLOAD_MAX];
@@ -934,6 +937,37 @@ static void drop_oldest_pending(struct peers *p)
     }
 }
 
+static void arm_ms(struct event *ev, uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (long)(ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
+static void on_backoff_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct peers *p = arg;
+    (void)fd;
+    (void)what;
+    bool was_paused = p->backoff.paused;
+    uint32_t next = accept_backoff_timer(&p->backoff);
+    if (was_paused)
+        event_add(p->accept_ev, NULL);
+    if (next)
+        arm_ms(p->backoff_ev, next);
+}
+
+/* Out of descriptors or memory: the listening socket stays readable, and accepting again at
+ * once would spin at 100 % CPU, so the mesh port pauses (common/backoff.h). */
+static void accept_pause(struct peers *p, int e)
+{
+    uint32_t wait = accept_backoff_pause(&p->backoff);
+    event_del(p->accept_ev);
+    arm_ms(p->backoff_ev, wait);
+    p->st.accept_backoffs++;
+    if (p->hooks.on_accept_paused)
+        p->hooks.on_accept_paused(p->hooks.ud, -e, wait);
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
     struct peers *p = arg;
@@ -942,8 +976,11 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int s = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        if (s < 0)
+        if (s < 0) {
+            if (accept_backoff_wanted(errno))
+                accept_pause(p, errno);
             return;
+        }
         if (p->npending >= PEERS_MAX_PENDING)
             drop_oldest_pending(p);
         if (!room_for_link(p)) {
@@ -1028,9 +1065,12 @@ int peers_new(struct event_base *base, int listen_fd, const struct peers_config 
     p->link_ciphers = cfg->link_ciphers;
     p->hooks = *hooks;
     p->accept_ev = event_new(base, listen_fd, EV_READ | EV_PERSIST, on_accept, p);
-    if (!p->accept_ev || event_add(p->accept_ev, NULL) != 0) {
+    p->backoff_ev = evtimer_new(base, on_backoff_timer, p);
+    if (!p->accept_ev || !p->backoff_ev || event_add(p->accept_ev, NULL) != 0) {
         if (p->accept_ev)
             event_free(p->accept_ev);
+        if (p->backoff_ev)
+            event_free(p->backoff_ev);
         free(p);
         return mesh_errf(err, MESH_ENOMEM, "out of memory");
     }
@@ -1062,6 +1102,8 @@ void peers_free(struct peers *p)
     }
     if (p->accept_ev)
         event_free(p->accept_ev);
+    if (p->backoff_ev)
+        event_free(p->backoff_ev);
     if (p->listen_fd >= 0)
         close(p->listen_fd);
     sodium_memzero(p->static_priv, sizeof p->static_priv);

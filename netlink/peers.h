@@ -65,6 +65,9 @@ struct peers_hooks {
      * the dialled or advertised address when known, else the remote socket address. */
     void (*on_link)(void *ud, const struct mesh_addr *addr, bool up, bool outgoing,
                     const struct mesh_err *err);
+    /* Optional: accept() failed with err (-EMFILE, -ENFILE, ...) and the mesh port is not
+     * accepted from for wait_ms (common/backoff.h), for logs. */
+    void (*on_accept_paused)(void *ud, int err, uint32_t wait_ms);
 };
 
 struct peers_config {
@@ -80,6 +83,7 @@ struct peers_stats {
     uint64_t links_accepted, links_dialled, links_up, links_failed;
     uint64_t handshakes_dropped; /* inbound ones, to stay within PEERS_MAX_PENDING */
     uint64_t handshake_failures;
+    uint64_t accept_backoffs; /* accept pauses for lack of descriptors or memory */
     uint64_t calls, calls_failed, served, refused;
     uint64_t streams_opened, streams_accepted, streams_failed;
 };
