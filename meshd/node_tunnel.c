@@ -27,6 +27,7 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 
+#include "backoff.h"
 #include "dlist.h"
 #include "node.h"
 #include "route.h"
@@ -36,15 +37,20 @@
 #define LISTEN_TICK_MS    1000
 #define TUNNEL_OPEN_MS    5000
 #define LOCAL_SPLICE_HIGH (256 * 1024) /* bytes held per direction by a local splice */
-#define REFUSE_LOG_MS     60000
+/* Local splices open at once: each holds two descriptors and up to 2 * LOCAL_SPLICE_HIGH, so
+ * 256 of them are 512 fds and 128 MiB at most; tunnels to other nodes have their own bound
+ * (TUNNEL_DEFAULT_MAX). A client beyond it is refused (reset, logged), as any other refusal. */
+#define LOCAL_SPLICE_MAX 256
+#define REFUSE_LOG_MS    60000
 
 struct svc_listen {
     struct node *n;
     char service[FSM_APP_NAME_MAX + 1];
     struct mesh_addr addr;
     struct evconnlistener *l;
-    bool wanted;     /* seen in this tick's catalog */
-    uint64_t cursor; /* route_pick's round robin */
+    struct event *resume; /* ends an accept pause (EMFILE, ENFILE: common/backoff.h) */
+    bool wanted;          /* seen in this tick's catalog */
+    uint64_t cursor;      /* route_pick's round robin */
 };
 
 /* A client connection served by an endpoint on this node: two sockets spliced here. */
@@ -182,6 +188,8 @@ static void splice_event(struct bufferevent *bev, short what, void *arg)
 static int splice_local(struct node_tunnels *nt, int fd, const struct mesh_addr *target)
 {
     struct event_base *base = nt->n->loop.base;
+    if (nt->nsplices >= LOCAL_SPLICE_MAX)
+        return MESH_EAGAIN;
     struct local_splice *sp = calloc(1, sizeof *sp);
     if (!sp)
         return MESH_ENOMEM;
@@ -294,11 +302,15 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     if (strcmp(dest, n->cfg.name) == 0) {
         const struct svc_entry *e = local_endpoint(n, sl->service);
-        if (!e || splice_local(nt, fd, &e->addr) < 0) {
+        int rc = e ? splice_local(nt, fd, &e->addr) : MESH_ENOTFOUND;
+        if (rc == MESH_EAGAIN)
+            refused(nt, sl->service, "service %s: %d local connections are open, the most",
+                    sl->service, LOCAL_SPLICE_MAX);
+        else if (rc < 0)
             refused(nt, sl->service, "service %s: cannot connect to its endpoint here",
                     sl->service);
+        if (rc < 0)
             close_rst(fd);
-        }
         return;
     }
     struct mesh_addr to;
@@ -320,10 +332,32 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
 }
 
+/* Out of descriptors: without an error callback libevent logs and accepts again at once, a busy
+ * loop. The listener stops for ACCEPT_BACKOFF_MIN_MS instead; clients wait in the backlog. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct svc_listen *sl = arg;
+    if (!accept_backoff_wanted(EVUTIL_SOCKET_ERROR()))
+        return;
+    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MIN_MS * 1000};
+    evconnlistener_disable(l);
+    evtimer_add(sl->resume, &tv);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct svc_listen *sl = arg;
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(sl->l);
+}
+
 static void listen_close(struct svc_listen *sl)
 {
     if (sl->l)
         evconnlistener_free(sl->l);
+    if (sl->resume)
+        event_free(sl->resume);
     free(sl);
 }
 
@@ -342,7 +376,8 @@ static struct svc_listen *listen_open(struct node_tunnels *nt, const struct svc_
         evconnlistener_new_bind(n->loop.base, on_accept, sl,
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
                                 128, (struct sockaddr *)&ss, (int)len);
-    if (!sl->l) {
+    sl->resume = evtimer_new(n->loop.base, on_accept_resume, sl);
+    if (!sl->l || !sl->resume) {
         char addr[MESH_ADDR_STRLEN], msg[MESH_ERRMSG_LEN];
         snprintf(msg, sizeof msg, "cannot listen on %s for service %s: %s",
                  mesh_addr_format(&want->addr, addr, sizeof addr), want->service, strerror(errno));
@@ -350,9 +385,10 @@ static struct svc_listen *listen_open(struct node_tunnels *nt, const struct svc_
             log_warn(&n->log, "%s", msg);
             snprintf(nt->last_bind_error, sizeof nt->last_bind_error, "%s", msg);
         }
-        free(sl);
+        listen_close(sl);
         return NULL;
     }
+    evconnlistener_set_error_cb(sl->l, on_accept_error);
     char addr[MESH_ADDR_STRLEN];
     log_info(&n->log, "service %s: listening on %s", sl->service,
              mesh_addr_format(&sl->addr, addr, sizeof addr));

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import TIMEOUT, Meshd, wait_for
+from conftest import TIMEOUT, Meshd, free_port, wait_for
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -183,3 +183,57 @@ def test_mesh_port_accept_backs_off_when_out_of_fds(mesh, many_fds):
     # A real node still joins through the mesh port.
     b = mesh.node("b", key_file=key, join=(node.addr,)).start()
     mesh.wait_all_alive([node, b])
+
+
+def test_local_splices_are_bounded(mesh, many_fds):
+    """issue 10 item 4: a service connection served on the same node is a splice of two sockets,
+    and there was no bound on them: a local client could take every descriptor. Now at most
+    LOCAL_SPLICE_MAX (256, meshd/node_tunnel.c) are open; the next is refused and the reason
+    logged, and the service works again once clients leave."""
+    import threading
+    from test_tunnels import listening, write
+    node = mesh.start_cluster(1, prefix="sp")[0]
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1024)
+    held, stop = [], threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        lport = free_port()
+        write(node, "service", "expose", "hold", "--target", f"127.0.0.1:{srv.getsockname()[1]}")
+        write(node, "service", "connect", "hold", "--listen", f"127.0.0.1:{lport}", "--node",
+              node.name)
+        wait_for(lambda: listening(node, "hold"), timeout=TIMEOUT, what="the node to listen")
+        socks = tcp_connect_many("127.0.0.1", lport, 300)
+        try:
+            wait_for(lambda: log_has(node, "local connections are open, the most"),
+                     timeout=TIMEOUT, what="the refusal to be logged")
+            assert node.status()["tunnels"]["local"] <= 256
+            assert len(held) <= 256, len(held)
+        finally:
+            close_all(socks)
+        close_all(held)  # both halves closed: the splices end (a half-close keeps them open)
+        wait_for(lambda: node.status()["tunnels"]["local"] == 0, timeout=TIMEOUT,
+                 what="the splices to close")
+        n0 = len(held)
+        s = socket.create_connection(("127.0.0.1", lport), timeout=5)
+        wait_for(lambda: len(held) > n0, timeout=TIMEOUT, what="a new connection to be served")
+        s.close()
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+        close_all(held)
+
+
+def log_has(node, text):
+    return text in node.read_log()
