@@ -80,6 +80,10 @@ static void h_status(struct evhttp_request *req, const char *rest, void *ud)
     json_object_set_new(gj, "epoch_unproven", json_integer((json_int_t)gs->epoch_unproven));
     json_object_set_new(json_object_get(body, "links"), "verify_calls",
                         json_integer((json_int_t)n->verify_calls));
+    json_object_set_new(json_object_get(body, "links"), "serve_timeouts",
+                        json_integer((json_int_t)ps->serve_timeouts));
+    json_object_set_new(json_object_get(body, "links"), "refused",
+                        json_integer((json_int_t)ps->refused));
     json_object_set_new(body, "raft", node_raft_status(n));
     json_object_set_new(body, "tunnels", node_tunnels_json(n));
     json_object_set_new(body, "log_streams", json_integer((json_int_t)n->nlogs));

@@ -75,8 +75,9 @@ struct serving {
     uint32_t chan;
     const struct service *svc;
     uint8_t *in;
-    size_t in_len;
-    bool handling; /* handed to the service, waiting for peers_respond */
+    size_t in_len, in_cap;
+    struct event *timer; /* PEERS_SERVE_TIMEOUT_MS while receiving, and while answering */
+    bool handling;       /* handed to the service, waiting for peers_respond */
     uint8_t *out;
     size_t out_len, out_off;
 };
@@ -152,6 +153,7 @@ struct peers {
     size_t nconns;
     size_t npending;
     size_t ncalls, nserving;
+    size_t receiving; /* bytes of requests not complete yet, at most PEERS_MAX_RECEIVING */
     struct peers_stats st;
 };
 
@@ -305,14 +307,47 @@ static void serving_unlink(struct serving *s)
     s->c = NULL;
 }
 
+/* The request is complete (or gone): its bytes no longer count against PEERS_MAX_RECEIVING. */
+static void serving_received(struct serving *s)
+{
+    if (s->p && !s->handling && !s->out)
+        s->p->receiving -= s->in_len;
+}
+
 static void serving_free(struct serving *s)
 {
     serving_unlink(s);
+    serving_received(s);
+    if (s->timer)
+        event_free(s->timer);
     free(s->in);
     free(s->out);
     if (s->p) /* NULL once peers_free left it to its handler */
         s->p->nserving--;
     free(s);
+}
+
+static void serving_arm(struct serving *s)
+{
+    struct timeval tv = {.tv_sec = PEERS_SERVE_TIMEOUT_MS / 1000,
+                         .tv_usec = (PEERS_SERVE_TIMEOUT_MS % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+/* A peer that leaves a request half-sent, or does not read its reply, loses it: otherwise each
+ * would pin up to the service's max_req (4 MiB for push-pull) for as long as the link lives. */
+static void on_serving_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct serving *s = arg;
+    (void)fd;
+    (void)what;
+    if (s->handling)
+        return; /* the handler owns it; disarmed then, so this is not reached */
+    if (s->p)
+        s->p->st.serve_timeouts++;
+    if (s->c)
+        link_channel_reset(linkio_link(s->c->lio), s->chan, LINK_RESET_CANCEL);
+    serving_free(s);
 }
 
 static struct serving *serving_by_chan(struct conn *c, uint32_t chan)
@@ -328,8 +363,11 @@ static void serving_pump(struct serving *s)
     struct link *l = linkio_link(s->c->lio);
     while (s->out_off < s->out_len) {
         long n = link_channel_send(l, s->chan, s->out + s->out_off, s->out_len - s->out_off);
-        if (n <= 0)
+        if (n <= 0) {
+            if (!evtimer_pending(s->timer, NULL))
+                serving_arm(s); /* the reply waits for the peer's window, not forever */
             return;
+        }
         s->out_off += (size_t)n;
     }
     link_channel_close(l, s->chan);
@@ -681,18 +719,27 @@ static uint32_t cb_open(void *ud, uint32_t id, uint16_t type, const uint8_t *pay
     s->req.type = type;
     s->req.from = c->adv;
     memcpy(s->req.peer_static, c->peer_static, LINK_KEY_LEN);
+    s->timer = evtimer_new(p->base, on_serving_timeout, s);
+    if (!s->timer) {
+        free(s);
+        return LINK_RESET_REFUSED;
+    }
+    serving_arm(s);
     s->next = c->serving;
     c->serving = s;
     p->nserving++;
     return 0;
 }
 
-static int append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *d, size_t n)
+/* Appends n bytes, growing the buffer by doubling, to at most limit (>= *len + n). */
+static int append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *d, size_t n, size_t limit)
 {
     if (*len + n > *cap) {
         size_t ncap = *cap ? *cap : 1024;
         while (ncap < *len + n)
             ncap *= 2;
+        if (ncap > limit)
+            ncap = limit;
         uint8_t *b = realloc(*buf, ncap);
         if (!b)
             return MESH_ENOMEM;
@@ -722,7 +769,7 @@ static void cb_data(void *ud, uint32_t id, const uint8_t *d, size_t n)
             call_finish(k, MESH_ETOOBIG, &err);
             return;
         }
-        if (append(&k->reply, &k->reply_len, &k->reply_cap, d, n) < 0) {
+        if (append(&k->reply, &k->reply_len, &k->reply_cap, d, n, k->max_reply) < 0) {
             link_channel_reset(l, id, LINK_RESET_CANCEL);
             mesh_errf(&err, MESH_ENOMEM, "out of memory");
             call_finish(k, MESH_ENOMEM, &err);
@@ -740,12 +787,18 @@ static void cb_data(void *ud, uint32_t id, const uint8_t *d, size_t n)
         serving_free(s);
         return;
     }
-    size_t cap = s->in_len; /* grow exactly: requests are bounded by max_req */
-    if (s->handling || append(&s->in, &s->in_len, &cap, d, n) < 0) {
+    if (s->handling || c->p->receiving + n > PEERS_MAX_RECEIVING) {
+        c->p->st.refused++; /* data after FIN, or too many requests half-sent at once */
         link_channel_reset(l, id, LINK_RESET_CANCEL);
         serving_free(s);
         return;
     }
+    if (append(&s->in, &s->in_len, &s->in_cap, d, n, s->svc->max_req) < 0) {
+        link_channel_reset(l, id, LINK_RESET_CANCEL);
+        serving_free(s);
+        return;
+    }
+    c->p->receiving += n;
     link_channel_consume(l, id, n);
 }
 
@@ -783,6 +836,8 @@ static void cb_closed(void *ud, uint32_t id)
     struct serving *s = serving_by_chan(c, id);
     if (!s || s->handling)
         return;
+    serving_received(s);
+    evtimer_del(s->timer);
     s->handling = true;
     s->req.data = s->in;
     s->req.len = s->in_len;
@@ -1095,6 +1150,8 @@ void peers_free(struct peers *p)
             if (s->handling) {
                 serving_unlink(s); /* its handler answers into the void later */
                 s->p = NULL;
+                event_free(s->timer); /* not after the event base */
+                s->timer = NULL;
             } else
                 serving_free(s);
         }

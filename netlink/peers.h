@@ -38,6 +38,13 @@
 #define PEERS_MAX_CALLS    1024 /* in flight, outgoing */
 #define PEERS_MAX_SERVING  1024 /* requests being received or answered */
 #define PEERS_MAX_SERVICES 16
+/* Bytes of requests still being received, summed over every link: a request that would go
+ * beyond is reset. So requests left half-sent pin 16 MiB at most, not PEERS_MAX_SERVING times a
+ * service's max_req. */
+#define PEERS_MAX_RECEIVING (16u << 20)
+/* A request must arrive whole, and its reply be taken by the peer, within this; the time its
+ * handler takes does not count (handlers have their own deadlines). */
+#define PEERS_SERVE_TIMEOUT_MS 10000
 
 struct peers;
 
@@ -85,6 +92,7 @@ struct peers_stats {
     uint64_t handshake_failures;
     uint64_t accept_backoffs; /* accept pauses for lack of descriptors or memory */
     uint64_t calls, calls_failed, served, refused;
+    uint64_t serve_timeouts; /* requests or replies the peer left half-done */
     uint64_t streams_opened, streams_accepted, streams_failed;
 };
 

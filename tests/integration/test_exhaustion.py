@@ -237,3 +237,32 @@ def test_local_splices_are_bounded(mesh, many_fds):
 
 def log_has(node, text):
     return text in node.read_log()
+
+
+def test_half_sent_requests_are_bounded_and_expire(mesh):
+    """issue 10 item 5: a member that opens push-pull requests and never finishes them pinned up
+    to 4 MiB each with no deadline (40 of them: 23 -> 187 MB RSS). Now the bytes of requests
+    still being received are bounded in total (PEERS_MAX_RECEIVING, 16 MiB: the rest are reset)
+    and each request must arrive within PEERS_SERVE_TIMEOUT_MS (10 s)."""
+    import base64
+    import call_peer
+    node = mesh.start_cluster(1, prefix="pp")[0]
+    key = base64.b64decode(mesh.read_key(mesh.key_file))
+    before = rss_kib(node.proc.pid)
+    body = b"\x00" * ((4 << 20) - 4096)
+    reset = 0
+    with call_peer.Peer(node.host, node.port, key, name="mallory", timeout=30) as p:
+        for _ in range(40):
+            try:
+                p.call(call_peer.CALL_PUSHPULL, body, finish=False, timeout=30)
+            except call_peer.CallError:
+                reset += 1
+        grown = rss_kib(node.proc.pid) - before
+        assert grown < 48 * 1024, f"meshd grew by {grown} KiB holding half-sent requests"
+        assert reset >= 30, f"only {reset} of 40 half-sent requests were refused"
+        st = wait_for(lambda: (s := node.status())["links"]["serve_timeouts"] >= 1 and s,
+                      timeout=TIMEOUT, what="the half-sent requests to expire")
+        assert st["links"]["refused"] >= 30
+    # The node still works: a real member joins it.
+    b = mesh.node("pp1", key_file=mesh.key_file, join=(node.addr,)).start()
+    mesh.wait_all_alive([node, b])
