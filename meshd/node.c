@@ -665,6 +665,11 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct node *n = arg;
     (void)what;
     const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (n->raft_closing) {
+        log_info(&n->log, "received %s again; stopping once raft has closed (at most %d s)", name,
+                 NODE_RAFT_CLOSE_MS / 1000);
+        return;
+    }
     if (n->leaving) {
         log_info(&n->log, "received %s again, stopping now", name);
         node_stop(n, 0);
@@ -807,6 +812,14 @@ int node_run(struct node *n)
 
 void node_stop(struct node *n, int exit_code)
 {
+    /* While raft closes, a second signal or a late leave_done must not end the loop: raft would
+     * stay open, its memory and the transport's never freed (LeakSanitizer's report at exit,
+     * and a non-zero exit). Its close, or the deadline, ends the loop then. */
+    if (n->raft_closing) {
+        if (exit_code)
+            n->exit_code = exit_code;
+        return;
+    }
     n->exit_code = exit_code;
     mesh_loop_stop(&n->loop);
 }

@@ -33,11 +33,12 @@ enum node_call_type {
     STREAM_TUNNEL = 0x21, /* a service connection, hop by hop (node_tunnel.c) */
 };
 
-#define NODE_PEERS_FILE   "peers" /* addresses of members seen alive, for rejoining */
-#define NODE_EPOCH_FILE   "epoch"
-#define NODE_REMEMBER_MAX 32
-#define NODE_REJOIN_MS    5000
-#define NODE_KEYOP_MAX    64 /* key operations in flight mesh-wide from this node */
+#define NODE_PEERS_FILE    "peers" /* addresses of members seen alive, for rejoining */
+#define NODE_EPOCH_FILE    "epoch"
+#define NODE_REMEMBER_MAX  32
+#define NODE_REJOIN_MS     5000
+#define NODE_RAFT_CLOSE_MS 5000 /* at shutdown, raft gets this long to close */
+#define NODE_KEYOP_MAX     64   /* key operations in flight mesh-wide from this node */
 /* Verification on demand (node_verify_member): links dialled at once to prove members, how
  * often one member is tried, and how many recent tries are remembered. */
 #define NODE_VERIFY_INFLIGHT 4
@@ -139,6 +140,9 @@ struct node {
     bool key_file_ignored;
     bool joined;
     bool leaving;
+    /* node_raft_stop is waiting for raft to close: only that close or its deadline ends the
+     * loop then (node_stop records the exit code only), and the API takes no new raft calls. */
+    bool raft_closing;
     int exit_code;
     size_t nkeyops;
     struct keyop *keyops;

@@ -320,6 +320,11 @@ void node_raft_write(struct node *n, struct evhttp_request *req, const char *nam
 {
     struct cluster_info info;
     char msg[256];
+    if (n->raft_closing) {
+        raft_free(cmd->base);
+        api_reply_error(req, 503, "this node is shutting down; use another node");
+        return;
+    }
     if (!n->cluster) {
         raft_free(cmd->base);
         api_reply_error(req, 503, "raft is restarting on this node; try again");
@@ -601,7 +606,8 @@ struct read {
     node_read_fn reply;                /* answers from the local replica */
     uint64_t index;                    /* wait until applied >= index */
     uint64_t deadline;
-    bool waiting_call;
+    struct cluster_req *creq; /* our local barrier, while it is out: detach when orphaned */
+    bool waiting_call;        /* a read index call or our barrier is out and refers to us */
     bool done;
     bool best_effort; /* a plain read waiting for our own last write: never fails */
     struct read *prev, *next;
@@ -718,6 +724,7 @@ static void on_local_barrier(void *ud, int status)
 {
     struct read *r = ud;
     r->waiting_call = false;
+    r->creq = NULL;
     if (r->done) { /* orphaned by node_raft_stop */
         read_free(r);
         return;
@@ -795,6 +802,10 @@ void node_raft_read(struct node *n, struct evhttp_request *req, const char *name
                     node_read_fn reply)
 {
     char q[16];
+    if (n->raft_closing) {
+        api_reply_error(req, 503, "this node is shutting down; use another node");
+        return;
+    }
     if (!n->cluster) {
         api_reply_error(req, 503, "raft is restarting on this node; try again");
         return;
@@ -830,7 +841,7 @@ void node_raft_read(struct node *n, struct evhttp_request *req, const char *name
         return;
     int rc;
     if (info.leader_id == n->raft_id) {
-        rc = cluster_barrier(n->cluster, on_local_barrier, r, NULL);
+        rc = cluster_barrier(n->cluster, on_local_barrier, r, &r->creq);
     } else {
         struct mesh_addr to;
         rc = mesh_addr_parse(info.leader_address, 0, &to);
@@ -1054,6 +1065,10 @@ static void h_raft_recover(struct evhttp_request *req, const char *rest, void *u
     struct node *n = ud;
     char q[16];
     (void)rest;
+    if (n->raft_closing) {
+        api_reply_error(req, 503, "this node is shutting down");
+        return;
+    }
     if (!n->cluster || n->recovering) {
         api_reply_error(req, 409, "raft is already restarting on this node");
         return;
@@ -1116,9 +1131,13 @@ static void on_cluster_closed(void *ud)
 
 static void on_close_deadline(evutil_socket_t fd, short what, void *arg)
 {
+    struct node *n = arg;
     (void)fd;
     (void)what;
-    mesh_loop_stop(arg);
+    log_error(&n->log,
+              "raft did not close within %d s: stopping with it open (its memory is not freed)",
+              NODE_RAFT_CLOSE_MS / 1000);
+    mesh_loop_stop(&n->loop);
 }
 
 /* Closes raft while the loop still runs (its close is asynchronous), bounded in time. */
@@ -1137,10 +1156,10 @@ void node_raft_stop(struct node *n)
         event_free(n->autopilot_timer);
         n->autopilot_timer = NULL;
     }
-    /* Writes and reads still waiting are answered no more. Those whose forwarded call or
-     * barrier is still out stay (orphaned: done, no client) until its callback frees them:
-     * cluster_close answers barriers, and calls can complete while the loop drains below;
-     * node_raft_free frees what is left once peers is gone (its callbacks never fire then). */
+    /* Writes and reads still waiting are answered no more. Those whose forwarded call is still
+     * out stay (orphaned: done, no client) until its callback frees them: calls can complete
+     * while the loop drains below; node_raft_free frees what is left once peers is gone (its
+     * callbacks never fire then). Local applies and barriers are detached and freed now. */
     for (struct write *w = n->writes, *next; w; w = next) {
         next = w->next;
         if (w->req)
@@ -1170,17 +1189,30 @@ void node_raft_stop(struct node *n)
         r->done = true;
         if (r->timer)
             evtimer_del(r->timer);
+        /* Our own barrier is detached, so that no callback can come for it later (not even
+         * from a raft that missed the deadline below and finishes closing in node_close). */
+        if (r->creq) {
+            cluster_req_detach(r->creq);
+            r->creq = NULL;
+            r->waiting_call = false;
+        }
         if (!r->waiting_call)
             read_free(r);
     }
+    /* From here only raft's close (or its deadline) ends the loop below: node_stop, from a
+     * second signal or a leave finishing now, records its exit code only (node.h). */
+    n->raft_closing = true;
     if (n->cluster) {
-        struct event *deadline = evtimer_new(n->loop.base, on_close_deadline, &n->loop);
-        struct timeval tv = {5, 0};
+        uint64_t t0 = mesh_now_ms();
+        struct event *deadline = evtimer_new(n->loop.base, on_close_deadline, n);
+        struct timeval tv = {NODE_RAFT_CLOSE_MS / 1000, (NODE_RAFT_CLOSE_MS % 1000) * 1000};
         if (deadline)
             evtimer_add(deadline, &tv);
         cluster_close(n->cluster, on_cluster_closed, n);
         mesh_loop_run(&n->loop);
         if (deadline)
             event_free(deadline);
+        if (!n->cluster)
+            log_debug(&n->log, "raft closed in %llu ms", (unsigned long long)(mesh_now_ms() - t0));
     }
 }
