@@ -199,8 +199,10 @@ def test_slow_reader_keeps_memory_bounded(mesh, lab, tool):
     write(a, "service", "connect", "firehose", "--listen", "127.0.0.1:7001", "--node", a.name)
     known_everywhere((a, b, c), "firehose")
     lab.cut([0], [2])
-    wait_for(lambda: route_is(a, c.name, b.name, 2) and listening(a, "firehose"),
-             timeout=TIMEOUT, what="a to listen, with a route through b")
+    # b must know its own link to c too: a tunnel opened before that is refused at b.
+    wait_for(lambda: route_is(a, c.name, b.name, 2) and route_is(b, c.name, c.name, 1) and
+             listening(a, "firehose"), timeout=TIMEOUT,
+             what="a to listen, with a route through b, and b to route to c")
     before = {n.name: rss_kib(n) for n in (a, b, c)}
     # A fast writer (1 GiB offered) and a reader that takes 16 KiB every 50 ms.
     p = subprocess.Popen([*("ip netns exec".split()), na, sys.executable, TOOL, "slowread",
