@@ -206,14 +206,16 @@ def test_slow_reader_keeps_memory_bounded(mesh, lab, tool):
     before = {n.name: rss_kib(n) for n in (a, b, c)}
     # A fast writer (1 GiB offered) and a reader that takes 16 KiB every 50 ms.
     p = subprocess.Popen([*("ip netns exec".split()), na, sys.executable, TOOL, "slowread",
-                          "127.0.0.1", "7001", "8"], stdout=subprocess.PIPE, text=True)
+                          "127.0.0.1", "7001", "8"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     peak = dict(before)
     while p.poll() is None:
         for n in (a, b, c):
             peak[n.name] = max(peak[n.name], rss_kib(n))
         time.sleep(0.2)
-    out = p.stdout.read()
-    assert p.returncode == 0 and out.startswith("read "), out
+    out, errs = p.communicate()
+    assert p.returncode == 0 and out.startswith("read "), (out + errs + a.read_log()[-3000:] +
+                                                           b.read_log()[-3000:])
     assert int(out.split()[1]) > 0, out
     # Each hop holds at most a link window per direction: no node grows by more than a few MiB
     # (the sanitizer build's own allocator overhead included).
