@@ -6,9 +6,10 @@
  * really reach, not merely one gossip has heard of). A reply gives a round-trip time, smoothed
  * (EWMA, 1/4 weight for the new sample, as TCP's SRTT uses 1/8); NBR_FAILS_DOWN failures in a
  * row and the neighbour is down. The NBR_ADVERTISE_MAX nearest neighbours that are up go into
- * this node's gossip metadata (as many as fit in it), republished when the set changes or an
- * RTT moved by more than half (at most every NBR_REPUBLISH_MS otherwise), so gossip carries
- * link changes within a second or two without churning on noise.
+ * this node's gossip metadata (as many as fit in it), republished when the set changes (at
+ * once, from the ping's answer or failure) or an RTT moved by more than half (at the next ping
+ * tick; at most every NBR_REPUBLISH_MS otherwise), so gossip carries link changes within a
+ * second without churning on noise.
  *
  * Routes. Every ROUTE_TICK_MS the node builds the graph of the alive (or suspect) members and
  * their advertised neighbours and runs Dijkstra from itself; the table is replaced whole, so a
@@ -84,6 +85,7 @@ static struct nbr *nbr_find(struct node_routes *r, const char *name)
 }
 
 static void recompute(struct node_routes *r);
+static void advertise(struct node_routes *r);
 
 /* ---- neighbours --------------------------------------------------------------------------- */
 
@@ -113,6 +115,9 @@ static void on_pong(void *ud, int rc, const uint8_t *reply, size_t len, const st
         if (!b->up) {
             log_debug(&r->n->log, "route: neighbour %s up, rtt %u us", b->name, b->rtt_us);
             b->up = true;
+            /* Tell the others at once, not at the next tick: our own table changes now, and
+             * while theirs still has the old link, a relay may hand a tunnel back to us. */
+            advertise(r);
             recompute(r); /* a new link is usable at once, not at the next tick */
         }
     } else if (++b->fails >= NBR_FAILS_DOWN && b->up) {
@@ -121,6 +126,7 @@ static void on_pong(void *ud, int rc, const uint8_t *reply, size_t len, const st
         /* Its link is a black hole: drop it, so that traffic for it dials afresh (and works at
          * once when the path is back, rather than after TCP's retransmission backoff). */
         peers_close_links_to(r->n->peers, &b->addr);
+        advertise(r); /* at once, as above */
         recompute(r);
     }
 }

@@ -35,6 +35,15 @@ def route_is(node, dest, next_hop, hops):
     return r is not None and r["reachable"] and r["next_hop"] == next_hop and r["hops"] == hops
 
 
+def knows_link_down(node, other):
+    """node has found that other no longer answers it directly. A route through a third node
+    alone does not say so: while the pings over a cut link have not failed yet, noise in the
+    RTTs can make the longer path the shorter one, and the next wobble takes the cut link again
+    (a tunnel opened then waits for a black hole)."""
+    nbrs = {x["node"]: x for x in node.ctl_json("routes")["neighbours"]}
+    return other.name in nbrs and not nbrs[other.name]["up"]
+
+
 def test_routes_go_around_a_blocked_link_and_come_back(mesh, lab):
     a, b, c = start_lab_mesh(mesh, lab, 3, "rt")
     # Direct links everywhere at first.
@@ -156,8 +165,10 @@ def test_tunnel_around_a_blocked_link(mesh, lab, tool):
     write(a, "service", "connect", "sink", "--listen", "127.0.0.1:7001", "--node", a.name)
     write(a, "service", "connect", "ghost", "--listen", "127.0.0.1:7002", "--node", a.name)
     known_everywhere((a, b, c), "sink")
-    # Then the direct path goes: the only one left is through b.
+    # Then the direct path goes: the only one left is through b, once a and c know it.
     lab.cut([0], [2])
+    wait_for(lambda: knows_link_down(a, c) and knows_link_down(c, a), timeout=TIMEOUT,
+             what="a and c to find their direct link down")
     wait_for(lambda: route_is(a, c.name, b.name, 2) and route_is(c, a.name, b.name, 2) and
              route_is(b, c.name, c.name, 1), timeout=TIMEOUT,
              what="a and c to route to each other through b")
@@ -199,6 +210,7 @@ def test_slow_reader_keeps_memory_bounded(mesh, lab, tool):
     write(a, "service", "connect", "firehose", "--listen", "127.0.0.1:7001", "--node", a.name)
     known_everywhere((a, b, c), "firehose")
     lab.cut([0], [2])
+    wait_for(lambda: knows_link_down(a, c), timeout=TIMEOUT, what="a to find its link to c down")
     # b must know its own link to c too: a tunnel opened before that is refused at b.
     wait_for(lambda: route_is(a, c.name, b.name, 2) and route_is(b, c.name, c.name, 1) and
              listening(a, "firehose"), timeout=TIMEOUT,
