@@ -39,10 +39,12 @@
 #define NBRS_ADVERTISE_MAX   16
 #define NBRS_PING_MS         1000
 #define NBRS_PING_TIMEOUT_MS 2000
-#define NBRS_FAILS_DOWN      3 /* a link is down after ~3 s without an answer */
-#define NBRS_REPUBLISH_MS    10000
-#define NBRS_ROUTE_MS        500
-#define NBRS_PING_LEN        8 /* a ping's request, echoed as its reply */
+/* Failed pings in a row that make a neighbour down: ~3 s when the calls fail at once (a refused
+ * dial), ~6 s when they time out (one ping in flight at a time, NBRS_PING_TIMEOUT_MS each). */
+#define NBRS_FAILS_DOWN   3
+#define NBRS_REPUBLISH_MS 10000
+#define NBRS_ROUTE_MS     500
+#define NBRS_PING_LEN     8 /* a ping's request, echoed as its reply */
 
 /* A member as the io reports it. name is borrowed: it must stay valid while the membership
  * does not change, which it does not during a call into this object. */
