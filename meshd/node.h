@@ -27,7 +27,7 @@ enum node_call_type {
     CALL_RAFT_READ_INDEX = LINK_CHAN_CONTROL | 4, /* a follower asks for a read index */
     CALL_RT_STATUS = LINK_CHAN_CONTROL | 5,       /* what a node observes of its replicas */
     /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
-    CALL_PING = LINK_CHAN_CONTROL | 6,  /* a neighbour's RTT (node_route.c) */
+    CALL_PING = LINK_CHAN_CONTROL | 6,  /* a neighbour's RTT (netlink/neighbours.h) */
     CALL_RELAY = LINK_CHAN_CONTROL | 7, /* a call on its way to a node further on */
     STREAM_LOGS = 0x20,   /* a replica's output, from the node that runs it (bulk priority) */
     STREAM_TUNNEL = 0x21, /* a service connection, hop by hop (node_tunnel.c) */
