@@ -120,16 +120,11 @@ int transport_handshake_decode(const uint8_t *buf, size_t len, uint64_t *ret_id,
 size_t transport_relay_encode(uint8_t hops_left, const struct mesh_addr *dest, const uint8_t *hs,
                               size_t hs_len, uint8_t *buf, size_t cap)
 {
-    if ((dest->family != 4 && dest->family != 6) || cap < TRANSPORT_RELAY_HEADER ||
-        hs_len > cap - TRANSPORT_RELAY_HEADER)
+    /* A stream: no call type, no reply bound (netlink/relay.h). */
+    struct relay_hdr h = {.hops_left = hops_left, .dest = *dest};
+    if (cap < TRANSPORT_RELAY_HEADER || hs_len > cap - TRANSPORT_RELAY_HEADER ||
+        relay_hdr_encode(&h, buf, cap) < 0)
         return 0;
-    buf[0] = TRANSPORT_RELAY_VERSION;
-    buf[1] = hops_left;
-    buf[2] = dest->family;
-    memset(buf + 3, 0, 16);
-    memcpy(buf + 3, dest->ip, dest->family == 4 ? 4 : 16);
-    buf[19] = (uint8_t)(dest->port & 0xff);
-    buf[20] = (uint8_t)(dest->port >> 8);
     memcpy(buf + TRANSPORT_RELAY_HEADER, hs, hs_len);
     return TRANSPORT_RELAY_HEADER + hs_len;
 }
@@ -137,22 +132,16 @@ size_t transport_relay_encode(uint8_t hops_left, const struct mesh_addr *dest, c
 int transport_relay_decode(const uint8_t *buf, size_t len, struct transport_relay *ret)
 {
     struct transport_relay r;
-    static const uint8_t zero[12];
-    if (len < 1)
-        return MESH_EMALFORMED;
-    if (buf[0] != TRANSPORT_RELAY_VERSION)
-        return MESH_EUNSUPPORTED;
+    struct relay_hdr h;
+    int rc = relay_hdr_decode(buf, len, &h);
+    if (rc < 0)
+        return rc;
     /* The whole payload travels in one OPEN frame: nothing longer is a relay request. */
-    if (len < TRANSPORT_RELAY_HEADER || len > LINK_OPEN_PAYLOAD_MAX ||
-        (buf[2] != 4 && buf[2] != 6) || (buf[2] == 4 && memcmp(buf + 7, zero, sizeof zero) != 0))
+    if (len > LINK_OPEN_PAYLOAD_MAX || h.type != 0 || h.max_reply != 0)
         return MESH_EMALFORMED;
     memset(&r, 0, sizeof r);
-    r.hops_left = buf[1];
-    r.dest.family = buf[2];
-    memcpy(r.dest.ip, buf + 3, 16);
-    r.dest.port = (uint16_t)(buf[19] | buf[20] << 8);
-    if (r.dest.port == 0)
-        return MESH_EMALFORMED;
+    r.hops_left = h.hops_left;
+    r.dest = h.dest;
     r.hs = buf + TRANSPORT_RELAY_HEADER;
     r.hs_len = len - TRANSPORT_RELAY_HEADER;
     if (transport_handshake_decode(r.hs, r.hs_len, &r.id, r.address, sizeof r.address) < 0)

@@ -44,10 +44,10 @@
  * between two nodes that both reach a third; service traffic then follows the routes of
  * netlink/route.h, and so can Raft's connections. When the hook says the next hop towards a
  * raft address is another node, the connector opens a stream of channel type
- * TRANSPORT_CHAN_RAFT_RELAY to that next hop, whose open payload is the relay header followed
- * by the raft handshake (transport_relay_encode):
- *
- *     [u8 version = 1, u8 hops_left, u8 family (4 or 6), 16 bytes ip, u16 port (LE)] handshake
+ * TRANSPORT_CHAN_RAFT_RELAY to that next hop, whose open payload is the mesh's one relay
+ * header (netlink/relay.h: version, hops_left, type and max_reply both 0 for a stream, the
+ * destination's family, ip and port; big-endian) followed by the raft handshake
+ * (transport_relay_encode).
  *
  * A node that accepts a relay stream is either the destination (the address its raft runs
  * on): it accepts it as a raft connection, with the same listener-side framing checks as a
@@ -85,12 +85,13 @@
 #include "err.h"
 #include "link.h"
 #include "peers.h"
+#include "relay.h"
 
 #define TRANSPORT_CHAN_RAFT                  (LINK_CHAN_CONTROL | 16)
 #define TRANSPORT_CHAN_RAFT_RELAY            (LINK_CHAN_CONTROL | 17)
-#define TRANSPORT_RELAY_VERSION              1
-#define TRANSPORT_RELAY_HEADER               21 /* version, hops, family, ip, port */
-#define TRANSPORT_RELAY_DEFAULT_HOPS         8  /* relays a connection may cross */
+#define TRANSPORT_RELAY_VERSION              RELAY_HDR_VERSION
+#define TRANSPORT_RELAY_HEADER               RELAY_HDR_LEN /* netlink/relay.h */
+#define TRANSPORT_RELAY_DEFAULT_HOPS         8             /* relays a connection may cross */
 #define TRANSPORT_RELAY_DEFAULT_MAX          64 /* relayed connections through a node at once */
 #define TRANSPORT_HANDSHAKE_PROTOCOL         1  /* raft's UV__TCP_HANDSHAKE_PROTOCOL */
 #define TRANSPORT_DEFAULT_CONNECT_TIMEOUT_MS 3000

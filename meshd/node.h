@@ -27,7 +27,7 @@ enum node_call_type {
     CALL_RAFT_READ_INDEX = LINK_CHAN_CONTROL | 4, /* a follower asks for a read index */
     CALL_RT_STATUS = LINK_CHAN_CONTROL | 5,       /* what a node observes of its replicas */
     /* TRANSPORT_CHAN_RAFT (transport.h) carries raft's own streams. */
-    CALL_PING = LINK_CHAN_CONTROL | 6,  /* a neighbour's RTT (node_route.c) */
+    CALL_PING = LINK_CHAN_CONTROL | 6,  /* a neighbour's RTT (netlink/neighbours.h) */
     CALL_RELAY = LINK_CHAN_CONTROL | 7, /* a call on its way to a node further on */
     STREAM_LOGS = 0x20,   /* a replica's output, from the node that runs it (bulk priority) */
     STREAM_TUNNEL = 0x21, /* a service connection, hop by hop (node_tunnel.c) */
@@ -249,6 +249,11 @@ int node_call_routed(struct node *n, const struct mesh_addr *dest, uint16_t type
  * route is direct; MESH_ENOTFOUND when no member has that address or no route is known. */
 int node_routes_next_hop_addr(struct node *n, const struct mesh_addr *dest,
                               struct mesh_addr *ret_hop);
+/* Where a relay passes a tunnel for the member named dest that came from the hop at from
+ * (node_tunnel.c): never back to from (nbrs_relay_hop). MESH_ENOTFOUND without a route,
+ * MESH_EAGAIN when the only way is back. */
+int node_routes_relay_hop(struct node *n, const char *dest, const struct mesh_addr *from,
+                          struct mesh_addr *ret_hop);
 
 /* Gossips this node's metadata (n->meta) after a change. */
 void node_meta_publish(struct node *n);

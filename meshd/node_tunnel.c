@@ -479,23 +479,19 @@ static uint32_t accept_tunnel(void *ud, struct peers_stream *s,
                 (unsigned long long)o.id, o.origin, o.dest);
         return LINK_RESET_REFUSED;
     }
-    if (next_hop_addr(n, o.dest, &to) < 0) {
+    /* Never back to the hop that sent it: while one of us has not heard of a link change yet
+     * (the routes converge through gossip), the tunnel would bounce between us until its hops
+     * run out (netlink/neighbours.h, nbrs_relay_hop). */
+    int rc = node_routes_relay_hop(n, o.dest, &info->from, &to);
+    if (rc == MESH_EAGAIN) {
+        refused(nt, o.service, "tunnel %llu from %s to %s: the route leads back to the sender",
+                (unsigned long long)o.id, o.origin, o.dest);
+        return LINK_RESET_REFUSED;
+    }
+    if (rc < 0) {
         refused(nt, o.service, "tunnel %llu from %s: no route to %s", (unsigned long long)o.id,
                 o.origin, o.dest);
         return LINK_RESET_REFUSED;
-    }
-    if (mesh_addr_equal(&to, &info->from)) {
-        /* Our route leads back to the hop that sent it, whose route leads here: one of us has
-         * not heard of a link change yet (the routes converge through gossip), and the tunnel
-         * would bounce between us until its hops run out. The destination itself, when it
-         * answers us directly, cannot send it back: take that link. */
-        const struct swim_member *m = swim_member_find(gossip_swim(n->gossip), o.dest);
-        if (!m || node_routes_next_hop_addr(n, &m->addr, &to) < 0 ||
-            mesh_addr_equal(&to, &info->from)) {
-            refused(nt, o.service, "tunnel %llu from %s to %s: the route leads back to the sender",
-                    (unsigned long long)o.id, o.origin, o.dest);
-            return LINK_RESET_REFUSED;
-        }
     }
     if ((plen = tunnel_open_encode(&next, payload, sizeof payload)) < 0 ||
         tunnel_accept_relay(nt->ts, s, &to, STREAM_TUNNEL, payload, (size_t)plen, TUNNEL_OPEN_MS,

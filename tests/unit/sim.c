@@ -5,12 +5,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dlist.h"
+#include "neighbours.h"
+
 /* How long a push-pull to an unreachable (partitioned) node takes to fail: a TCP connect
  * timeout. To a dead node it fails after one latency (connection refused). */
 #define SIM_CONNECT_TIMEOUT_MS 1000
 #define SIM_PORT               7946
 
-enum ev_kind { EV_PACKET, EV_PP_REQ, EV_PP_RESP, EV_PP_FAIL };
+enum ev_kind {
+    EV_PACKET,
+    EV_PP_REQ,
+    EV_PP_RESP,
+    EV_PP_FAIL,
+    EV_CALL_REQ,
+    EV_CALL_RESP,
+    EV_CALL_FAIL
+};
 
 struct sim_event {
     uint64_t at;
@@ -21,6 +32,10 @@ struct sim_event {
     uint64_t req;
     uint8_t *data;
     size_t len;
+    /* calls (EV_CALL_*): the caller's cookie, when it gives up, and what the callee serves */
+    void *cookie;
+    uint64_t give_up;
+    enum sim_call_kind call;
 };
 
 struct sim_node {
@@ -39,6 +54,17 @@ struct sim_node {
     char join_msg[MESH_ERRMSG_LEN];
     bool leave_done;
     int leave_rc;
+    /* routing (sim_enable_routing) */
+    struct nbrs *nbrs;
+    uint64_t next_ping, next_route;
+    void *call_ud;
+};
+
+/* A link with its own state (sim_cut_link, sim_set_link_latency): both directions. */
+struct sim_link {
+    size_t a, b; /* a < b */
+    bool cut;
+    uint32_t latency; /* 0: the network's */
 };
 
 struct sim {
@@ -55,6 +81,18 @@ struct sim {
     sim_change_fn change_fn;
     void *change_ctx;
     struct sim_net_stats st;
+    bool routing;
+    struct sim_link *links;
+    size_t nlinks, links_cap;
+    sim_serve_fn serve_fn;
+    sim_reply_fn reply_fn;
+    void *serve_ctx;
+    struct sim_call_req *reqs; /* served, not answered yet */
+};
+
+struct sim_call_req {
+    struct sim_event ev; /* the answer, once given */
+    struct sim_call_req *prev, *next;
 };
 
 /* splitmix64: small, good enough, deterministic. */
@@ -132,14 +170,43 @@ static bool addr_to_idx(const struct sim *sim, const struct mesh_addr *a, size_t
     return true;
 }
 
+static struct sim_link *link_of(const struct sim *sim, size_t a, size_t b)
+{
+    if (a > b) {
+        size_t t = a;
+        a = b;
+        b = t;
+    }
+    for (size_t i = 0; i < sim->nlinks; i++)
+        if (sim->links[i].a == a && sim->links[i].b == b)
+            return &sim->links[i];
+    return NULL;
+}
+
 static bool reachable(const struct sim *sim, size_t a, size_t b)
 {
-    return sim->nodes[a]->group == sim->nodes[b]->group;
+    const struct sim_link *l = link_of(sim, a, b);
+    return sim->nodes[a]->group == sim->nodes[b]->group && !(l && l->cut);
+}
+
+/* The latency of one message from a to b. */
+static uint32_t link_latency(struct sim *sim, size_t a, size_t b)
+{
+    const struct sim_link *l = link_of(sim, a, b);
+    return l && l->latency ? l->latency : sim_latency(sim);
 }
 
 static void refresh(struct sim_node *nd)
 {
     nd->deadline = nd->s ? swim_next_deadline(nd->s) : SWIM_NO_DEADLINE;
+}
+
+/* When the node's routing core is due (SWIM_NO_DEADLINE without one). */
+static uint64_t routing_due(const struct sim_node *nd)
+{
+    if (!nd->nbrs)
+        return SWIM_NO_DEADLINE;
+    return nd->next_ping < nd->next_route ? nd->next_ping : nd->next_route;
 }
 
 /* ---- io callbacks ---- */
@@ -160,7 +227,7 @@ static int io_send(void *ud, const struct mesh_addr *to, const uint8_t *buf, siz
         sim->st.lost++;
         return 0;
     }
-    struct sim_event ev = {.at = sim->now + sim_latency(sim),
+    struct sim_event ev = {.at = sim->now + link_latency(sim, nd->idx, dst),
                            .kind = EV_PACKET,
                            .from = nd->idx,
                            .to = dst,
@@ -225,6 +292,139 @@ static void io_leave_done(void *ud, int rc)
     nd->leave_rc = rc;
 }
 
+/* ---- routing io (netlink/neighbours.h) ---- */
+
+static size_t nio_member_count(void *ud)
+{
+    struct sim_node *nd = ud;
+    return swim_member_count(nd->s);
+}
+
+static void member_view(const struct swim_member *m, struct nbrs_member *ret)
+{
+    ret->name = m->name;
+    ret->addr = m->addr;
+    ret->alive = m->state == SWIM_ALIVE || m->state == SWIM_SUSPECT;
+}
+
+static void nio_member_at(void *ud, size_t i, struct nbrs_member *ret)
+{
+    struct sim_node *nd = ud;
+    member_view(swim_member_at(nd->s, i), ret);
+}
+
+static bool nio_member_find(void *ud, const char *name, struct nbrs_member *ret)
+{
+    struct sim_node *nd = ud;
+    const struct swim_member *m = swim_member_find(nd->s, name);
+    if (!m)
+        return false;
+    member_view(m, ret);
+    return true;
+}
+
+/* The metadata of a simulated node is its link-state record alone. */
+static int nio_member_ls(void *ud, size_t i, const uint8_t **ret_ls)
+{
+    struct sim_node *nd = ud;
+    const struct swim_member *m = swim_member_at(nd->s, i);
+    if (m->meta_len == 0)
+        return MESH_ENOTFOUND;
+    *ret_ls = m->meta;
+    return (int)m->meta_len;
+}
+
+static int nio_publish(void *ud, const uint8_t *ls, size_t len)
+{
+    struct sim_node *nd = ud;
+    if (len > SWIM_META_MAX)
+        return MESH_ETOOBIG;
+    nd->sim->st.ls_published++;
+    swim_set_meta(nd->s, ls, len, nd->sim->now);
+    refresh(nd);
+    return 0;
+}
+
+static void nio_link(void *ud, const char *name, const struct mesh_addr *addr, bool up,
+                     uint32_t rtt_us)
+{
+    struct sim_node *nd = ud;
+    (void)name;
+    (void)addr;
+    (void)rtt_us;
+    if (up)
+        nd->sim->st.links_up++;
+    else
+        nd->sim->st.links_down++;
+}
+
+/* Starts a call from node `from`: it arrives after the link's latency when the link works, and
+ * fails at the caller after timeout_ms when it does not (a TCP connect or call timing out). */
+static int call_start(struct sim *sim, size_t from, const struct mesh_addr *to,
+                      enum sim_call_kind kind, const uint8_t *buf, size_t len, uint64_t timeout_ms,
+                      void *cookie)
+{
+    struct sim_node *nd = sim->nodes[from];
+    size_t dst;
+    sim->st.calls++;
+    struct sim_event ev = {.from = from,
+                           .from_gen = nd->gen,
+                           .cookie = cookie,
+                           .give_up = sim->now + timeout_ms,
+                           .call = kind};
+    if (!addr_to_idx(sim, to, &dst) || !reachable(sim, from, dst)) {
+        ev.kind = EV_CALL_FAIL;
+        ev.at = ev.give_up;
+        heap_push(sim, ev);
+        return 0;
+    }
+    ev.kind = EV_CALL_REQ;
+    ev.to = dst;
+    ev.at = sim->now + link_latency(sim, from, dst);
+    ev.len = len;
+    ev.data = malloc(len ? len : 1);
+    assert(ev.data);
+    if (len)
+        memcpy(ev.data, buf, len);
+    heap_push(sim, ev);
+    return 0;
+}
+
+static int nio_ping(void *ud, const struct mesh_addr *to, const uint8_t *buf, size_t len,
+                    uint64_t timeout_ms, void *cookie)
+{
+    struct sim_node *nd = ud;
+    return call_start(nd->sim, nd->idx, to, SIM_CALL_PING, buf, len, timeout_ms, cookie);
+}
+
+int sim_call(struct sim *sim, size_t from, const struct mesh_addr *to, const uint8_t *buf,
+             size_t len, uint64_t timeout_ms, void *cookie)
+{
+    return call_start(sim, from, to, SIM_CALL_USER, buf, len, timeout_ms, cookie);
+}
+
+static void routing_start(struct sim *sim, struct sim_node *nd)
+{
+    struct nbrs_config cfg = {.name = nd->name};
+    struct nbrs_io io = {
+        .data = nd,
+        .member_count = nio_member_count,
+        .member_at = nio_member_at,
+        .member_find = nio_member_find,
+        .member_ls = nio_member_ls,
+        .ping = nio_ping,
+        .publish = nio_publish,
+        .link = nio_link,
+    };
+    int rc = nbrs_new(&cfg, &io, &nd->nbrs);
+    if (rc) {
+        fprintf(stderr, "sim: nbrs_new: %d\n", rc);
+        abort();
+    }
+    nd->next_ping = sim->now + NBRS_PING_MS;
+    nd->next_route = sim->now + NBRS_ROUTE_MS;
+}
+
 /* ---- nodes ---- */
 
 static void node_start(struct sim *sim, struct sim_node *nd)
@@ -251,6 +451,71 @@ static void node_start(struct sim *sim, struct sim_node *nd)
         abort();
     }
     refresh(nd);
+    if (sim->routing)
+        routing_start(sim, nd);
+}
+
+void sim_enable_routing(struct sim *sim)
+{
+    if (sim->routing)
+        return;
+    sim->routing = true;
+    for (size_t i = 0; i < sim->n; i++)
+        if (sim->nodes[i]->s)
+            routing_start(sim, sim->nodes[i]);
+}
+
+struct nbrs *sim_nbrs(struct sim *sim, size_t i)
+{
+    return sim->nodes[i]->nbrs;
+}
+
+void sim_on_call(struct sim *sim, sim_serve_fn serve, sim_reply_fn reply, void *ctx)
+{
+    sim->serve_fn = serve;
+    sim->reply_fn = reply;
+    sim->serve_ctx = ctx;
+}
+
+void sim_call_respond(struct sim *sim, struct sim_call_req *q, int rc, const uint8_t *reply,
+                      size_t len)
+{
+    struct sim_event r = q->ev;
+    DLIST_REMOVE(sim->reqs, q);
+    free(q);
+    r.req = (uint64_t)(int64_t)rc;
+    r.len = len;
+    r.data = malloc(len ? len : 1);
+    assert(r.data);
+    if (len)
+        memcpy(r.data, reply, len);
+    r.at = sim->now + link_latency(sim, r.from, r.to);
+    heap_push(sim, r);
+}
+
+static struct sim_link *link_add(struct sim *sim, size_t a, size_t b)
+{
+    struct sim_link *l = link_of(sim, a, b);
+    if (l)
+        return l;
+    if (sim->nlinks == sim->links_cap) {
+        sim->links_cap = sim->links_cap ? 2 * sim->links_cap : 16;
+        sim->links = realloc(sim->links, sim->links_cap * sizeof *sim->links);
+        assert(sim->links);
+    }
+    l = &sim->links[sim->nlinks++];
+    *l = (struct sim_link){.a = a < b ? a : b, .b = a < b ? b : a};
+    return l;
+}
+
+void sim_cut_link(struct sim *sim, size_t a, size_t b, bool cut)
+{
+    link_add(sim, a, b)->cut = cut;
+}
+
+void sim_set_link_latency(struct sim *sim, size_t a, size_t b, uint32_t ms)
+{
+    link_add(sim, a, b)->latency = ms;
 }
 
 struct sim *sim_new(uint64_t seed, const struct swim_config *base)
@@ -270,8 +535,15 @@ void sim_free(struct sim *sim)
     if (!sim)
         return;
     for (size_t i = 0; i < sim->n; i++) {
+        nbrs_free(sim->nodes[i]->nbrs);
         swim_free(sim->nodes[i]->s);
         free(sim->nodes[i]);
+    }
+    free(sim->links);
+    while (sim->reqs) {
+        struct sim_call_req *q = sim->reqs;
+        DLIST_REMOVE(sim->reqs, q);
+        free(q);
     }
     for (size_t i = 0; i < sim->hn; i++)
         free(sim->heap[i].data);
@@ -374,6 +646,8 @@ bool sim_leave_result(const struct sim *sim, size_t i, int *ret_rc)
 void sim_kill(struct sim *sim, size_t i)
 {
     struct sim_node *nd = sim->nodes[i];
+    nbrs_free(nd->nbrs); /* its pings' answers are dropped: gen changes */
+    nd->nbrs = NULL;
     swim_free(nd->s);
     nd->s = NULL;
     nd->gen++;
@@ -456,7 +730,9 @@ static void fail_pp(struct sim *sim, const struct sim_event *ev, uint64_t delay)
 static void deliver(struct sim *sim, struct sim_event *ev)
 {
     struct sim_node *src = sim->nodes[ev->from];
-    size_t rcpt = (ev->kind == EV_PACKET || ev->kind == EV_PP_REQ) ? ev->to : ev->from;
+    size_t rcpt = (ev->kind == EV_PACKET || ev->kind == EV_PP_REQ || ev->kind == EV_CALL_REQ)
+                      ? ev->to
+                      : ev->from;
     if (sim->nodes[rcpt]->paused_until > sim->now) {
         ev->at = sim->nodes[rcpt]->paused_until;
         heap_push(sim, *ev); /* keeps ev->data */
@@ -526,6 +802,64 @@ static void deliver(struct sim *sim, struct sim_event *ev)
         swim_pushpull_failed(src->s, ev->req, sim->now);
         refresh(src);
         break;
+    case EV_CALL_REQ: {
+        struct sim_node *dst = sim->nodes[ev->to];
+        struct sim_event r = *ev;
+        r.data = NULL;
+        r.len = 0;
+        if (!dst->s || !reachable(sim, ev->from, ev->to)) {
+            r.kind = EV_CALL_FAIL;
+            r.at = ev->give_up > sim->now ? ev->give_up : sim->now;
+            heap_push(sim, r);
+            break;
+        }
+        r.kind = EV_CALL_RESP;
+        if (ev->call == SIM_CALL_PING) {
+            /* A ping is echoed. */
+            r.data = ev->data;
+            r.len = ev->len;
+            ev->data = NULL;
+            r.at = sim->now + link_latency(sim, ev->from, ev->to);
+            heap_push(sim, r);
+            break;
+        }
+        /* Other calls go to the test's handler, which answers now or later
+         * (sim_call_respond). */
+        assert(sim->serve_fn);
+        struct sim_call_req *q = calloc(1, sizeof *q);
+        assert(q);
+        q->ev = r;
+        DLIST_PUSH(sim->reqs, q);
+        sim->serve_fn(sim->serve_ctx, ev->to, ev->from, q, ev->data, ev->len);
+        break;
+    }
+    case EV_CALL_RESP:
+    case EV_CALL_FAIL: {
+        if (!src->s || src->gen != ev->from_gen)
+            break;
+        if (ev->kind == EV_CALL_RESP && !reachable(sim, ev->from, ev->to)) {
+            /* The answer is lost on the way: the caller gives up at its deadline. */
+            struct sim_event f = *ev;
+            f.kind = EV_CALL_FAIL;
+            f.data = NULL;
+            f.at = ev->give_up > sim->now ? ev->give_up : sim->now;
+            heap_push(sim, f);
+            break;
+        }
+        if (ev->kind == EV_CALL_RESP && ev->at > ev->give_up) {
+            ev->kind = EV_CALL_FAIL; /* too late: the caller gave up first */
+        }
+        int rc = ev->kind == EV_CALL_FAIL ? MESH_EIO : (int)(int64_t)ev->req;
+        if (rc == 0)
+            sim->st.calls_ok++;
+        if (ev->call == SIM_CALL_PING) {
+            if (src->nbrs)
+                nbrs_pong(ev->cookie, rc, ev->data, ev->len, sim->now * 1000);
+        } else if (sim->reply_fn) {
+            sim->reply_fn(sim->serve_ctx, ev->from, ev->cookie, rc, ev->data, ev->len);
+        }
+        break;
+    }
     }
     free(ev->data);
 }
@@ -536,7 +870,9 @@ static bool step(struct sim *sim, uint64_t until)
     uint64_t tn = SWIM_NO_DEADLINE;
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < sim->n; i++) {
-        uint64_t d = sim->nodes[i]->deadline;
+        uint64_t d = sim->nodes[i]->deadline, r = routing_due(sim->nodes[i]);
+        if (r < d)
+            d = r;
         if (d != SWIM_NO_DEADLINE && d < sim->nodes[i]->paused_until)
             d = sim->nodes[i]->paused_until;
         if (d < tn) {
@@ -559,6 +895,18 @@ static bool step(struct sim *sim, uint64_t until)
     if (tn > sim->now)
         sim->now = tn;
     struct sim_node *nd = sim->nodes[best];
+    if (routing_due(nd) <= sim->now) {
+        /* The caller's timers (meshd's ping and route timers), one at a time. */
+        if (nd->next_ping <= sim->now) {
+            nd->next_ping += NBRS_PING_MS;
+            nbrs_tick(nd->nbrs, sim->now * 1000);
+        } else {
+            nd->next_route += NBRS_ROUTE_MS;
+            nbrs_recompute(nd->nbrs);
+        }
+        refresh(nd);
+        return true;
+    }
     swim_tick(nd->s, sim->now);
     refresh(nd);
     if (nd->deadline <= sim->now) {

@@ -960,12 +960,18 @@ static void test_relay_codec(void **state)
     assert_int_equal(transport_relay_decode(buf, TRANSPORT_RELAY_HEADER - 1, &r), MESH_EMALFORMED);
     assert_int_equal(transport_relay_decode(buf, n - 1, &r), MESH_EMALFORMED); /* handshake */
     assert_int_equal(transport_relay_decode(buf, 0, &r), MESH_EMALFORMED);
-    buf[2] = 5; /* family */
+    buf[3] = 1; /* a call type: relayed streams have none (netlink/relay.h) */
     assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
-    buf[2] = 4; /* IPv4 with bytes past the first four */
+    buf[3] = 0;
+    buf[7] = 1; /* a reply bound */
     assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
-    buf[2] = 6;
-    buf[19] = buf[20] = 0; /* port 0 */
+    buf[7] = 0;
+    buf[8] = 5; /* family */
+    assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
+    buf[8] = 4; /* IPv4 with bytes past the first four */
+    assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
+    buf[8] = 6;
+    buf[25] = buf[26] = 0; /* port 0 */
     assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EMALFORMED);
     buf[0] = 2;
     assert_int_equal(transport_relay_decode(buf, n, &r), MESH_EUNSUPPORTED);
