@@ -90,9 +90,9 @@ def test_kill9_is_seen_dead_by_all_and_nobody_else_is(mesh):
         assert all(v[n.name]["status"] == "alive" for n in others)
     # And it stays dead, not flapping back (nothing speaks for it any more). One look right
     # after the wait would pass even if a stale alive came back a round later, so every view
-    # is sampled for several probe periods (1 s) and many gossip rounds (200 ms), well past
-    # the time the death's broadcasts are retransmitted: a single sample where the victim is
-    # not dead, or another node is not alive, fails at once.
+    # is sampled for 6 s: 15 probe periods and 60 gossip rounds of the lan profile (400 ms,
+    # 100 ms; meshd/gossip.c), well past the time the death's broadcasts are retransmitted. A
+    # single sample where the victim is not dead, or another node is not alive, fails at once.
     hold_until = time.monotonic() + 6.0
 
     def not_dead_or_other_down(vs):
