@@ -1,3 +1,4 @@
+/* clang-format off */
 /* The desired-state machine: what the Raft log means.
  *
  * A struct fsm holds the mesh's desired state, replicated by canonical/raft to every node: the
@@ -86,6 +87,7 @@
  * builds the new state aside and only then swaps it in: on any error the old state stays.
  *
  * Not thread-safe; one fsm belongs to one raft instance on one loop. No global state. */
+/* clang-format on */
 #ifndef FOGMESH_CONSENSUS_FSM_H
 #define FOGMESH_CONSENSUS_FSM_H
 
@@ -181,6 +183,7 @@ int fsm_new(struct fsm **ret_fsm);
  * be closed first (its close callback has fired). */
 void fsm_free(struct fsm *fsm);
 
+/* clang-format off */
 /* The struct raft_fsm to give raft_init() (or raft_fixture_grow()). Borrowed: it lives inside
  * the fsm, data points back to it. Its callbacks follow raft.h:
  *   apply:    buf is borrowed; *result as struct fsm_result above; returns 0, or RAFT_NOMEM.
@@ -189,10 +192,12 @@ void fsm_free(struct fsm *fsm);
  *   restore:  on success takes ownership of buf->base (frees it with raft_free) and returns 0;
  *             on failure returns RAFT_MALFORMED (or RAFT_NOMEM), keeps the old state and leaves
  *             buf->base to the caller (raft frees it). */
+/* clang-format on */
 struct raft_fsm *fsm_raft(struct fsm *fsm);
 
 /* ---- commands ---- */
 
+/* clang-format off */
 /* One command, decoded. Strings are not NUL-terminated; pointers borrow from the buffer that was
  * decoded (or from the caller, for fsm_cmd_encode). Which fields a type uses:
  *   PUT_APP, PUT_REC        name (the app / the record key), value (spec / record value)
@@ -200,6 +205,7 @@ struct raft_fsm *fsm_raft(struct fsm *fsm);
  *   PLACE                   name (app), mod_rev, ms, replica, node ("" pending), reason
  *   UNPLACE                 name (app), ms, replica
  *   CORDON                  name (node), cordoned, drain */
+/* clang-format on */
 struct fsm_cmd {
     unsigned type; /* enum fsm_cmd_type */
     const char *name;

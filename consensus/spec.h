@@ -1,3 +1,4 @@
+/* clang-format off */
 /* Application specs: validation and canonical form.
  *
  * A spec arrives as JSON (the HTTP API) or YAML turned into JSON (meshctl). spec_validate()
@@ -46,6 +47,7 @@
  * ports[].protocol and volumes[].readonly are always present; resources.memory is rewritten in
  * its shortest exact spelling and resources.memory_bytes holds the bytes (an input may carry
  * memory_bytes, which must agree with memory); resources.cpus is a real. */
+/* clang-format on */
 #ifndef FOGMESH_CONSENSUS_SPEC_H
 #define FOGMESH_CONSENSUS_SPEC_H
 

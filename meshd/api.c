@@ -16,6 +16,7 @@
 #include <event2/listener.h>
 
 #include "backoff.h"
+#include "timeutil.h"
 
 struct route {
     enum evhttp_cmd_type method;
@@ -249,7 +250,7 @@ static void on_accept_error(struct evconnlistener *lis, void *arg)
     (void)arg; /* the evhttp */
     if (!accept_backoff_wanted(EVUTIL_SOCKET_ERROR()))
         return; /* about one connection only: the next accept may work */
-    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MIN_MS * 1000};
+    struct timeval tv = mesh_ms_to_timeval(ACCEPT_BACKOFF_MIN_MS);
     evconnlistener_disable(lis);
     if (event_base_once(evconnlistener_get_base(lis), -1, EV_TIMEOUT, on_accept_resume, lis, &tv) <
         0)

@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "loop.h"
+#include "timeutil.h"
 
 #define RECV_BATCH   64 /* datagrams handled per wake-up, so one flood cannot starve the loop */
 #define RATELIMIT_MS 60000
@@ -52,7 +53,7 @@ static void rearm(struct gossip *g)
         return;
     uint64_t now = mesh_now_ms();
     uint64_t wait = next > now ? next - now : 0;
-    struct timeval tv = {.tv_sec = (time_t)(wait / 1000), .tv_usec = (long)(wait % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(wait);
     event_add(g->timer, &tv);
 }
 

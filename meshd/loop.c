@@ -5,13 +5,6 @@
 
 #include "err.h"
 
-uint64_t mesh_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void uv_pass(struct mesh_loop *l)
 {
     uv_run(&l->uv, UV_RUN_NOWAIT);
@@ -22,7 +15,7 @@ static void uv_pass(struct mesh_loop *l)
     int timeout = uv_loop_alive(&l->uv) ? uv_backend_timeout(&l->uv) : -1;
     event_del(l->uv_timer);
     if (timeout >= 0) {
-        struct timeval tv = {.tv_sec = timeout / 1000, .tv_usec = (timeout % 1000) * 1000};
+        struct timeval tv = mesh_ms_to_timeval((uint64_t)timeout);
         event_add(l->uv_timer, &tv);
     }
 }

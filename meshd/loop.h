@@ -11,6 +11,8 @@
 #include <event2/event.h>
 #include <uv.h>
 
+#include "timeutil.h" /* mesh_now_ms, the time base handed to the protocol state machines */
+
 struct mesh_loop {
     struct event_base *base;
     uv_loop_t uv;
@@ -34,8 +36,5 @@ void mesh_loop_stop(struct mesh_loop *l);
 /* Closes every libuv handle still open (running their close callbacks), then frees both loops.
  * Accepts a zeroed or half-initialised loop. */
 void mesh_loop_close(struct mesh_loop *l);
-
-/* Monotonic milliseconds, the time base handed to the protocol state machines. */
-uint64_t mesh_now_ms(void);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "atomicfile.h"
 #include "dlist.h"
+#include "timeutil.h"
 #include "version.h"
 #include "wire.h"
 
@@ -697,7 +698,7 @@ int node_leave(struct node *n)
 static struct event *timer_every(struct node *n, uint64_t ms, event_callback_fn fn)
 {
     struct event *ev = event_new(n->loop.base, -1, EV_PERSIST, fn, n);
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (long)(ms % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(ms);
     if (ev && event_add(ev, &tv) != 0) {
         event_free(ev);
         ev = NULL;

@@ -118,6 +118,7 @@ static void h_leave(struct evhttp_request *req, const char *rest, void *ud)
     api_reply_json(req, 202, json_pack("{s:s}", "status", "leaving"));
 }
 
+/* clang-format off */
 /* ---- key ring, mesh-wide -----------------------------------------------------------------
  *
  * Any member holds the mesh key, and key rotation is how an operator evicts one that must not
@@ -137,6 +138,7 @@ static void h_leave(struct evhttp_request *req, const char *rest, void *ud)
  *
  * The requester first lists the recipient's ring (fingerprints and which is primary), to know
  * which key the proof needs and to skip what is already done, then sends the operation. */
+/* clang-format on */
 
 static const char *const keyop_names[] = {"list", "install", "use", "remove"};
 

@@ -1,3 +1,4 @@
+/* clang-format off */
 /* SWIM wire format (msgpack). Used by swim.c; exposed for tests and the fuzz harness.
  *
  * A gossip packet (UDP payload before the daemon seals it) is one msgpack array:
@@ -26,6 +27,7 @@
  *
  * err_code is 0, or the positive value of a MESH_E* code when the responder refuses (name taken).
  * Ids are 16-byte bins; addresses are bins as written by wire_pack_addr. */
+/* clang-format on */
 #ifndef FOGMESH_MESHD_SWIM_WIRE_H
 #define FOGMESH_MESHD_SWIM_WIRE_H
 

@@ -1,3 +1,4 @@
+/* clang-format off */
 /* The mesh key ring and the sealing of gossip packets.
  *
  * A ring holds up to KEYRING_MAX mesh keys; one is primary. New packets are sealed with the
@@ -18,6 +19,7 @@
  * per-sender window over (epoch, sequence): the epoch is a counter the sender bumps and stores at
  * every start, so an old packet replayed after a restart is older than the sender's epoch, and a
  * packet replayed within an epoch falls on a bit already set in the window (RFC 6479 style). */
+/* clang-format on */
 #ifndef FOGMESH_NETLINK_KEYRING_H
 #define FOGMESH_NETLINK_KEYRING_H
 
@@ -70,6 +72,7 @@ int keyring_find(const struct keyring *kr, const uint8_t key[static MESH_KEY_LEN
 /* Index of the key whose fingerprint is fp, or -1. */
 int keyring_find_fp(const struct keyring *kr, const uint8_t fp[static MESH_KEY_FP_LEN]);
 
+/* clang-format off */
 /* ---- proofs for key operations between nodes --------------------------------------------
  *
  * A node changes its ring at another node's request only with a proof of possession of the
@@ -84,6 +87,7 @@ int keyring_find_fp(const struct keyring *kr, const uint8_t fp[static MESH_KEY_F
  * replayed only by its requester to its recipient, for the same operation, which the
  * operations' idempotence makes harmless. A new key travels sealed (crypto_box_seal) to the
  * recipient's X25519 identity key, which its link proved: no relay and no other member sees it. */
+/* clang-format on */
 #define KEYPROOF_LEN   32
 #define KEY_SEALED_LEN (MESH_KEY_LEN + 48) /* crypto_box_SEALBYTES */
 
@@ -114,6 +118,7 @@ int keyring_open_key(const uint8_t sealed[static KEY_SEALED_LEN],
                      const uint8_t priv[static IDENTITY_KEY_LEN],
                      uint8_t ret_key[static MESH_KEY_LEN]);
 
+/* clang-format off */
 /* ---- the messages of key operations between nodes (CALL_KEYOP) ----------------------------
  *
  * Decoded here, without I/O, so that one fuzz harness (tests/fuzz/fuzz_keyop.c) and the unit
@@ -125,6 +130,7 @@ int keyring_open_key(const uint8_t sealed[static KEY_SEALED_LEN],
  *            remove); proof is under the recipient's primary key, proof2 under the key to use.
  *   reply    the recipient's ring: [[fingerprint bin, primary bool], ...] (keyring_view_encode),
  *            never the keys. */
+/* clang-format on */
 enum keyop_kind { KEYOP_LIST, KEYOP_INSTALL, KEYOP_USE, KEYOP_REMOVE };
 
 #define KEYOP_VERSION 2 /* 1 carried keys in clear and no proofs: refused */

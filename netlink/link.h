@@ -1,3 +1,4 @@
+/* clang-format off */
 /* One end of an encrypted node-to-node link, as a sans-I/O state machine: it is fed the bytes
  * received and the time, and produces bytes to send and callbacks. No sockets, clock or logging
  * here (linkio.h binds it to a TCP socket on libevent).
@@ -42,23 +43,30 @@
  *
  * 2. Transport: each record is one frame = ciphertext of (header || body) + 16-byte tag, with
  *    one CipherState per direction (Noise section 5.2 Split), the negotiated AEAD and its
- *    counter nonce (section 12.3 for ChaChaPoly, 12.4 for AESGCM); empty associated data. A lost,
- * reordered, replayed or altered frame fails to decrypt and kills the link. The plaintext header is
- * 6 bytes: u8 type, u8 flags (0), u32 channel. HELLO   ch 0   body: none; first frame of the
- * responder PING    ch 0   body: u64 opaque        PONG  ch 0  body: the PING's u64 REKEY   ch 0
- * body: none GOAWAY  ch 0   body: u16 reason (enum link_goaway) OPEN    ch id  body: u16 type, open
- * payload (<= LINK_OPEN_PAYLOAD_MAX) WINDOW  ch id  body: u32 credit increment (bytes) DATA    ch
- * id  body: 1..max_frame_payload bytes FIN     ch id  body: none (no more DATA from the sender:
- * half-close) RESET   ch id  body: u32 reason code Channel ids: the initiator opens odd ids, the
- * responder even ids, each side strictly increasing and never reused (as HTTP/2, RFC 9113
- * section 5.1.1), so a late frame for a channel already gone is recognised and ignored, while a
- * frame for an id never opened is a protocol error.
+ *    counter nonce (section 12.3 for ChaChaPoly, 12.4 for AESGCM); empty associated data.
+ *    A lost, reordered, replayed or altered frame fails to decrypt and kills the link. The
+ *    plaintext header is LINK_FRAME_HDR_LEN (6) bytes: u8 type, u8 flags (0), u32 channel.
+ *      type  name    channel  body
+ *       1    HELLO   0        none; first frame of the responder
+ *       2    PING    0        u64 opaque
+ *       3    PONG    0        the PING's u64
+ *       4    REKEY   0        none
+ *       5    GOAWAY  0        u16 reason (enum link_goaway)
+ *      16    OPEN    id       u16 type, open payload (<= LINK_OPEN_PAYLOAD_MAX)
+ *      17    WINDOW  id       u32 credit increment (bytes)
+ *      18    DATA    id       1..max_frame_payload bytes
+ *      19    FIN     id       none (no more DATA from the sender: half-close)
+ *      20    RESET   id       u32 reason code
+ *    Any other type is a protocol error. Channel ids: the initiator opens odd ids, the
+ *    responder even ids, each side strictly increasing and never reused (as HTTP/2, RFC 9113
+ *    section 5.1.1), so a late frame for a channel already gone is recognised and ignored, while
+ *    a frame for an id never opened is a protocol error.
  *
  * Rekeying (Noise section 11.3 leaves the signalling to the application): each side rekeys its
  * own sending key after rekey_bytes of plaintext or rekey_ms, by sending a REKEY frame under the
- * old key and then calling Rekey() (section 4.2, with the negotiated cipher); the receiver calls
- * Rekey() on its receiving key right after decrypting REKEY. Both directions are independent, so no
- * agreement is needed, and the nonce counters simply continue.
+ * old key and then calling Rekey() (section 4.2, with the negotiated cipher); the receiver
+ * calls Rekey() on its receiving key right after decrypting REKEY. Both directions are
+ * independent, so no agreement is needed, and the nonce counters simply continue.
  *
  * Flow control (per channel, per direction): a sender starts with zero credit and may send
  * DATA only within the credit the receiver granted with WINDOW frames. Each side grants its
@@ -82,6 +90,7 @@
  * link_tick fails, the link is dead: every later call fails with MESH_ESTATE, link_error says
  * why, and link_output_peek may still return a final notice (abort record or GOAWAY frame) that
  * the owner should try to flush before closing the socket. */
+/* clang-format on */
 #ifndef FOGMESH_NETLINK_LINK_H
 #define FOGMESH_NETLINK_LINK_H
 

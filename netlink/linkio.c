@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "evwant.h"
+#include "timeutil.h"
 
 /* The kernel-side queue: at most NOTSENT_LOWAT bytes not yet sent on the wire wait in the
  * socket (TCP_NOTSENT_LOWAT), so that control frames are not stuck behind bulk bytes that
@@ -43,13 +44,6 @@ struct linkio {
     bool finished; /* socket closed, on_close scheduled or fired */
     uint64_t connect_deadline, fail_deadline;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- link callback trampolines: the link's ud is the linkio ---- */
 
@@ -138,7 +132,7 @@ static void fail(struct linkio *lio, const struct mesh_err *err)
     /* Our own linkio_close ends with code 0, whatever the link says. */
     if (lio->closing && err->code == MESH_ECLOSED)
         lio->err.code = 0;
-    lio->fail_deadline = now_ms() + FLUSH_GRACE_MS;
+    lio->fail_deadline = mesh_now_ms() + FLUSH_GRACE_MS;
     ev_want(lio->rev, &lio->reading, false);
     event_active(lio->flush_ev, EV_WRITE, 0);
 }
@@ -154,8 +148,7 @@ static void fail_code(struct linkio *lio, int code, const char *what)
 
 static void rearm_timer(struct linkio *lio)
 {
-    uint64_t now = now_ms(), d;
-    struct timeval tv;
+    uint64_t now = mesh_now_ms(), d;
 
     if (lio->finished)
         return;
@@ -170,8 +163,7 @@ static void rearm_timer(struct linkio *lio)
         return;
     }
     d = d > now ? d - now : 0;
-    tv.tv_sec = (time_t)(d / 1000);
-    tv.tv_usec = (suseconds_t)(d % 1000) * 1000;
+    struct timeval tv = mesh_ms_to_timeval(d);
     evtimer_add(lio->timer, &tv);
 }
 
@@ -180,7 +172,7 @@ static void socket_failed(struct linkio *lio, int e)
 {
     if (e == 0) {
         if (link_state(lio->link) != LINK_STATE_DEAD)
-            (void)link_feed_eof(lio->link, now_ms());
+            (void)link_feed_eof(lio->link, mesh_now_ms());
         if (!lio->failing)
             fail(lio, link_error(lio->link));
     } else {
@@ -247,7 +239,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 static void read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct linkio *lio = arg;
-    uint64_t now = now_ms();
+    uint64_t now = mesh_now_ms();
     size_t budget = READ_BUDGET;
     (void)what;
 
@@ -305,7 +297,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
         set_sockopts(fd);
         ev_want(lio->wev, &lio->writing, false);
         ev_want(lio->rev, &lio->reading, true);
-        if (link_start(lio->link, now_ms()) < 0)
+        if (link_start(lio->link, mesh_now_ms()) < 0)
             fail_code(lio, MESH_ESTATE, "starting the link");
     }
     flush(lio);
@@ -314,7 +306,7 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct linkio *lio = arg;
-    uint64_t now = now_ms();
+    uint64_t now = mesh_now_ms();
     (void)fd, (void)what;
 
     if (lio->failing) {
@@ -414,7 +406,7 @@ int linkio_connect(struct event_base *base, const struct mesh_addr *addr,
         return r;
     }
     /* Connected once the socket is writable (write_cb). */
-    lio->connect_deadline = now_ms() + lio->cfg.connect_timeout_ms;
+    lio->connect_deadline = mesh_now_ms() + lio->cfg.connect_timeout_ms;
     ev_want(lio->wev, &lio->writing, true);
     rearm_timer(lio);
     *ret = lio;
@@ -435,7 +427,7 @@ int linkio_adopt(struct event_base *base, int fd, const struct linkio_config *cf
     if (r < 0)
         return r;
     lio->connected = true;
-    r = link_start(lio->link, now_ms());
+    r = link_start(lio->link, mesh_now_ms());
     if (r < 0) {
         lio->fd = -1; /* the caller keeps it */
         linkio_free(lio);

@@ -12,6 +12,7 @@
 
 #include "backoff.h"
 #include "linkio.h"
+#include "timeutil.h"
 
 struct conn;
 
@@ -329,8 +330,7 @@ static void serving_free(struct serving *s)
 
 static void serving_arm(struct serving *s)
 {
-    struct timeval tv = {.tv_sec = PEERS_SERVE_TIMEOUT_MS / 1000,
-                         .tv_usec = (PEERS_SERVE_TIMEOUT_MS % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(PEERS_SERVE_TIMEOUT_MS);
     evtimer_add(s->timer, &tv);
 }
 
@@ -994,7 +994,7 @@ static void drop_oldest_pending(struct peers *p)
 
 static void arm_ms(struct event *ev, uint32_t ms)
 {
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (long)(ms % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(ms);
     evtimer_add(ev, &tv);
 }
 
@@ -1210,8 +1210,7 @@ int peers_call(struct peers *p, const struct mesh_addr *to, uint16_t type, const
     k->c = c;
     k->next = c->calls;
     c->calls = k;
-    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
-                         .tv_usec = (long)(timeout_ms % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(timeout_ms);
     evtimer_add(k->timer, &tv);
     p->st.calls++;
     if (c->up && call_schedule_start(k) < 0) {
@@ -1271,8 +1270,7 @@ int peers_stream_open(struct peers *p, const struct mesh_addr *to, uint16_t type
     s->open_len = len;
     if (!timeout_ms)
         timeout_ms = PEERS_STREAM_DEFAULT_TIMEOUT_MS;
-    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
-                         .tv_usec = (long)(timeout_ms % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(timeout_ms);
     evtimer_add(s->timer, &tv);
     if (c->up)
         stream_defer(s);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "evwant.h"
+#include "timeutil.h"
 #include "wire.h"
 
 /* ---- the open payload -------------------------------------------------------------------- */
@@ -766,7 +767,7 @@ static int splice_fd(struct tunnels *ts, struct peers_stream *s, int fd, uint64_
     if (connecting) {
         /* Whether or not connect finished at once, the first writable event says how it went. */
         t->e[1].connecting = true;
-        struct timeval tv = {TUNNEL_CONNECT_TIMEOUT / 1000, (TUNNEL_CONNECT_TIMEOUT % 1000) * 1000};
+        struct timeval tv = mesh_ms_to_timeval(TUNNEL_CONNECT_TIMEOUT);
         evtimer_add(t->timer, &tv);
     }
     take_stream(t, s);

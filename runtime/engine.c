@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "dlist.h"
+#include "timeutil.h"
 
 enum op {
     OP_PING,
@@ -412,7 +413,7 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
         evtimer_del(e->timer);
         return 0;
     }
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval((uint64_t)timeout_ms);
     evtimer_add(e->timer, &tv);
     return 0;
 }

@@ -5,6 +5,9 @@
 #
 #   scripts/test.sh            everything
 #   FUZZ_SECONDS=0 scripts/test.sh   skip fuzzing
+# Skipped tests are listed in the summary with their reason ("skipped: needs root ..."); the
+# suite 'slow' (unit tests in meson's suite slow, integration tests marked slow) is part of
+# "everything" and is reported on lines of its own.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -82,13 +85,20 @@ for b in build build-asan; do
     --logbase "unit" 2>&1 | grep -E "^(Ok|Fail|Timeout):|FAIL"
   cp "$b/meson-logs/unit.junit.xml" "$RESULTS/unit-$b.xml" 2>/dev/null
   step "integration tests ($b)"
-  # The sanitizer build looks for memory errors; tests marked slow wait on Raft and gossip
-  # timing (tens of seconds) that ASan's slowdown on 2 cores only makes flaky, so they run on
-  # the normal build.
-  marks=()
-  [ "$b" = build-asan ] && marks=(-m "not slow")
-  FOGMESH_BUILD=$ROOT/$b $PY -m pytest -q -p no:cacheprovider "${marks[@]}" tests/integration \
+  FOGMESH_BUILD=$ROOT/$b $PY -m pytest -q -p no:cacheprovider -m "not slow" tests/integration \
     --junitxml="$RESULTS/integration-$b.xml" -o junit_suite_name="integration-$b" 2>&1 | tail -25
+  # The suite 'slow' (pytest marker `slow`, tests/integration/conftest.py): tests that wait out
+  # a long protocol timer. Run on its own so the summary counts it apart (slow-build). The
+  # sanitizer build looks for memory errors; the slow tests wait on Raft and gossip timing
+  # (tens of seconds) that ASan's slowdown on 2 cores only makes flaky, so they run on the
+  # normal build only, and the summary says so.
+  if [ "$b" = build ]; then
+    step "integration tests, suite slow ($b)"
+    FOGMESH_BUILD=$ROOT/$b $PY -m pytest -q -p no:cacheprovider -m slow tests/integration \
+      --junitxml="$RESULTS/slow-$b.xml" -o junit_suite_name="slow-$b" 2>&1 | tail -25
+  else
+    echo "suite slow: not run on $b (see scripts/test.sh)"
+  fi
 done
 stop_engine
 unset FOGMESH_ENGINE_SOCKET FOGMESH_ENGINE_KIND

@@ -88,7 +88,24 @@ def test_kill9_is_seen_dead_by_all_and_nobody_else_is(mesh):
     for v in vs.values():
         assert v[victim.name]["id"] == victim_id
         assert all(v[n.name]["status"] == "alive" for n in others)
-    # And it stays dead, not flapping back (nothing speaks for it any more).
+    # And it stays dead, not flapping back (nothing speaks for it any more). One look right
+    # after the wait would pass even if a stale alive came back a round later, so every view
+    # is sampled for 6 s: 15 probe periods and 60 gossip rounds of the lan profile (400 ms,
+    # 100 ms; meshd/gossip.c), well past the time the death's broadcasts are retransmitted. A
+    # single sample where the victim is not dead, or another node is not alive, fails at once.
+    hold_until = time.monotonic() + 6.0
+
+    def not_dead_or_other_down(vs):
+        for o, v in vs.items():
+            if v.get(victim.name, {}).get("status") != "dead":
+                return f"{o} reports {victim.name} {v.get(victim.name, {}).get('status')}"
+            down = [n.name for n in others if v[n.name]["status"] != "alive"]
+            if down:
+                return f"{o} reports {down} not alive"
+        return None
+    wait_views(others, lambda vs: time.monotonic() >= hold_until, timeout=20.0,
+               what=f"{victim.name} to stay dead for 6 s", forbid=not_dead_or_other_down,
+               interval=0.1)
     for n in others:
         assert n.status()["members"]["dead"] == 1
 
