@@ -3,12 +3,12 @@
  * What this module owns. (1) The relay header codec, the only one in the tree: every message
  * that travels through relays towards an address names it with this header, whatever carries
  * it (a routed call here, a relayed raft stream in consensus/transport.c). All multi-byte
- * fields are big-endian (network order):
- *
- *     [u8 version = 1, u8 hops_left, u16 type, u32 max_reply, u8 family (4 or 6),
- *      16 bytes ip (IPv4: the first 4, the rest zero), u16 port]        RELAY_HDR_LEN bytes
- *
- * then the body. `type` is the call type the destination serves and `max_reply` the reply
+ * fields are big-endian (network order): */
+/* clang-format off */
+/*   [u8 version = 1, u8 hops_left, u16 type, u32 max_reply, u8 family (4 or 6),
+ *    16 bytes ip (IPv4: the first 4, the rest zero), u16 port]        RELAY_HDR_LEN bytes */
+/* clang-format on */
+/* Then the body. `type` is the call type the destination serves and `max_reply` the reply
  * bound the caller set; a relayed stream, which has neither, sends 0 for both. (2) Routed
  * calls: a call to a node this one may not reach directly goes to the next hop on the route as
  * a relay call (the header, then the request); each node on the way passes it on with one hop
