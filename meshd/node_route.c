@@ -35,9 +35,7 @@ struct node_routes {
 
 static uint64_t mono_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return mesh_now_ns() / 1000u;
 }
 
 /* ---- neighbours: the io ------------------------------------------------------------------- */
@@ -292,8 +290,8 @@ int node_routes_start(struct node *n, struct mesh_err *err)
         return mesh_errf(err, rc, "cannot register the relay service");
     r->ping_timer = event_new(n->loop.base, -1, EV_PERSIST, on_ping_timer, r);
     r->route_timer = event_new(n->loop.base, -1, EV_PERSIST, on_route_timer, r);
-    struct timeval ping = {NBRS_PING_MS / 1000, (NBRS_PING_MS % 1000) * 1000};
-    struct timeval tick = {0, NBRS_ROUTE_MS * 1000};
+    struct timeval ping = mesh_ms_to_timeval(NBRS_PING_MS);
+    struct timeval tick = mesh_ms_to_timeval(NBRS_ROUTE_MS);
     if (!r->ping_timer || !r->route_timer || event_add(r->ping_timer, &ping) != 0 ||
         event_add(r->route_timer, &tick) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");

@@ -210,7 +210,7 @@ static int splice_local(struct node_tunnels *nt, int fd, const struct mesh_addr 
     nt->nsplices++;
     bufferevent_setcb(sp->a, splice_read, splice_write, splice_event, sp);
     bufferevent_setcb(sp->b, splice_read, splice_write, splice_event, sp);
-    struct timeval tv = {TUNNEL_CONNECT_TIMEOUT / 1000, 0};
+    struct timeval tv = mesh_ms_to_timeval(TUNNEL_CONNECT_TIMEOUT);
     bufferevent_set_timeouts(sp->b, NULL, &tv); /* the connect */
     if (bufferevent_socket_connect(sp->b, (struct sockaddr *)&ss, (int)sl) < 0) {
         sp->a = NULL; /* fd stays the caller's */
@@ -339,7 +339,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     struct svc_listen *sl = arg;
     if (!accept_backoff_wanted(EVUTIL_SOCKET_ERROR()))
         return;
-    struct timeval tv = {.tv_sec = 0, .tv_usec = ACCEPT_BACKOFF_MIN_MS * 1000};
+    struct timeval tv = mesh_ms_to_timeval(ACCEPT_BACKOFF_MIN_MS);
     evconnlistener_disable(l);
     evtimer_add(sl->resume, &tv);
 }
@@ -527,7 +527,7 @@ int node_tunnels_start(struct node *n, struct mesh_err *err)
     if (rc < 0)
         return mesh_errf(err, rc, "cannot register the tunnel service");
     nt->tick = event_new(n->loop.base, -1, EV_PERSIST, on_tick, nt);
-    struct timeval tv = {LISTEN_TICK_MS / 1000, 0};
+    struct timeval tv = mesh_ms_to_timeval(LISTEN_TICK_MS);
     if (!nt->tick || event_add(nt->tick, &tv) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");
     return 0;
