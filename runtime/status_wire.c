@@ -210,7 +210,8 @@ int rt_status_reply_decode(const uint8_t *buf, size_t len, json_t **ret_map)
             rc = MESH_EMALFORMED; /* each key once: what a node says of a replica is one thing */
             goto fail;
         }
-        json_t *m = json_stringn(msg, lm); /* NULL: not UTF-8 */
+        /* NULL: not UTF-8. A NUL would cut the message short wherever it goes next. */
+        json_t *m = memchr(msg, '\0', lm) ? NULL : json_stringn(msg, lm);
         if (!m) {
             rc = MESH_EMALFORMED;
             goto fail;

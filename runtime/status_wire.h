@@ -7,9 +7,9 @@
  *   request: [version = RT_STATUS_VERSION]
  *   reply:   [version, [[key, state, message, since, restarts, container], ...]]
  * key "APP/MS/REPLICA" (DNS labels, a decimal replica), state one of the RT_STATE_* names,
- * message valid UTF-8 of at most RT_STATUS_MESSAGE_MAX bytes (the encoder cuts longer ones at a
- * character boundary), since at most RT_STATUS_SINCE_MAX printable ASCII bytes (an RFC 3339
- * time), restarts an unsigned count, container "" or the short id (at most RT_STATUS_ID_MAX
+ * message valid UTF-8 without NUL of at most RT_STATUS_MESSAGE_MAX bytes (the encoder cuts longer
+ * ones at a character boundary), since at most RT_STATUS_SINCE_MAX printable ASCII bytes (an RFC
+ * 3339 time), restarts an unsigned count, container "" or the short id (at most RT_STATUS_ID_MAX
  * letters and digits). At most RT_STATUS_ENTRIES_MAX entries, each key once. Elements after
  * these, in the reply or an entry, are skipped (a later version may add some); another version
  * is MESH_EUNSUPPORTED.
