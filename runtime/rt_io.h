@@ -1,7 +1,7 @@
 /* The I/O table of the reconciler (runtime/reconciler.h) and of the parts it is made of
  * (observed.h, pulls.h, holds.h): every engine call, the desired state, the config files, the
  * clocks and the log go through it, so the logic runs on a fake engine in virtual time in unit
- * tests (tests/unit/test_reconcile.c) and on the real one in meshd (meshd/node_runtime.c).
+ * tests (tests/unit/test_reconciler.c) and on the real one in meshd (meshd/node_runtime.c).
  *
  * Async contract, as the engine client's (runtime/engine.h, STYLE.md 5): a call that takes a
  * struct rt_call either returns an error (a negative MESH_E* code; call->done never fires) or
