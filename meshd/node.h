@@ -108,21 +108,13 @@ struct node {
     struct event *sched_timer;
     struct event *watch_timer; /* acts on changes of the desired state (node_sched.c) */
     uint64_t seen_revision;
-    struct fanout *fanouts; /* listings waiting for other nodes' observed state */
-    json_t *spec_cache;     /* the scheduler's parsed specs: {app: [mod_rev, spec]} */
-    json_t *engine_down;    /* the scheduler's {node: ms first seen with its engine down} */
-    size_t sched_inflight;  /* placement changes proposed, not applied yet */
-    uint64_t leader_since;  /* when this node last became leader (0: not leader) */
-    struct engine *engine;  /* NULL: no container engine on this node */
-    struct event *ping_timer;
-    struct event *reconcile_timer;
-    bool engine_pinging;
-    struct rt_pass *rt_pass; /* the reconcile pass in progress */
-    bool rt_kick;            /* the desired state changed during the pass: another one */
-    struct rt_state *rt;     /* config files, pulls, container details (node_runtime.c) */
-    /* "app/ms/replica" -> {"state", "message", "since", "restarts", "container"} observed
-     * here, for the replicas placed here (node_sched.c serves it to the other nodes). */
-    json_t *rt_status;
+    struct fanout *fanouts;  /* listings waiting for other nodes' observed state */
+    json_t *spec_cache;      /* the scheduler's parsed specs: {app: [mod_rev, spec]} */
+    json_t *engine_down;     /* the scheduler's {node: ms first seen with its engine down} */
+    size_t sched_inflight;   /* placement changes proposed, not applied yet */
+    uint64_t leader_since;   /* when this node last became leader (0: not leader) */
+    struct engine *engine;   /* NULL: no container engine on this node */
+    struct node_runtime *rt; /* the reconciler and its wiring; NULL without an engine */
     struct logs_session *logs;
     size_t nlogs;
     struct svc_catalog *svc; /* built from the state on demand (node_svc_catalog) */
@@ -208,16 +200,20 @@ typedef void (*node_read_fn)(struct node *n, struct evhttp_request *req, const c
                              bool consistent);
 void node_raft_read(struct node *n, struct evhttp_request *req, const char *name,
                     node_read_fn reply);
-/* The container runtime: engine ping, gossip of its state, reconcile passes (node_runtime.c).
- * Without --engine and without a default socket the node runs no containers. */
+/* The container runtime: engine ping, gossip of its state, reconcile passes, the CALL_RT_STATUS
+ * service (node_runtime.c). Without --engine and without a default socket the node runs no
+ * containers. */
 int node_runtime_start(struct node *n, struct mesh_err *err);
 void node_runtime_stop(struct node *n);
 /* The desired state changed: reconcile now (or right after the pass in progress) instead of
  * at the next tick. */
 void node_runtime_kick(struct node *n);
-/* What this node observed of one of its replicas ({"state", "message", "since", "restarts",
- * "container"}, borrowed), or NULL. */
-json_t *node_runtime_status(struct node *n, const char *app, const char *ms, uint32_t replica);
+/* What this node observes of its replicas ("app/ms/replica" -> {"state", "message", "since",
+ * "restarts", "container"}, borrowed until the next loop pass; runtime/observed.h), NULL when
+ * it runs no containers; and of one of them, or NULL. Served to other nodes as CALL_RT_STATUS. */
+const json_t *node_runtime_observed(struct node *n);
+const json_t *node_runtime_status(struct node *n, const char *app, const char *ms,
+                                  uint32_t replica);
 
 /* The parsed spec of an application (new reference), parsed once per version (node_sched.c). */
 json_t *node_spec_cached(struct node *n, const struct fsm_app *a);

@@ -11,8 +11,8 @@
  * reader back; meshd's memory does not grow.
  *
  * The hosting side answers on the stream with one status byte first, as soon as the engine has
- * answered: 0, then the output; or 1, then "CODE message" (CODE the HTTP status the asking
- * node answers with, e.g. "404 ..."), then FIN. An error after the output started resets the
+ * answered: then the output, or an error (the open payload and the answer's codec are
+ * runtime/logs_wire.h). An error after the output started resets the
  * stream, and the asking node then cuts its HTTP reply short (no last chunk) so that the client
  * sees the output is incomplete. The HTTP reply starts as soon as the engine has answered, so a
  * client that hangs up on a quiet followed log is noticed. stdout and stderr are merged, in the
@@ -27,6 +27,7 @@
 #include "dlist.h"
 #include "engine.h"
 #include "node.h"
+#include "logs_wire.h"
 #include "reconcile.h"
 #include "version.h"
 
@@ -35,8 +36,6 @@
 #define LOGS_HIGH         (256 * 1024) /* bytes waiting for a slow sink before pausing */
 #define LOGS_OPEN_TIMEOUT 5000
 #define LOGS_START_MS     500 /* a followed log counts as started after this without an answer */
-#define LOGS_STATUS_OK    0
-#define LOGS_STATUS_ERR   1
 
 struct logs_session {
     struct node *n;
@@ -260,7 +259,7 @@ static bool sink_full(struct logs_session *s)
 static void sink_data(struct logs_session *s, const void *data, size_t len)
 {
     if (s->serve_stream)
-        serve_write(s, LOGS_STATUS_OK, data, len);
+        serve_write(s, RT_LOGS_STATUS_OK, data, len);
     else
         http_write(s, data, len);
 }
@@ -274,8 +273,8 @@ static void sink_error(struct logs_session *s, int code, const char *msg)
             return;
         }
         char text[MESH_ERRMSG_LEN + 2 * NODE_READ_NAME_MAX + 8];
-        int len = snprintf(text, sizeof text, "%03d %s", code, msg);
-        serve_write(s, LOGS_STATUS_ERR, text, len > 0 ? (size_t)len : 0);
+        size_t len = rt_logs_error_encode(code, msg, text, sizeof text);
+        serve_write(s, RT_LOGS_STATUS_ERR, text, len);
         serve_flush(s);
     } else {
         http_error(s, code, msg);
@@ -287,7 +286,7 @@ static void sink_start(struct logs_session *s)
 {
     if (s->serve_stream) {
         if (!s->status_sent)
-            serve_write(s, LOGS_STATUS_OK, NULL, 0);
+            serve_write(s, RT_LOGS_STATUS_OK, NULL, 0);
     } else {
         http_start(s);
     }
@@ -297,7 +296,7 @@ static void sink_end(struct logs_session *s)
 {
     if (s->serve_stream) {
         if (!s->status_sent)
-            serve_write(s, LOGS_STATUS_OK, NULL, 0);
+            serve_write(s, RT_LOGS_STATUS_OK, NULL, 0);
         s->source_done = true;
         serve_flush(s);
     } else {
@@ -393,23 +392,6 @@ static int engine_source(struct logs_session *s, const char *app, const char *ms
     return rc;
 }
 
-/* The hosting node's error, "CODE message": its HTTP status is the client's, when it is one an
- * error may have (4xx, 5xx; anything else from a peer is 502), and the message is cleaned of
- * bytes that are not printable ASCII (it goes into a JSON string and onto terminals). Cleans
- * text in place and returns the message part. */
-static const char *remote_error(char *text, int *ret_code)
-{
-    for (char *p = text; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-            *p = '?';
-    int code = 0;
-    if (strlen(text) >= 4 && text[0] >= '4' && text[0] <= '5' && text[1] >= '0' && text[1] <= '9' &&
-        text[2] >= '0' && text[2] <= '9' && text[3] == ' ')
-        code = (text[0] - '0') * 100 + (text[1] - '0') * 10 + (text[2] - '0');
-    *ret_code = code ? code : 502;
-    return code ? text + 4 : text;
-}
-
 /* The hosting node's answer, relayed to the HTTP client. */
 static void src_on_data(void *ud, struct peers_stream *st, const uint8_t *data, size_t len)
 {
@@ -417,7 +399,7 @@ static void src_on_data(void *ud, struct peers_stream *st, const uint8_t *data, 
     size_t off = 0;
     if (!s->got_status && len > 0) {
         s->got_status = true;
-        s->failed_status = data[0] != LOGS_STATUS_OK;
+        s->failed_status = data[0] != RT_LOGS_STATUS_OK;
         off = 1;
         if (!s->failed_status)
             http_start(s); /* the engine answered over there */
@@ -453,7 +435,8 @@ static void src_on_end(void *ud, struct peers_stream *st, const struct mesh_err 
     s->src_stream = NULL;
     if (s->failed_status) {
         int code;
-        const char *msg = remote_error(s->errmsg, &code);
+        char msg[sizeof s->errmsg];
+        rt_logs_error_decode((const uint8_t *)s->errmsg, s->errlen, &code, msg, sizeof msg);
         http_error(s, code, msg);
     } else if (err->code != 0 && !s->got_status) {
         char msg[MESH_ERRMSG_LEN + 2 * NODE_READ_NAME_MAX];
@@ -539,19 +522,19 @@ static void reply_logs(struct node *n, struct evhttp_request *req, const char *r
             session_maybe_free(s);
             return;
         }
-        json_t *open = json_pack("[s, s, i, b, i]", a.app, a.ms, (int)a.replica, a.follow, a.tail);
-        char *payload = open ? json_dumps(open, JSON_COMPACT) : NULL;
-        json_decref(open);
+        struct rt_logs_open open = {.replica = a.replica, .follow = a.follow, .tail = a.tail};
+        snprintf(open.app, sizeof open.app, "%s", a.app);
+        snprintf(open.ms, sizeof open.ms, "%s", a.ms);
+        uint8_t payload[RT_LOGS_OPEN_MAX];
+        int len = rt_logs_open_encode(&open, payload, sizeof payload);
         static const struct peers_stream_cb cb = {
             .on_connected = src_on_connected,
             .on_data = src_on_data,
             .on_end = src_on_end,
         };
-        int rc = payload
-                     ? peers_stream_open(n->peers, &m->addr, STREAM_LOGS, (const uint8_t *)payload,
-                                         strlen(payload), LOGS_OPEN_TIMEOUT, &cb, s, &s->src_stream)
-                     : MESH_ENOMEM;
-        free(payload);
+        int rc = len < 0 ? len
+                         : peers_stream_open(n->peers, &m->addr, STREAM_LOGS, payload, (size_t)len,
+                                             LOGS_OPEN_TIMEOUT, &cb, s, &s->src_stream);
         if (rc < 0) {
             api_reply_error(req, 503, "cannot reach node %s for %s: %s", p.node, what,
                             mesh_strerror(rc));
@@ -577,23 +560,19 @@ static void h_logs(struct evhttp_request *req, const char *rest, void *ud)
 static uint32_t accept_logs(void *ud, struct peers_stream *st, const struct peers_stream_info *info)
 {
     struct node *n = ud;
-    json_t *open = json_loadb((const char *)info->payload, info->len, 0, NULL);
-    const char *app = NULL, *ms = NULL;
-    json_int_t replica = -1, tail = -1;
-    int follow = 0;
-    if (!open || json_unpack(open, "[s, s, I, b, I]", &app, &ms, &replica, &follow, &tail) != 0 ||
-        replica < 0 || replica >= FSM_REPLICAS_MAX || tail < -1 || tail > 1000000) {
-        json_decref(open);
+    struct rt_logs_open open;
+    if (rt_logs_open_decode(info->payload, info->len, &open) < 0 ||
+        open.replica >= FSM_REPLICAS_MAX)
         return LINK_RESET_REFUSED;
-    }
+    const char *app = open.app, *ms = open.ms;
+    uint32_t replica = open.replica;
     char what[NODE_READ_NAME_MAX + 1];
-    snprintf(what, sizeof what, "%.63s/%.63s/%u", app, ms, (unsigned)replica);
+    snprintf(what, sizeof what, "%s/%s/%u", app, ms, (unsigned)replica);
     bool busy = n->nlogs >= LOGS_SESSIONS_MAX;
     struct logs_session *s = session_new(n, what, LOGS_SESSIONS_MAX + LOGS_ERROR_SLACK);
     if (!s || !(s->pending = evbuffer_new())) {
         if (s)
             session_maybe_free(s);
-        json_decref(open);
         return LINK_RESET_REFUSED;
     }
     static const struct peers_stream_cb cb = {
@@ -606,7 +585,7 @@ static uint32_t accept_logs(void *ud, struct peers_stream *st, const struct peer
     /* Only replicas this node's replica of the state places here. */
     struct fsm_placement p;
     bool here = n->cluster &&
-                fsm_placement_get(cluster_fsm(n->cluster), app, ms, (uint32_t)replica, &p) == 0 &&
+                fsm_placement_get(cluster_fsm(n->cluster), app, ms, replica, &p) == 0 &&
                 strcmp(p.node, n->cfg.name) == 0;
     const char *why = NULL;
     char msg[MESH_ERRMSG_LEN];
@@ -617,11 +596,10 @@ static uint32_t accept_logs(void *ud, struct peers_stream *st, const struct peer
     } else if (!here) {
         snprintf(msg, sizeof msg, "%s is not placed on node %s", what, n->cfg.name);
         sink_error(s, 404, msg);
-    } else if (engine_source(s, app, ms, (uint32_t)replica, follow, (int)tail, &why) < 0) {
+    } else if (engine_source(s, app, ms, replica, open.follow, open.tail, &why) < 0) {
         snprintf(msg, sizeof msg, "node %s: %s", n->cfg.name, why);
         sink_error(s, 503, msg);
     }
-    json_decref(open);
     return 0;
 }
 

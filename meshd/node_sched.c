@@ -7,6 +7,7 @@
 #include "node.h"
 #include "scheduler.h"
 #include "spec.h"
+#include "status_wire.h"
 #include "version.h"
 
 #define SCHED_TICK_MS     500 /* also how soon a node's death past the grace is acted on */
@@ -459,22 +460,11 @@ static void on_status_reply(void *ud, int rc, const uint8_t *reply, size_t len,
     struct fanout_call *c = ud;
     struct fanout *f = c->f;
     (void)err;
-    if (rc == 0) {
-        json_t *m = json_loadb((const char *)reply, len, 0, NULL);
-        if (json_is_object(m))
-            json_object_set(f->observed, c->node, m);
-        json_decref(m);
-    }
+    json_t *m;
+    if (rc == 0 && rt_status_reply_decode(reply, len, &m) == 0)
+        json_object_set_new(f->observed, c->node, m);
     f->pending--;
     fanout_finish(f);
-}
-
-static void serve_rt_status(void *ud, struct peers_req *req)
-{
-    struct node *n = ud;
-    char *text = n->rt_status ? json_dumps(n->rt_status, JSON_COMPACT) : NULL;
-    peers_respond(req, 0, (const uint8_t *)(text ? text : "{}"), text ? strlen(text) : 2, NULL);
-    free(text);
 }
 
 static void reply_microservices(struct node *n, struct evhttp_request *req, const char *name,
@@ -493,14 +483,17 @@ static void reply_microservices(struct node *n, struct evhttp_request *req, cons
     f->req = req;
     f->observed = json_object();
     snprintf(f->ref, sizeof f->ref, "%s", name);
-    if (n->rt_status)
-        json_object_set(f->observed, n->cfg.name, n->rt_status);
+    const json_t *here = node_runtime_observed(n);
+    if (here)
+        json_object_set(f->observed, n->cfg.name, (json_t *)here);
     f->next = n->fanouts;
     n->fanouts = f;
     f->watch = (struct api_watch){.gone = fanout_gone, .ud = f};
     api_watch(req, &f->watch);
     size_t ncalls = 0;
-    for (size_t i = 0; i < nm; i++) {
+    uint8_t status_req[RT_STATUS_REQUEST_MAX];
+    int status_len = rt_status_request_encode(status_req, sizeof status_req);
+    for (size_t i = 0; i < nm && status_len > 0; i++) {
         const struct swim_member *m = swim_member_at(sw, i);
         if (m == swim_self(sw) || m->state != SWIM_ALIVE)
             continue;
@@ -514,8 +507,8 @@ static void reply_microservices(struct node *n, struct evhttp_request *req, cons
         struct fanout_call *c = &f->calls[ncalls++];
         c->f = f;
         snprintf(c->node, sizeof c->node, "%s", m->name);
-        if (peers_call(n->peers, &m->addr, CALL_RT_STATUS, NULL, 0, 1u << 20, 2000, on_status_reply,
-                       c) == 0)
+        if (peers_call(n->peers, &m->addr, CALL_RT_STATUS, status_req, (size_t)status_len,
+                       RT_STATUS_REPLY_MAX, 2000, on_status_reply, c) == 0)
             f->pending++;
     }
     fanout_finish(f);
@@ -696,9 +689,6 @@ int node_sched_start(struct node *n, struct mesh_err *err)
     int rc = api_route_table(n->api, routes, sizeof routes / sizeof routes[0], n, err);
     if (rc < 0)
         return rc;
-    rc = peers_serve(n->peers, CALL_RT_STATUS, 0, serve_rt_status, n);
-    if (rc < 0)
-        return mesh_errf(err, rc, "cannot register the status service");
     n->sched_timer = event_new(n->loop.base, -1, EV_PERSIST, on_sched_timer, n);
     n->watch_timer = event_new(n->loop.base, -1, EV_PERSIST, on_watch_timer, n);
     struct timeval tv = {0, SCHED_TICK_MS * 1000}, watch = {0, STATE_WATCH_MS * 1000};

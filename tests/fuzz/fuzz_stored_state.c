@@ -6,7 +6,8 @@
  *   - the services catalog (svc_catalog_build: endpoints and listeners of placed replicas and
  *     the service records);
  *   - the runtime's per-replica reading (spec_microservice, spec_images_for_arch,
- *     rt_config_text, rt_hash: what node_runtime.c's desired_build does for each placement);
+ *     rt_config_text, rt_hash: what meshd/node_runtime.c's io_placements and
+ *     runtime/reconciler.c's desired_build do for each placement);
  *   - the scheduler (sched_run) over two nodes, and sched_move.
  * Input: a byte of counts, then NUL-separated chunks: up to 4 application specs (raw bytes,
  * stored under names a0..a3), then up to 4 record values (stored under expose/connect keys).
