@@ -3,10 +3,12 @@
  * decoders of peer bytes: no I/O, no state; safe from any thread. The decoded map is a new
  * jansson object the caller owns.
  *
- * msgpack (common/wire.h):
- *   request: [version = RT_STATUS_VERSION]
- *   reply:   [version, [[key, state, message, since, restarts, container], ...]]
- * key "APP/MS/REPLICA" (DNS labels, a decimal replica), state one of the RT_STATE_* names,
+ * msgpack (common/wire.h): */
+/* clang-format off */
+/*   request: [version = RT_STATUS_VERSION]
+ *   reply:   [version, [[key, state, message, since, restarts, container], ...]] */
+/* clang-format on */
+/* key "APP/MS/REPLICA" (DNS labels, a decimal replica), state one of the RT_STATE_* names,
  * message valid UTF-8 without NUL of at most RT_STATUS_MESSAGE_MAX bytes (the encoder cuts longer
  * ones at a character boundary), since at most RT_STATUS_SINCE_MAX printable ASCII bytes (an RFC
  * 3339 time), restarts an unsigned count, container "" or the short id (at most RT_STATUS_ID_MAX
