@@ -18,9 +18,11 @@
  * poll) and forward_tick when the timer fires.
  *
  * Threading and ownership: not thread-safe; one object per node, driven from the node's loop.
- * io callbacks must not call back into the same object, except that the completion functions
- * (forward_call_done, forward_submit_done, forward_barrier_done) may be called from any later
- * loop callback, never from inside the io call that started the request. A write or read
+ * io callbacks must not call back into the same object, with two exceptions: io->done may
+ * start new writes and reads (an answer from the replica may be a write, `meshctl move`), and
+ * the completion functions (forward_call_done, forward_submit_done, forward_barrier_done) are
+ * called from any later loop callback, never from inside the io call that started the
+ * request. A write or read
  * either answers at once (the function returns true and fills *ret; io->done never fires for
  * it) or io->done fires exactly once later, with FORWARD_STOPPED at forward_stop. The tokens
  * and served requests are the caller's; the module only hands them back. No global state. */
