@@ -52,6 +52,12 @@ struct cluster {
     int (*uv_load)(struct raft_io *io, raft_term *term, raft_id *voted_for,
                    struct raft_snapshot **snapshot, raft_index *start_index,
                    struct raft_entry *entries[], size_t *n_entries);
+    /* cfg.on_change: a libuv check handle compares these after every loop iteration. */
+    uv_check_t check;
+    bool check_ready;
+    raft_index seen_applied;
+    raft_id seen_leader;
+    int seen_state;
 };
 
 raft_id cluster_raft_id(const uint8_t node_id[static 16])
@@ -462,13 +468,8 @@ static void free_cluster(struct cluster *c)
     free(c);
 }
 
-static void on_raft_closed(struct raft *r)
+static void closed(struct cluster *c)
 {
-    struct cluster *c = r->data;
-    raft_uv_close(&c->io);
-    /* Requests raft never answered (it answers them all on close in 0.15; be safe). */
-    while (c->reqs)
-        req_unlink_free(c->reqs);
     cluster_close_cb cb = c->close_cb;
     void *ud = c->close_ud;
     free_cluster(c);
@@ -476,11 +477,52 @@ static void on_raft_closed(struct raft *r)
         cb(ud);
 }
 
+static void on_check_closed(uv_handle_t *h)
+{
+    closed(h->data);
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    struct cluster *c = r->data;
+    raft_uv_close(&c->io);
+    /* Requests raft never answered (it answers them all on close in 0.15; be safe). */
+    while (c->reqs)
+        req_unlink_free(c->reqs);
+    if (c->check_ready) /* its memory is ours: freed once libuv is done with it */
+        uv_close((uv_handle_t *)&c->check, on_check_closed);
+    else
+        closed(c);
+}
+
 void cluster_close(struct cluster *c, cluster_close_cb cb, void *ud)
 {
     c->close_cb = cb;
     c->close_ud = ud;
+    if (c->check_ready)
+        uv_check_stop(&c->check); /* no on_change once closing */
     raft_close(&c->raft, on_raft_closed);
+}
+
+/* canonical/raft 0.15 has no callback for "applied" or "leader changed": the fsm sees only
+ * commands (barriers and configuration changes advance the applied index without it), and
+ * inside the fsm's apply raft's own last applied index still lags. Raft runs only inside
+ * libuv's callbacks, so a check handle, which libuv runs right after each iteration's I/O
+ * callbacks, sees every change as soon as it is made, without a timer. */
+static void on_check(uv_check_t *h)
+{
+    struct cluster *c = h->data;
+    raft_id lid = 0;
+    const char *laddr = NULL;
+    raft_leader(&c->raft, &lid, &laddr);
+    raft_index applied = raft_last_applied(&c->raft);
+    int state = raft_state(&c->raft);
+    if (applied == c->seen_applied && lid == c->seen_leader && state == c->seen_state)
+        return;
+    c->seen_applied = applied;
+    c->seen_leader = lid;
+    c->seen_state = state;
+    c->cfg.on_change(c->cfg.change_ud);
 }
 
 int cluster_start(const struct cluster_config *cfg, struct cluster **ret, struct mesh_err *err)
@@ -550,6 +592,13 @@ int cluster_start(const struct cluster_config *cfg, struct cluster **ret, struct
         else
             rc = mesh_errf(err, MESH_EIO, "raft start: %s", raft_errmsg(&c->raft));
         goto fail;
+    }
+    if (cfg->on_change && uv_check_init(cfg->uv, &c->check) == 0) {
+        /* seen_* start at zero: a start that restored a snapshot is reported once. */
+        c->check.data = c;
+        uv_check_start(&c->check, on_check);
+        uv_unref((uv_handle_t *)&c->check); /* it does not keep the loop alive */
+        c->check_ready = true;
     }
     *ret = c;
     return 0;

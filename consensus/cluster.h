@@ -38,6 +38,12 @@ struct cluster_config {
     double timing;                       /* 1 = lan, 5 = wan, or a multiplier */
     unsigned target_voters;              /* --raft-voters */
     uint64_t dead_grace_ms;              /* a voter dead this long is replaced */
+    /* Optional: called after a libuv loop iteration in which raft's last applied index, its
+     * leader or its state changed (also once after a start that restored state), so that
+     * waiters act at once instead of polling. From libuv's check phase, outside every raft
+     * callback: it may call cluster_* functions. Never after cluster_close. */
+    void (*on_change)(void *ud);
+    void *change_ud;
 };
 
 struct cluster;

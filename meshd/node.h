@@ -79,6 +79,7 @@ struct svc_catalog {
     struct svc_list eps, ls; /* endpoints, listeners */
 };
 struct pp_call; /* a push-pull call in flight (node.c) */
+struct forward;
 
 struct node {
     struct meshd_config cfg;
@@ -103,11 +104,11 @@ struct node {
     struct cluster *cluster;
     raft_id raft_id;
     struct event *autopilot_timer;
-    struct write *writes;
-    struct read *reads;
+    struct forward *fwd;        /* writes and reads through the leader (consensus/forward.h) */
+    struct event *fwd_timer;    /* its one timer */
+    struct event *raft_changed; /* raft applied, or its leader changed (node_raft.c) */
     struct event *sched_timer;
-    struct event *watch_timer; /* acts on changes of the desired state (node_sched.c) */
-    uint64_t seen_revision;
+    uint64_t seen_revision;  /* of the desired state last acted on (node_sched_changed) */
     struct fanout *fanouts;  /* listings waiting for other nodes' observed state */
     json_t *spec_cache;      /* the scheduler's parsed specs: {app: [mod_rev, spec]} */
     json_t *engine_down;     /* the scheduler's {node: ms first seen with its engine down} */
@@ -121,7 +122,6 @@ struct node {
     struct node_routes *routes;
     struct node_tunnels *tunnels;
     uint64_t tunnel_refused; /* connections and streams refused (node_tunnel.c) */
-    uint64_t rw_index; /* reads here wait for this index: the last write forwarded from here */
     bool recovering;
     struct evhttp_request *recover_req;
     struct api_watch recover_watch;
@@ -236,7 +236,9 @@ const struct route_table *node_routes_table(struct node *n);
 /* peers_call to dest along the routes: directly when dest answers directly (or no route is
  * known), else relayed hop by hop (CALL_RELAY). Only raft's forwarded writes and read indexes
  * are relayed. Same contract as peers_call. */
-#define NODE_RELAY_MAX_REQUEST (FSM_SPEC_MAX + 1024) /* node_raft.c's FORWARD_MAX_REQUEST */
+#define NODE_RELAY_MAX_REQUEST                                         \
+    (FSM_SPEC_MAX + 1024) /* consensus/forward.h's FORWARD_MAX_REQUEST \
+                           */
 int node_call_routed(struct node *n, const struct mesh_addr *dest, uint16_t type,
                      const uint8_t *req, size_t len, size_t max_reply, uint64_t timeout_ms,
                      peers_reply_fn cb, void *ud);
@@ -294,6 +296,9 @@ int node_sched_start(struct node *n, struct mesh_err *err);
 void node_sched_stop(struct node *n);
 /* Frees listings in flight; after peers_free (their calls never answer then). */
 void node_sched_close(struct node *n);
+/* Raft applied entries (node_raft.c): when the desired state changed, the leader schedules and
+ * every node reconciles, at once. */
+void node_sched_changed(struct node *n);
 
 /* Closes raft while the loop still runs; bounded in time. */
 void node_raft_stop(struct node *n);

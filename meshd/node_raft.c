@@ -1,6 +1,8 @@
 /* The node's Raft side: starting the cluster on the mesh transport, the autopilot timer, the
- * applications API (writes go through the leader, forwarded over the mesh from followers; reads
- * come from the local replica) and the services the leader offers to followers. */
+ * applications API and the wiring of write forwarding and the read index (consensus/forward.h:
+ * writes go through the leader, forwarded over the mesh from followers; reads come from the
+ * local replica) to the API, the peers and raft, including the services the leader offers to
+ * followers. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,18 +10,13 @@
 
 #include <sodium.h>
 
-#include "dlist.h"
+#include "forward.h"
 #include "node.h"
 #include "spec.h"
 #include "version.h"
-#include "wire.h"
 
-#define WRITE_TIMEOUT_MS    5000 /* a write that has not committed by then fails, with why */
-#define READ_WAIT_MS        5000 /* a consistent read waits this long for the replica */
-#define READ_YOUR_WRITES_MS 2000 /* a read after a forwarded write waits this long */
-#define AUTOPILOT_MS        250  /* one configuration change at a time, so steps come often */
-#define FORWARD_MAX_REPLY   1024
-#define FORWARD_MAX_REQUEST NODE_RELAY_MAX_REQUEST
+#define AUTOPILOT_MS 250 /* one configuration change at a time, so steps come often */
+_Static_assert(FORWARD_MAX_REQUEST == NODE_RELAY_MAX_REQUEST, "node.h's relay bound");
 
 /* ---- names and counts ---------------------------------------------------------------------- */
 
@@ -154,54 +151,45 @@ static void h_raft(struct evhttp_request *req, const char *rest, void *ud)
     api_reply_json(req, 200, body);
 }
 
-/* ---- writes -------------------------------------------------------------------------------- */
+/* ---- writes and reads: consensus/forward.h bound to the API, the peers and raft ------------- */
 
-/* A write in progress for an API client: applied here (leader) or forwarded to the leader. */
-struct write {
+/* An API client waiting for a write or a read: forward.h's token. */
+struct api_op {
     struct node *n;
     struct evhttp_request *req; /* NULL once the client hung up */
     struct api_watch watch;
-    struct event *timer;
-    struct cluster_req *creq; /* applied here: detach on timeout */
+    bool watching;
+    bool write;
+    node_read_fn reply; /* reads: answers from the local replica */
     char name[NODE_READ_NAME_MAX + 1];
-    bool forwarded;
-    bool done;            /* answered (or the client is gone) */
-    bool waiting_forward; /* a peers_call is in flight and owns a reference */
-    struct write *prev, *next;
 };
 
-static void write_free(struct write *w)
+static void api_op_gone(void *ud)
 {
-    struct node *n = w->n;
-    DLIST_REMOVE(n->writes, w);
-    if (w->timer)
-        event_free(w->timer);
-    free(w);
+    struct api_op *o = ud;
+    o->req = NULL;
 }
 
-static void write_gone(void *ud)
+static struct api_op *api_op_new(struct node *n, struct evhttp_request *req, const char *name,
+                                 bool write, node_read_fn reply)
 {
-    struct write *w = ud;
-    w->req = NULL;
+    struct api_op *o = calloc(1, sizeof *o);
+    if (!o)
+        return NULL;
+    o->n = n;
+    o->req = req;
+    o->write = write;
+    o->reply = reply;
+    snprintf(o->name, sizeof o->name, "%s", name);
+    return o;
 }
 
-/* Answers the client (once); frees the write unless a forwarded call still refers to it. */
-static void write_answer(struct write *w, int code, json_t *body)
+/* From here the client may hang up before the answer (forward.h fires done later). */
+static void api_op_watch(struct api_op *o)
 {
-    if (!w->done) {
-        w->done = true;
-        if (w->req) {
-            api_unwatch(w->req);
-            api_reply_json(w->req, code, body);
-            body = NULL;
-        }
-        if (w->creq)
-            cluster_req_detach(w->creq);
-        w->creq = NULL;
-    }
-    json_decref(body);
-    if (!w->waiting_forward)
-        write_free(w);
+    o->watch = (struct api_watch){.gone = api_op_gone, .ud = o};
+    api_watch(o->req, &o->watch);
+    o->watching = true;
 }
 
 /* The answer to a write. Outcomes answered with 4xx (outcome_http) carry an "error" too, like
@@ -239,87 +227,218 @@ static int outcome_http(int outcome)
     }
 }
 
-static void on_local_applied(void *ud, int status, const struct fsm_result *res,
-                             const struct mesh_err *err)
+/* Answers the client of o (unless it hung up or the node stops) and frees o. */
+static void api_op_answer(struct api_op *o, const struct forward_result *res)
 {
-    struct write *w = ud;
-    w->creq = NULL;
-    if (status == -ENOSPC) {
-        write_answer(w, 507, json_pack("{s:s}", "error", err ? err->msg : "disk full"));
+    struct node *n = o->n;
+    struct evhttp_request *req = o->req;
+    if (req && o->watching)
+        api_unwatch(req);
+    char msg[FORWARD_MSG_MAX + 192];
+    if (!req || res->status == FORWARD_STOPPED) {
+        free(o);
         return;
     }
-    if (status < 0) {
-        char what[MESH_ERRMSG_LEN], msg[MESH_ERRMSG_LEN + 128];
-        snprintf(what, sizeof what, "%s", err ? err->msg : "write failed");
-        no_quorum_msg(w->n, what, msg, sizeof msg);
-        write_answer(w, 503, json_pack("{s:s}", "error", msg));
-        return;
+    switch (res->status) {
+    case FORWARD_OK:
+        if (o->write)
+            api_reply_json(req, outcome_http(res->outcome),
+                           result_json(o->name, res->outcome, res->version));
+        else if (!n->cluster) /* closed for a recover meanwhile */
+            api_reply_error(req, 503, "raft is restarting on this node; try again");
+        else
+            o->reply(n, req, o->name, res->consistent);
+        break;
+    case FORWARD_REFUSED:
+        api_reply_error(req, 400, "%s", res->msg);
+        break;
+    case FORWARD_DISK_FULL:
+        api_reply_error(req, 507, "%s", res->msg);
+        break;
+    case FORWARD_NO_QUORUM:
+        no_quorum_msg(n, res->msg, msg, sizeof msg);
+        api_reply_error(req, 503, "%s", msg);
+        break;
+    case FORWARD_BAD_REPLY:
+        api_reply_error(req, 502, "%s", res->msg);
+        break;
+    case FORWARD_NOMEM:
+        api_reply_error(req, 500, "%s", res->msg);
+        break;
+    default:
+        api_reply_error(req, 503, "%s", res->msg);
+        break;
     }
-    write_answer(w, outcome_http(res->outcome), result_json(w->name, res->outcome, res->version));
+    free(o);
 }
 
-/* Forwarded writes carry the command; the leader answers [outcome, version] or an error. */
-static void on_forward_reply(void *ud, int rc, const uint8_t *reply, size_t len,
-                             const struct mesh_err *err)
+static uint64_t fwd_now(void *ud)
 {
-    struct write *w = ud;
-    w->waiting_forward = false;
-    if (w->done) {
-        write_free(w);
-        return;
-    }
-    if (rc == MESH_EINVAL || rc == MESH_ETOOBIG || rc == MESH_EUNSUPPORTED || rc == -ENOSPC) {
-        /* The leader checked the write and refused it, or cannot store anything: retrying at
-         * once will not help. */
-        char msg[MESH_ERRMSG_LEN + 64];
-        snprintf(msg, sizeof msg, "the leader refused the write: %s",
-                 err ? err->msg : mesh_strerror(rc));
-        write_answer(w, rc == -ENOSPC ? 507 : 400, json_pack("{s:s}", "error", msg));
-        return;
-    }
-    if (rc < 0) {
-        char what[MESH_ERRMSG_LEN + 64], msg[MESH_ERRMSG_LEN + 192];
-        snprintf(what, sizeof what, "the leader did not take the write (%.200s)",
-                 err ? err->msg : mesh_strerror(rc));
-        no_quorum_msg(w->n, what, msg, sizeof msg);
-        write_answer(w, 503, json_pack("{s:s}", "error", msg));
-        return;
-    }
-    struct wire_rd r;
-    uint32_t cnt;
-    uint64_t outcome, version, index = 0;
-    wire_rd_init(&r, reply, len);
-    if (wire_rd_array(&r, &cnt) < 0 || cnt < 3 || wire_rd_uint(&r, &outcome) < 0 ||
-        wire_rd_uint(&r, &version) < 0 || wire_rd_uint(&r, &index) < 0 ||
-        outcome > FSM_OUT_UNKNOWN) {
-        write_answer(w, 502, json_pack("{s:s}", "error", "malformed answer from the leader"));
-        return;
-    }
-    /* Committed. Answer now; reads on this node wait for the replica to reach the write's
-     * index instead (read_new), so the client still reads its own writes here without every
-     * forwarded write waiting for the next heartbeat to carry the commit index. */
-    if (index > w->n->rw_index)
-        w->n->rw_index = index;
-    write_answer(w, outcome_http((int)outcome), result_json(w->name, (int)outcome, version));
+    (void)ud;
+    return mesh_now_ms();
 }
 
-static void on_write_timeout(evutil_socket_t fd, short what, void *arg)
+static void fwd_state(void *ud, struct forward_state *ret)
 {
-    struct write *w = arg;
-    char msg[256];
+    struct node *n = ud;
+    memset(ret, 0, sizeof *ret);
+    if (!n->cluster) /* closed for a recover: nothing is known until it is back */
+        return;
+    struct cluster_info info;
+    cluster_info(n->cluster, &info);
+    ret->leader_id = info.leader_id;
+    ret->leader_address = info.leader_address;
+    ret->leading = info.leader_id && info.leader_id == n->raft_id;
+    ret->applied = info.last_applied;
+    ret->commit = info.commit_index;
+}
+
+static void fwd_timer(void *ud, uint64_t at_ms)
+{
+    struct node *n = ud;
+    evtimer_del(n->fwd_timer);
+    if (at_ms == FORWARD_NO_DEADLINE)
+        return;
+    uint64_t now = mesh_now_ms(), ms = at_ms > now ? at_ms - now : 0;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(n->fwd_timer, &tv);
+}
+
+static void on_fwd_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
     (void)fd;
     (void)what;
-    no_quorum_msg(w->n, "the write did not commit in time", msg, sizeof msg);
-    write_answer(w, 503, json_pack("{s:s}", "error", msg));
+    forward_tick(n->fwd);
+}
+
+static void on_fwd_reply(void *ud, int rc, const uint8_t *reply, size_t len,
+                         const struct mesh_err *err)
+{
+    forward_call_done(ud, rc, reply, len, err);
+}
+
+static int fwd_call(void *ud, struct forward_op *op, const char *address,
+                    enum forward_call_type type, const uint8_t *buf, size_t len, size_t max_reply,
+                    uint64_t timeout_ms)
+{
+    struct node *n = ud;
+    struct mesh_addr to;
+    int rc = mesh_addr_parse(address, 0, &to);
+    if (rc < 0)
+        return rc;
+    return node_call_routed(n, &to,
+                            type == FORWARD_CALL_APPLY ? CALL_RAFT_APPLY : CALL_RAFT_READ_INDEX,
+                            buf, len, max_reply, timeout_ms, on_fwd_reply, op);
+}
+
+static void on_fwd_applied(void *ud, int status, const struct fsm_result *res,
+                           const struct mesh_err *err)
+{
+    forward_submit_done(ud, status, res, err);
+}
+
+static int fwd_submit(void *ud, struct forward_op *op, struct raft_buffer *cmd, void **ret_handle)
+{
+    struct node *n = ud;
+    if (!n->cluster)
+        return MESH_ESTATE;
+    struct cluster_req *creq = NULL;
+    int rc = cluster_apply(n->cluster, cmd, on_fwd_applied, op, &creq);
+    *ret_handle = creq;
+    return rc;
+}
+
+static void on_fwd_barrier(void *ud, int status)
+{
+    forward_barrier_done(ud, status);
+}
+
+static int fwd_barrier(void *ud, struct forward_op *op, void **ret_handle)
+{
+    struct node *n = ud;
+    if (!n->cluster)
+        return MESH_ESTATE;
+    struct cluster_req *creq = NULL;
+    int rc = cluster_barrier(n->cluster, on_fwd_barrier, op, &creq);
+    *ret_handle = creq;
+    return rc;
+}
+
+static void fwd_detach(void *ud, void *handle)
+{
+    (void)ud;
+    cluster_req_detach(handle);
+}
+
+static void fwd_done(void *ud, void *token, const struct forward_result *res)
+{
+    (void)ud;
+    api_op_answer(token, res);
+}
+
+static void fwd_respond(void *ud, void *req, int rc, const uint8_t *reply, size_t len,
+                        const char *msg)
+{
+    (void)ud;
+    peers_respond(req, rc, reply, len, msg);
+}
+
+/* Service records are the daemon's format (node_svc.c): parsed and encoded again. */
+static int fwd_canonical_rec(void *ud, const struct fsm_cmd *c, struct raft_buffer *out)
+{
+    struct svc_rec rec;
+    (void)ud;
+    if (svc_rec_parse(c->name, c->name_len, c->value, c->value_len, &rec) < 0)
+        return MESH_EINVAL;
+    return svc_rec_encode(&rec, out);
+}
+
+/* Raft's applied index, leader or state changed (cluster_config.on_change, from libuv's check
+ * phase): the work runs from libevent like everything else that calls into raft. */
+static void on_raft_change(void *ud)
+{
+    struct node *n = ud;
+    if (n->raft_changed)
+        event_active(n->raft_changed, EV_TIMEOUT, 0);
+}
+
+static void on_raft_changed(evutil_socket_t fd, short what, void *arg)
+{
+    struct node *n = arg;
+    (void)fd;
+    (void)what;
+    forward_changed(n->fwd);
+    node_sched_changed(n);
+}
+
+static int fwd_init(struct node *n, struct mesh_err *err)
+{
+    struct forward_io io = {
+        .data = n,
+        .now = fwd_now,
+        .state = fwd_state,
+        .timer = fwd_timer,
+        .call = fwd_call,
+        .submit = fwd_submit,
+        .barrier = fwd_barrier,
+        .detach = fwd_detach,
+        .done = fwd_done,
+        .respond = fwd_respond,
+        .canonical_rec = fwd_canonical_rec,
+    };
+    n->fwd_timer = evtimer_new(n->loop.base, on_fwd_timer, n);
+    n->raft_changed = event_new(n->loop.base, -1, 0, on_raft_changed, n);
+    if (!n->fwd_timer || !n->raft_changed || forward_new(&io, &n->fwd) < 0)
+        return mesh_errf(err, MESH_ENOMEM, "out of memory");
+    return 0;
 }
 
 /* Sends cmd (raft_malloc'ed, always consumed) to the leader: applied here when we lead, else
- * forwarded. The client gets its answer from the callbacks above. */
+ * forwarded (forward.h). The client gets its answer now or from fwd_done. */
 void node_raft_write(struct node *n, struct evhttp_request *req, const char *name,
                      struct raft_buffer *cmd)
 {
-    struct cluster_info info;
-    char msg[256];
     if (n->raft_closing) {
         raft_free(cmd->base);
         api_reply_error(req, 503, "this node is shutting down; use another node");
@@ -330,174 +449,72 @@ void node_raft_write(struct node *n, struct evhttp_request *req, const char *nam
         api_reply_error(req, 503, "raft is restarting on this node; try again");
         return;
     }
-    cluster_info(n->cluster, &info);
-    if (!info.leader_id) {
-        raft_free(cmd->base);
-        no_quorum_msg(n, "no leader", msg, sizeof msg);
-        api_reply_error(req, 503, "%s", msg);
-        return;
-    }
-    struct write *w = calloc(1, sizeof *w);
-    if (!w) {
+    struct api_op *o = api_op_new(n, req, name, true, NULL);
+    if (!o) {
         raft_free(cmd->base);
         api_reply_error(req, 500, "out of memory");
         return;
     }
-    w->n = n;
-    w->req = req;
-    snprintf(w->name, sizeof w->name, "%s", name);
-    DLIST_PUSH(n->writes, w);
-    w->watch = (struct api_watch){.gone = write_gone, .ud = w};
-    api_watch(req, &w->watch);
-    w->timer = evtimer_new(n->loop.base, on_write_timeout, w);
-    struct timeval tv = {WRITE_TIMEOUT_MS / 1000, (WRITE_TIMEOUT_MS % 1000) * 1000};
-    if (w->timer)
-        evtimer_add(w->timer, &tv);
-
-    int rc;
-    if (info.leader_id == n->raft_id) {
-        rc = cluster_apply(n->cluster, cmd, on_local_applied, w, &w->creq);
-        if (rc < 0)
-            raft_free(cmd->base);
-    } else {
-        struct mesh_addr to;
-        rc = mesh_addr_parse(info.leader_address, 0, &to);
-        if (rc == 0)
-            rc = node_call_routed(n, &to, CALL_RAFT_APPLY, cmd->base, cmd->len, FORWARD_MAX_REPLY,
-                                  WRITE_TIMEOUT_MS, on_forward_reply, w);
-        raft_free(cmd->base);
-        if (rc == 0) {
-            w->forwarded = true;
-            w->waiting_forward = true;
-        }
-    }
-    if (rc < 0) {
-        no_quorum_msg(n, "cannot reach the leader", msg, sizeof msg);
-        write_answer(w, 503, json_pack("{s:s}", "error", msg));
-    }
+    struct forward_result res;
+    if (forward_write(n->fwd, o, cmd, &res))
+        api_op_answer(o, &res);
+    else
+        api_op_watch(o);
 }
 
-/* The leader's side of a forwarded write. */
-/* A request a follower sent to the leader, and the node serving it. */
-struct served {
-    struct node *n;
-    struct peers_req *req;
-};
-
-static void on_served_applied(void *ud, int status, const struct fsm_result *res,
-                              const struct mesh_err *err)
+void node_raft_read(struct node *n, struct evhttp_request *req, const char *name,
+                    node_read_fn reply)
 {
-    struct served *sv = ud;
-    struct peers_req *req = sv->req;
-    struct node *n = sv->n;
-    free(sv);
-    if (status < 0) {
-        peers_respond(req, status, NULL, 0, err ? err->msg : "write failed");
+    char q[16];
+    if (n->raft_closing) {
+        api_reply_error(req, 503, "this node is shutting down; use another node");
         return;
     }
-    /* The entry is applied here, so the commit index covers it: the follower waits for its own
-     * replica to reach it before answering, so that a client reads its own writes there. */
-    struct cluster_info info;
-    uint8_t buf[48];
-    struct wire_wr w;
-    cluster_info(n->cluster, &info);
-    wire_wr_init(&w, buf, sizeof buf);
-    msgpack_pack_array(&w.pk, 3);
-    msgpack_pack_uint8(&w.pk, (uint8_t)res->outcome);
-    msgpack_pack_uint64(&w.pk, res->version);
-    msgpack_pack_uint64(&w.pk, info.commit_index); /* last_applied lags inside apply */
-    peers_respond(req, 0, buf, w.len, NULL);
+    if (!n->cluster) {
+        api_reply_error(req, 503, "raft is restarting on this node; try again");
+        return;
+    }
+    const char *c = api_query(req, "consistent", q, sizeof q);
+    struct api_op *o = api_op_new(n, req, name, false, reply);
+    if (!o) {
+        api_reply_error(req, 500, "out of memory");
+        return;
+    }
+    struct forward_result res;
+    if (forward_read(n->fwd, o, c && strcmp(c, "true") == 0, &res))
+        api_op_answer(o, &res);
+    else
+        api_op_watch(o);
 }
 
-/* The command a follower forwarded, as this leader would have written it: decoded, checked by
- * the rules the API applies before a write (a spec by spec_validate, a service record by
- * svc_rec_parse, the rest by the machine's own rules) and encoded again, padded. So the log only
- * ever holds canonical commands, whatever bytes a buggy or hostile member sent: a spec that
- * would crash or confuse a reader, a length raft_uv cannot store (issue 10). Returns 0 and *out
- * (raft_malloc'ed), or an error with why. */
-static int forward_canonical(const uint8_t *data, size_t len, struct raft_buffer *out, char *why,
-                             size_t whylen)
-{
-    struct fsm_cmd c;
-    int rc = fsm_cmd_decode(data, len, &c);
-    if (rc < 0) {
-        snprintf(why, whylen, "not a command this leader accepts: %s", mesh_strerror(rc));
-        return rc == MESH_EUNSUPPORTED ? rc : MESH_EINVAL;
-    }
-    char *text = NULL;
-    if (c.type == FSM_CMD_PUT_APP) {
-        struct spec_errors errs;
-        json_t *canon = NULL;
-        if ((rc = spec_from_bytes(c.value, c.value_len, &canon, &errs)) < 0) {
-            char line[512];
-            spec_errors_format(&errs, line, sizeof line);
-            snprintf(why, whylen, "application %.*s: %s", (int)c.name_len, c.name, line);
-            return rc == MESH_ENOMEM ? rc : MESH_EINVAL;
-        }
-        const char *specname = json_string_value(json_object_get(canon, "name"));
-        if (!specname || strlen(specname) != c.name_len || memcmp(specname, c.name, c.name_len)) {
-            json_decref(canon);
-            snprintf(why, whylen, "application %.*s: the spec names another one", (int)c.name_len,
-                     c.name);
-            return MESH_EINVAL;
-        }
-        text = spec_dump(canon);
-        json_decref(canon);
-        if (!text)
-            return MESH_ENOMEM;
-        c.value = (const uint8_t *)text;
-        c.value_len = strlen(text);
-    } else if (c.type == FSM_CMD_PUT_REC) {
-        struct svc_rec rec;
-        if (svc_rec_parse(c.name, c.name_len, c.value, c.value_len, &rec) < 0) {
-            snprintf(why, whylen, "record %.*s: not a service declaration this node would write",
-                     (int)c.name_len, c.name);
-            return MESH_EINVAL;
-        }
-        return svc_rec_encode(&rec, out);
-    }
-    rc = fsm_cmd_encode(&c, out);
-    free(text);
-    if (rc < 0)
-        snprintf(why, whylen, "cannot encode the write: %s", mesh_strerror(rc));
-    return rc;
-}
-
+/* The leader's side of the calls followers make (forward.h). */
 static void serve_apply(void *ud, struct peers_req *req)
+{
+    struct node *n = ud;
+    char why[640];
+    if (!n->cluster) {
+        peers_respond(req, MESH_ESTATE, NULL, 0, "raft is restarting on this node");
+        return;
+    }
+    struct mesh_addr from = req->from; /* req may be answered (and freed) below */
+    if (forward_serve_apply(n->fwd, req, req->data, req->len, why, sizeof why) < 0) {
+        uint32_t held = 0;
+        char addr[MESH_ADDR_STRLEN];
+        if (log_ratelimit_host(&n->fwd_log_rl, &from, mesh_now_ms(), 60000, &held))
+            log_warn(&n->log, "refused a write forwarded by %s: %s%s",
+                     mesh_addr_format(&from, addr, sizeof addr), why,
+                     held ? " (and more in the last minute)" : "");
+    }
+}
+
+static void serve_read_index(void *ud, struct peers_req *req)
 {
     struct node *n = ud;
     if (!n->cluster) {
         peers_respond(req, MESH_ESTATE, NULL, 0, "raft is restarting on this node");
         return;
     }
-    struct raft_buffer cmd;
-    char why[640] = "";
-    int rc = forward_canonical(req->data, req->len, &cmd, why, sizeof why);
-    if (rc < 0) {
-        uint32_t held = 0;
-        char from[MESH_ADDR_STRLEN];
-        if (log_ratelimit_host(&n->fwd_log_rl, &req->from, mesh_now_ms(), 60000, &held))
-            log_warn(&n->log, "refused a write forwarded by %s: %s%s",
-                     mesh_addr_format(&req->from, from, sizeof from), why,
-                     held ? " (and more in the last minute)" : "");
-        peers_respond(req, rc, NULL, 0, why[0] ? why : mesh_strerror(rc));
-        return;
-    }
-    struct served *sv = malloc(sizeof *sv);
-    if (!sv) {
-        raft_free(cmd.base);
-        peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
-        return;
-    }
-    sv->n = n;
-    sv->req = req;
-    rc = cluster_apply(n->cluster, &cmd, on_served_applied, sv, NULL);
-    if (rc < 0) {
-        free(sv);
-        raft_free(cmd.base);
-        peers_respond(req, rc, NULL, 0,
-                      rc == MESH_ESTATE ? "not the leader (any more): retry" : mesh_strerror(rc));
-    }
+    forward_serve_read_index(n->fwd, req);
 }
 
 /* ---- the applications API ---------------------------------------------------------------- */
@@ -595,39 +612,6 @@ static json_t *app_json(struct node *n, const struct fsm_app *a, bool with_spec)
     return o;
 }
 
-/* Reads answer from the local replica; with ?consistent=true, only once this replica has
- * applied everything the leader had committed when asked (a read index, Raft thesis §6.4). */
-struct read {
-    struct node *n;
-    struct evhttp_request *req;
-    struct api_watch watch;
-    struct event *timer;
-    char name[NODE_READ_NAME_MAX + 1]; /* "" = list */
-    node_read_fn reply;                /* answers from the local replica */
-    uint64_t index;                    /* wait until applied >= index */
-    uint64_t deadline;
-    struct cluster_req *creq; /* our local barrier, while it is out: detach when orphaned */
-    bool waiting_call;        /* a read index call or our barrier is out and refers to us */
-    bool done;
-    bool best_effort; /* a plain read waiting for our own last write: never fails */
-    struct read *prev, *next;
-};
-
-static void read_free(struct read *r)
-{
-    struct node *n = r->n;
-    DLIST_REMOVE(n->reads, r);
-    if (r->timer)
-        event_free(r->timer);
-    free(r);
-}
-
-static void read_gone(void *ud)
-{
-    struct read *r = ud;
-    r->req = NULL;
-}
-
 static void reply_read(struct node *n, struct evhttp_request *req, const char *name,
                        bool consistent)
 {
@@ -654,206 +638,6 @@ static void reply_read(struct node *n, struct evhttp_request *req, const char *n
     api_reply_json(req, 200,
                    json_pack("{s:o, s:b, s:I}", "apps", arr, "stale", stale, "revision",
                              (json_int_t)fsm_revision(fsm)));
-}
-
-static void read_finish(struct read *r, int code, const char *msg)
-{
-    if (!r->done) {
-        r->done = true;
-        if (r->req) {
-            api_unwatch(r->req);
-            if (code == 200)
-                r->reply(r->n, r->req, r->name, !r->best_effort);
-            else
-                api_reply_error(r->req, code, "%s", msg);
-        }
-    }
-    if (!r->waiting_call)
-        read_free(r);
-}
-
-static void read_poll(struct read *r)
-{
-    struct cluster_info info;
-    cluster_info(r->n->cluster, &info);
-    if (info.last_applied >= r->index) {
-        read_finish(r, 200, NULL);
-        return;
-    }
-    if (mesh_now_ms() >= r->deadline) {
-        /* A plain read only waited to show the client its own write: answer what we have. */
-        read_finish(r, r->best_effort ? 200 : 503,
-                    "this replica did not catch up with the leader in time");
-        return;
-    }
-    struct timeval tv = {0, 5 * 1000};
-    evtimer_add(r->timer, &tv);
-}
-
-static void on_read_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    read_poll(arg);
-}
-
-static void on_read_index(void *ud, int rc, const uint8_t *reply, size_t len,
-                          const struct mesh_err *err)
-{
-    struct read *r = ud;
-    r->waiting_call = false;
-    if (r->done) {
-        read_free(r);
-        return;
-    }
-    struct wire_rd rd;
-    uint64_t idx;
-    wire_rd_init(&rd, reply, len);
-    if (rc < 0 || wire_rd_uint(&rd, &idx) < 0) {
-        char msg[MESH_ERRMSG_LEN + 64];
-        snprintf(msg, sizeof msg, "consistent read: the leader did not answer: %s",
-                 err ? err->msg : "malformed answer");
-        read_finish(r, 503, msg);
-        return;
-    }
-    r->index = idx;
-    read_poll(r);
-}
-
-static void on_local_barrier(void *ud, int status)
-{
-    struct read *r = ud;
-    r->waiting_call = false;
-    r->creq = NULL;
-    if (r->done) { /* orphaned by node_raft_stop */
-        read_free(r);
-        return;
-    }
-    if (status < 0) {
-        read_finish(r, 503, "consistent read: leadership lost; retry");
-        return;
-    }
-    r->index = 0;
-    read_poll(r);
-}
-
-/* The leader's side of a read index: a barrier, then its commit index. */
-static void on_served_read_barrier(void *ud, int status)
-{
-    struct served *sr = ud;
-    if (status < 0) {
-        peers_respond(sr->req, status, NULL, 0, "leadership lost; retry");
-    } else {
-        struct cluster_info info;
-        uint8_t buf[16];
-        struct wire_wr w;
-        cluster_info(sr->n->cluster, &info);
-        wire_wr_init(&w, buf, sizeof buf);
-        msgpack_pack_uint64(&w.pk, info.commit_index);
-        peers_respond(sr->req, 0, buf, w.len, NULL);
-    }
-    free(sr);
-}
-
-static void serve_read_index(void *ud, struct peers_req *req)
-{
-    struct node *n = ud;
-    if (!n->cluster) {
-        peers_respond(req, MESH_ESTATE, NULL, 0, "raft is restarting on this node");
-        return;
-    }
-    struct served *sr = malloc(sizeof *sr);
-    if (!sr) {
-        peers_respond(req, MESH_ENOMEM, NULL, 0, "out of memory");
-        return;
-    }
-    sr->n = n;
-    sr->req = req;
-    int rc = cluster_barrier(n->cluster, on_served_read_barrier, sr, NULL);
-    if (rc < 0) {
-        free(sr);
-        peers_respond(req, rc, NULL, 0, "not the leader (any more): retry");
-    }
-}
-
-/* A read that answers once this replica has applied index r->index (set by the caller). On
- * failure replies 500 itself and returns NULL. */
-static struct read *read_new(struct node *n, struct evhttp_request *req, const char *name,
-                             node_read_fn reply, uint64_t wait_ms)
-{
-    struct read *r = calloc(1, sizeof *r);
-    if (!r || !(r->timer = evtimer_new(n->loop.base, on_read_timer, r))) {
-        free(r);
-        api_reply_error(req, 500, "out of memory");
-        return NULL;
-    }
-    r->n = n;
-    r->req = req;
-    r->reply = reply;
-    snprintf(r->name, sizeof r->name, "%s", name);
-    r->deadline = mesh_now_ms() + wait_ms;
-    DLIST_PUSH(n->reads, r);
-    r->watch = (struct api_watch){.gone = read_gone, .ud = r};
-    api_watch(req, &r->watch);
-    return r;
-}
-
-void node_raft_read(struct node *n, struct evhttp_request *req, const char *name,
-                    node_read_fn reply)
-{
-    char q[16];
-    if (n->raft_closing) {
-        api_reply_error(req, 503, "this node is shutting down; use another node");
-        return;
-    }
-    if (!n->cluster) {
-        api_reply_error(req, 503, "raft is restarting on this node; try again");
-        return;
-    }
-    const char *c = api_query(req, "consistent", q, sizeof q);
-    if (!c || strcmp(c, "true") != 0) {
-        /* Local read; after a write forwarded from here, once the replica has caught up with it
-         * (read your writes on this node). */
-        struct cluster_info now;
-        cluster_info(n->cluster, &now);
-        if (now.last_applied >= n->rw_index) {
-            reply(n, req, name, false);
-            return;
-        }
-        struct read *r = read_new(n, req, name, reply, READ_YOUR_WRITES_MS);
-        if (r) {
-            r->index = n->rw_index;
-            r->best_effort = true;
-            read_poll(r);
-        }
-        return;
-    }
-    struct cluster_info info;
-    char msg[256];
-    cluster_info(n->cluster, &info);
-    if (!info.leader_id) {
-        no_quorum_msg(n, "consistent read: no leader", msg, sizeof msg);
-        api_reply_error(req, 503, "%s", msg);
-        return;
-    }
-    struct read *r = read_new(n, req, name, reply, READ_WAIT_MS);
-    if (!r)
-        return;
-    int rc;
-    if (info.leader_id == n->raft_id) {
-        rc = cluster_barrier(n->cluster, on_local_barrier, r, &r->creq);
-    } else {
-        struct mesh_addr to;
-        rc = mesh_addr_parse(info.leader_address, 0, &to);
-        if (rc == 0)
-            rc = node_call_routed(n, &to, CALL_RAFT_READ_INDEX, NULL, 0, 64, READ_WAIT_MS,
-                                  on_read_index, r);
-    }
-    if (rc < 0) {
-        read_finish(r, 503, "consistent read: cannot reach the leader");
-        return;
-    }
-    r->waiting_call = true;
 }
 
 static void h_apps(struct evhttp_request *req, const char *rest, void *ud)
@@ -973,6 +757,8 @@ static int cluster_open(struct node *n, bool may_bootstrap, struct mesh_err *err
         .may_bootstrap = may_bootstrap,
         .timing = n->cfg.raft_timing,
         .target_voters = n->cfg.raft_voters,
+        .on_change = on_raft_change,
+        .change_ud = n,
     };
     if ((rc = cluster_start(&cc, &n->cluster, err)) < 0)
         return rc;
@@ -1098,8 +884,8 @@ static void h_raft_recover(struct evhttp_request *req, const char *rest, void *u
 int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
 {
     n->raft_id = cluster_raft_id(n->ident.id);
-    int rc = cluster_open(n, may_bootstrap, err);
-    if (rc < 0)
+    int rc = fwd_init(n, err);
+    if (rc < 0 || (rc = cluster_open(n, may_bootstrap, err)) < 0)
         return rc;
     static const struct api_route_def routes[] = {
         {"GET", FOGMESH_API_PREFIX "/apps", h_apps},
@@ -1140,15 +926,18 @@ static void on_close_deadline(evutil_socket_t fd, short what, void *arg)
     mesh_loop_stop(&n->loop);
 }
 
-/* Closes raft while the loop still runs (its close is asynchronous), bounded in time. */
 void node_raft_free(struct node *n)
 {
-    while (n->writes)
-        write_free(n->writes);
-    while (n->reads)
-        read_free(n->reads);
+    forward_free(n->fwd);
+    n->fwd = NULL;
+    if (n->fwd_timer)
+        event_free(n->fwd_timer);
+    if (n->raft_changed)
+        event_free(n->raft_changed);
+    n->fwd_timer = n->raft_changed = NULL;
 }
 
+/* Closes raft while the loop still runs (its close is asynchronous), bounded in time. */
 void node_raft_stop(struct node *n)
 {
     node_sched_stop(n);
@@ -1156,49 +945,24 @@ void node_raft_stop(struct node *n)
         event_free(n->autopilot_timer);
         n->autopilot_timer = NULL;
     }
-    /* Writes and reads still waiting are answered no more. Those whose forwarded call is still
-     * out stay (orphaned: done, no client) until its callback frees them: calls can complete
+    /* No reaction to raft's changes while it closes (the scheduler is stopped). */
+    if (n->raft_changed)
+        event_del(n->raft_changed);
+    /* Writes and reads still waiting are answered no more (forward_stop). Those whose
+     * forwarded call is still out stay in the module until its callback: calls can complete
      * while the loop drains below; node_raft_free frees what is left once peers is gone (its
-     * callbacks never fire then). Local applies and barriers are detached and freed now. */
-    for (struct write *w = n->writes, *next; w; w = next) {
-        next = w->next;
-        if (w->req)
-            api_unwatch(w->req);
-        w->req = NULL;
-        w->done = true;
-        if (w->creq)
-            cluster_req_detach(w->creq);
-        w->creq = NULL;
-        if (w->timer)
-            event_free(w->timer);
-        w->timer = NULL;
-        if (!w->waiting_forward)
-            write_free(w);
-    }
+     * callbacks never fire then). Local applies and barriers, ours and those served for
+     * followers (answered "closed" now), are detached, so that no callback can come for them
+     * later (not even from a raft that missed the deadline below and finishes closing in
+     * node_close, after the module is freed). */
+    if (n->fwd)
+        forward_stop(n->fwd);
     if (n->recover_req)
         api_unwatch(n->recover_req);
     n->recover_req = NULL;
     if (n->recover_timer)
         event_free(n->recover_timer);
     n->recover_timer = NULL;
-    for (struct read *r = n->reads, *next; r; r = next) {
-        next = r->next;
-        if (r->req)
-            api_unwatch(r->req);
-        r->req = NULL;
-        r->done = true;
-        if (r->timer)
-            evtimer_del(r->timer);
-        /* Our own barrier is detached, so that no callback can come for it later (not even
-         * from a raft that missed the deadline below and finishes closing in node_close). */
-        if (r->creq) {
-            cluster_req_detach(r->creq);
-            r->creq = NULL;
-            r->waiting_call = false;
-        }
-        if (!r->waiting_call)
-            read_free(r);
-    }
     /* From here only raft's close (or its deadline) ends the loop below: node_stop, from a
      * second signal or a leave finishing now, records its exit code only (node.h). */
     n->raft_closing = true;

@@ -12,7 +12,6 @@
 
 #define SCHED_TICK_MS     500 /* also how soon a node's death past the grace is acted on */
 #define SCHED_CHANGES_MAX 256 /* proposed per run; the rest come in the next */
-#define STATE_WATCH_MS    20  /* how often the state machine's revision is compared */
 
 static enum sched_node_state node_state(enum swim_member_state st)
 {
@@ -280,14 +279,12 @@ static void on_sched_timer(evutil_socket_t fd, short what, void *arg)
 
 /* Acts on a change of the desired state at once: the leader schedules (a deploy is placed
  * within one loop pass of its commit, not at the next tick) and every node reconciles (a
- * placement starts its container right after it is applied here). The check is a comparison
- * of the state machine's revision, in memory. */
-static void on_watch_timer(evutil_socket_t fd, short what, void *arg)
+ * placement starts its container right after it is applied here). Called when raft applied
+ * something (cluster_config.on_change); entries that change nothing (barriers, unchanged
+ * writes) leave the revision alone and are skipped. */
+void node_sched_changed(struct node *n)
 {
-    struct node *n = arg;
-    (void)fd;
-    (void)what;
-    if (!n->cluster)
+    if (!n->cluster || !n->sched_timer) /* not started, or stopped */
         return;
     uint64_t rev = fsm_revision(cluster_fsm(n->cluster));
     if (rev == n->seen_revision)
@@ -690,10 +687,8 @@ int node_sched_start(struct node *n, struct mesh_err *err)
     if (rc < 0)
         return rc;
     n->sched_timer = event_new(n->loop.base, -1, EV_PERSIST, on_sched_timer, n);
-    n->watch_timer = event_new(n->loop.base, -1, EV_PERSIST, on_watch_timer, n);
-    struct timeval tv = {0, SCHED_TICK_MS * 1000}, watch = {0, STATE_WATCH_MS * 1000};
-    if (!n->sched_timer || event_add(n->sched_timer, &tv) != 0 || !n->watch_timer ||
-        event_add(n->watch_timer, &watch) != 0)
+    struct timeval tv = {0, SCHED_TICK_MS * 1000};
+    if (!n->sched_timer || event_add(n->sched_timer, &tv) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");
     return 0;
 }
@@ -716,7 +711,5 @@ void node_sched_stop(struct node *n)
     n->engine_down = NULL;
     if (n->sched_timer)
         event_free(n->sched_timer);
-    if (n->watch_timer)
-        event_free(n->watch_timer);
-    n->sched_timer = n->watch_timer = NULL;
+    n->sched_timer = NULL;
 }
