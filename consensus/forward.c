@@ -479,8 +479,12 @@ static void served_applied(struct forward_op *op, int status, const struct fsm_r
     void *req = op->token;
     op_free(op);
     if (status < 0 || !res) {
-        fw->io.respond(fw->io.data, req, status < 0 ? status : MESH_EIO, NULL, 0,
-                       err ? err->msg : "write failed");
+        /* Leadership lost after the entry was proposed (raft's LEADERSHIPLOST, MESH_ESTATE
+         * here): the entry may still commit under the next leader. MESH_ESTATE tells the
+         * follower "never proposed, send it to the next leader", so answer MESH_EAGAIN: the
+         * client gets the error and decides, and the write is never applied twice. */
+        int rc = status == MESH_ESTATE ? MESH_EAGAIN : status < 0 ? status : MESH_EIO;
+        fw->io.respond(fw->io.data, req, rc, NULL, 0, err ? err->msg : "write failed");
         return;
     }
     /* The entry is applied here, so the commit index covers it: the follower waits for its own

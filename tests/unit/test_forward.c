@@ -707,6 +707,26 @@ static void serve_apply_pads(void **state)
     assert_string_equal(f->resps[0].msg, "write failed");
 }
 
+/* A write the leader proposed and then lost leadership over may still commit under the next
+ * leader: the answer must not be MESH_ESTATE, the one code on which a follower sends the write
+ * again (it would be applied twice). */
+static void serve_apply_leadership_lost_is_not_resent(void **state)
+{
+    struct fake *f = *state;
+    char why[640];
+    set_leader(f, SELF);
+    struct raft_buffer b = delete_cmd("ab");
+    assert_int_equal(forward_serve_apply(f->fw, f, b.base, b.len, why, sizeof why), 0);
+    raft_free(b.base);
+    struct mesh_err e;
+    mesh_errf(&e, MESH_ESTATE, "leadership lost before the write committed; retry");
+    forward_submit_done(f->subs[0].op, MESH_ESTATE, NULL, &e);
+    assert_int_equal(f->nresps, 1);
+    assert_int_not_equal(f->resps[0].rc, MESH_ESTATE);
+    assert_int_equal(f->resps[0].rc, MESH_EAGAIN);
+    assert_non_null(strstr(f->resps[0].msg, "leadership lost"));
+}
+
 static void serve_apply_refusals(void **state)
 {
     struct fake *f = *state;
@@ -830,6 +850,7 @@ int main(void)
         T(free_with_calls_out),
         T(serve_apply_makes_it_canonical),
         T(serve_apply_pads),
+        T(serve_apply_leadership_lost_is_not_resent),
         T(serve_apply_refusals),
         T(serve_read_index),
         T(reply_codecs),
