@@ -10,6 +10,7 @@
 
 #include "addr.h"
 #include "dlist.h"
+#include "timeutil.h"
 #include "tunnel.h"
 
 #define PUMP_BUF        65536 /* bytes read from raft's end at once */
@@ -433,7 +434,7 @@ static void on_rd(evutil_socket_t fd, short what, void *arg)
         /* Raft closed its end: FIN after what it wrote, then wait (bounded) for the peer's. */
         tc->rd_eof = true;
         event_del(tc->rd);
-        struct timeval tv = {TRANSPORT_LINGER_MS / 1000, (TRANSPORT_LINGER_MS % 1000) * 1000};
+        struct timeval tv = mesh_ms_to_timeval(TRANSPORT_LINGER_MS);
         if (peers_stream_close(tc->s) < 0 ||
             !(tc->linger = evtimer_new(tc->tr->cfg.base, on_linger, tc)) ||
             evtimer_add(tc->linger, &tv) != 0)
@@ -913,7 +914,7 @@ int transport_init(struct raft_uv_transport *t, const struct transport_config *c
         tr->cfg.relay_hops = TRANSPORT_RELAY_DEFAULT_HOPS;
     if (tr->cfg.next_hop) {
         struct tunnels_config tcfg = {.max_tunnels = tr->cfg.max_relays};
-        struct timeval tv = {REROUTE_MS / 1000, (REROUTE_MS % 1000) * 1000};
+        struct timeval tv = mesh_ms_to_timeval(REROUTE_MS);
         int rc = tunnels_new(cfg->base, cfg->peers, &tcfg, NULL, &tr->relays);
         if (rc == 0 && (!(tr->reroute_ev = event_new(cfg->base, -1, EV_PERSIST, on_reroute, tr)) ||
                         event_add(tr->reroute_ev, &tv) != 0))

@@ -382,7 +382,7 @@ static int engine_source(struct logs_session *s, const char *app, const char *ms
     int rc =
         engine_container_logs(n->engine, name, &o, on_engine_data, on_engine_done, s, &s->ereq);
     if (rc == 0 && follow) {
-        struct timeval tv = {0, LOGS_START_MS * 1000};
+        struct timeval tv = mesh_ms_to_timeval(LOGS_START_MS);
         s->start_timer = evtimer_new(n->loop.base, on_start_timer, s);
         if (s->start_timer)
             evtimer_add(s->start_timer, &tv);

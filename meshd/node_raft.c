@@ -300,7 +300,7 @@ static void fwd_timer(void *ud, uint64_t at_ms)
     if (at_ms == FORWARD_NO_DEADLINE)
         return;
     uint64_t now = mesh_now_ms(), ms = at_ms > now ? at_ms - now : 0;
-    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(ms);
     evtimer_add(n->fwd_timer, &tv);
 }
 
@@ -824,7 +824,7 @@ static void on_recover_poll(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (uv_loop_alive(&n->loop.uv) && mesh_now_ms() < n->recover_deadline) {
-        struct timeval tv = {0, 20 * 1000};
+        struct timeval tv = mesh_ms_to_timeval(20);
         evtimer_add(n->recover_timer, &tv);
         return;
     }
@@ -902,7 +902,7 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err)
         (rc = peers_serve(n->peers, CALL_RAFT_READ_INDEX, 64, serve_read_index, n)) < 0)
         return mesh_errf(err, rc, "cannot register the raft services");
     n->autopilot_timer = event_new(n->loop.base, -1, EV_PERSIST, on_autopilot, n);
-    struct timeval tv = {AUTOPILOT_MS / 1000, (AUTOPILOT_MS % 1000) * 1000};
+    struct timeval tv = mesh_ms_to_timeval(AUTOPILOT_MS);
     if (!n->autopilot_timer || event_add(n->autopilot_timer, &tv) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");
     return 0;
@@ -969,7 +969,7 @@ void node_raft_stop(struct node *n)
     if (n->cluster) {
         uint64_t t0 = mesh_now_ms();
         struct event *deadline = evtimer_new(n->loop.base, on_close_deadline, n);
-        struct timeval tv = {NODE_RAFT_CLOSE_MS / 1000, (NODE_RAFT_CLOSE_MS % 1000) * 1000};
+        struct timeval tv = mesh_ms_to_timeval(NODE_RAFT_CLOSE_MS);
         if (deadline)
             evtimer_add(deadline, &tv);
         cluster_close(n->cluster, on_cluster_closed, n);

@@ -413,7 +413,7 @@ int node_runtime_start(struct node *n, struct mesh_err *err)
         return rc;
     rt->ping_timer = event_new(n->loop.base, -1, EV_PERSIST, on_ping_timer, rt);
     rt->reconcile_timer = event_new(n->loop.base, -1, EV_PERSIST, on_reconcile_timer, rt);
-    struct timeval ping = {PING_MS / 1000, 0}, rec = {RECONCILE_MS / 1000, 0};
+    struct timeval ping = mesh_ms_to_timeval(PING_MS), rec = mesh_ms_to_timeval(RECONCILE_MS);
     if (!rt->ping_timer || !rt->reconcile_timer || event_add(rt->ping_timer, &ping) != 0 ||
         event_add(rt->reconcile_timer, &rec) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");

@@ -687,7 +687,7 @@ int node_sched_start(struct node *n, struct mesh_err *err)
     if (rc < 0)
         return rc;
     n->sched_timer = event_new(n->loop.base, -1, EV_PERSIST, on_sched_timer, n);
-    struct timeval tv = {0, SCHED_TICK_MS * 1000};
+    struct timeval tv = mesh_ms_to_timeval(SCHED_TICK_MS);
     if (!n->sched_timer || event_add(n->sched_timer, &tv) != 0)
         return mesh_errf(err, MESH_ENOMEM, "out of memory");
     return 0;
