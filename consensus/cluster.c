@@ -55,6 +55,7 @@ struct cluster {
     /* cfg.on_change: a libuv check handle compares these after every loop iteration. */
     uv_check_t check;
     bool check_ready;
+    int closing; /* parts of cluster_close still to end (closed()) */
     raft_index seen_applied;
     raft_id seen_leader;
     int seen_state;
@@ -468,8 +469,12 @@ static void free_cluster(struct cluster *c)
     free(c);
 }
 
+/* Closing has two parts that end in their own callbacks: raft's close and the check handle's.
+ * The cluster is freed when the last of them has ended. */
 static void closed(struct cluster *c)
 {
+    if (--c->closing > 0)
+        return;
     cluster_close_cb cb = c->close_cb;
     void *ud = c->close_ud;
     free_cluster(c);
@@ -489,18 +494,22 @@ static void on_raft_closed(struct raft *r)
     /* Requests raft never answered (it answers them all on close in 0.15; be safe). */
     while (c->reqs)
         req_unlink_free(c->reqs);
-    if (c->check_ready) /* its memory is ours: freed once libuv is done with it */
-        uv_close((uv_handle_t *)&c->check, on_check_closed);
-    else
-        closed(c);
+    closed(c);
 }
 
 void cluster_close(struct cluster *c, cluster_close_cb cb, void *ud)
 {
     c->close_cb = cb;
     c->close_ud = ud;
-    if (c->check_ready)
-        uv_check_stop(&c->check); /* no on_change once closing */
+    c->closing = 1;
+    /* The check handle is closed now, not after raft: no on_change once closing, and a loop
+     * walk that closes every open handle (the daemon's, when raft overruns its close
+     * deadline) then skips it instead of closing it twice (a libuv assertion). Its memory is
+     * ours, so the cluster waits for its close callback too. */
+    if (c->check_ready) {
+        c->closing++;
+        uv_close((uv_handle_t *)&c->check, on_check_closed);
+    }
     raft_close(&c->raft, on_raft_closed);
 }
 
@@ -606,6 +615,7 @@ fail:
     if (c->raft_ready) {
         /* raft_init succeeded: raft owns io now and must close it (async). */
         c->close_cb = NULL;
+        c->closing = 1;
         raft_close(&c->raft, on_raft_closed);
         return rc;
     }

@@ -24,6 +24,8 @@ struct fx {
     int applied; /* callbacks with status 0 */
     int failed;
     bool closed;
+    bool with_change; /* start() sets cfg.on_change */
+    int changes;
 };
 
 static int setup(void **state)
@@ -109,6 +111,12 @@ static void on_closed(void *ud)
     f->closed = true;
 }
 
+static void on_change(void *ud)
+{
+    struct fx *f = ud;
+    f->changes++;
+}
+
 static int start(struct fx *f, struct mesh_err *err)
 {
     assert_int_equal(raft_uv_tcp_init(&f->transport, &f->loop), 0);
@@ -123,6 +131,10 @@ static int start(struct fx *f, struct mesh_err *err)
         .target_voters = 1,
         .dead_grace_ms = 10000,
     };
+    if (f->with_change) {
+        cfg.on_change = on_change;
+        cfg.change_ud = f;
+    }
     int rc = cluster_start(&cfg, &f->c, err);
     if (rc < 0) {
         /* A start that failed after raft_init closes raft asynchronously. */
@@ -168,6 +180,38 @@ static void write_some(struct fx *f, int n)
     assert_int_equal(f->applied, n);
     assert_int_equal(fsm_app_count(cluster_fsm(f->c)), (size_t)n);
     stop(f);
+}
+
+static bool changed(struct fx *f)
+{
+    return f->changes > 0;
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* The daemon's shutdown after raft overran its close deadline: cluster_close, then every
+ * handle still open on the loop is closed (meshd/loop.c's walk) and the loop run to the end.
+ * The cluster's check handle (on_change) must not be closed twice: libuv asserts. */
+static void test_close_then_loop_walk(void **state)
+{
+    struct fx *f = *state;
+    struct mesh_err err = {0};
+    f->with_change = true;
+    assert_int_equal(start(f, &err), 0);
+    run_until(f, is_leader, 5000);
+    assert_true(is_leader(f));
+    run_until(f, changed, 5000); /* a single voter may lead before the loop first runs */
+    assert_true(f->changes > 0);
+    cluster_close(f->c, on_closed, f);
+    uv_walk(&f->loop, close_any, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(f->closed);
+    f->c = NULL;
 }
 
 /* An entry whose length is not a multiple of 8 is refused by cluster_apply: raft_uv would store
@@ -264,6 +308,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_apply_refuses_unpadded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_segment_is_loud, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_then_loop_walk, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
