@@ -23,7 +23,8 @@
     X(AGAIN, "try again")                 \
     X(IO, "input/output error")           \
     X(CLOSED, "closed")                   \
-    X(UNSUPPORTED, "unsupported")
+    X(UNSUPPORTED, "unsupported")         \
+    X(NOTLEADER, "not the leader")
 
 enum {
     MESH_OK = 0,

@@ -295,11 +295,12 @@ static void on_apply_reply(struct forward_op *op, int rc, const uint8_t *reply, 
     if (rc < 0) {
         set_result(&res, FORWARD_NO_QUORUM, "the leader did not take the write (%.200s)",
                    err ? err->msg : mesh_strerror(rc));
-        /* Only "not the leader" (MESH_ESTATE: refused before it was proposed) is sent again.
-         * Any other failure (a timeout, a link lost with the call) may come after the leader
-         * committed the write: sending it again could apply it twice (a delete would then
-         * answer "not found"), so the client gets the error and decides. */
-        if (rc == MESH_ESTATE && op->sends < FORWARD_RETRIES_MAX &&
+        /* Only MESH_ENOTLEADER, which a leader answers only for a write it refused before
+         * proposing it, is sent again. Any other failure (a timeout, a link lost with the call,
+         * whose local code may be MESH_ESTATE too) may come after the leader committed the
+         * write: sending it again could apply it twice (a delete would then answer "not
+         * found"), so the client gets the error and decides. */
+        if (rc == MESH_ENOTLEADER && op->sends < FORWARD_RETRIES_MAX &&
             fw->io.now(fw->io.data) < op->deadline) {
             op->failure = res;
             op->waiting_leader = true;
@@ -480,9 +481,9 @@ static void served_applied(struct forward_op *op, int status, const struct fsm_r
     op_free(op);
     if (status < 0 || !res) {
         /* Leadership lost after the entry was proposed (raft's LEADERSHIPLOST, MESH_ESTATE
-         * here): the entry may still commit under the next leader. MESH_ESTATE tells the
-         * follower "never proposed, send it to the next leader", so answer MESH_EAGAIN: the
-         * client gets the error and decides, and the write is never applied twice. */
+         * here): the entry may still commit under the next leader, so the answer must not say
+         * "never proposed" (MESH_ENOTLEADER, which followers resend). MESH_EAGAIN: the client
+         * gets the error and decides, and the write is never applied twice. */
         int rc = status == MESH_ESTATE ? MESH_EAGAIN : status < 0 ? status : MESH_EIO;
         fw->io.respond(fw->io.data, req, rc, NULL, 0, err ? err->msg : "write failed");
         return;
@@ -585,8 +586,13 @@ int forward_serve_apply(struct forward *fw, void *req, const uint8_t *data, size
     if (rc < 0) {
         op_free(op);
         raft_free(cmd.base);
-        fw->io.respond(fw->io.data, req, rc, NULL, 0,
-                       rc == MESH_ESTATE ? "not the leader (any more): retry" : mesh_strerror(rc));
+        /* Refused before it was proposed: MESH_ENOTLEADER, the one answer on which a
+         * follower sends the write to the next leader. */
+        if (rc == MESH_ESTATE)
+            fw->io.respond(fw->io.data, req, MESH_ENOTLEADER, NULL, 0,
+                           "not the leader (any more): retry");
+        else
+            fw->io.respond(fw->io.data, req, rc, NULL, 0, mesh_strerror(rc));
         return 0;
     }
     op->local_out = true;

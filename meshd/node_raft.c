@@ -493,7 +493,7 @@ static void serve_apply(void *ud, struct peers_req *req)
     struct node *n = ud;
     char why[640];
     if (!n->cluster) {
-        peers_respond(req, MESH_ESTATE, NULL, 0, "raft is restarting on this node");
+        peers_respond(req, MESH_ENOTLEADER, NULL, 0, "raft is restarting on this node");
         return;
     }
     struct mesh_addr from = req->from; /* req may be answered (and freed) below */

@@ -411,7 +411,7 @@ static void not_leader_is_resent_to_the_next_leader(void **state)
     int w;
     write_token(f, &w);
     advance(f, 300);
-    reply_err(f, 0, MESH_ESTATE, "not the leader (any more): retry");
+    reply_err(f, 0, MESH_ENOTLEADER, "not the leader (any more): retry");
     assert_int_equal(f->nanswers, 0);
     assert_int_equal(f->ncalls, 1); /* the same leader is not asked again */
     forward_changed(f->fw);
@@ -429,12 +429,27 @@ static void not_leader_is_resent_to_the_next_leader(void **state)
     assert_int_equal(forward_rw_index(f->fw), 7);
 }
 
+/* MESH_ESTATE is also what a call fails with locally when its link dies (noise state), maybe
+ * after the leader got it: never resent. */
+static void link_state_error_is_not_resent(void **state)
+{
+    struct fake *f = *state;
+    int w;
+    write_token(f, &w);
+    reply_err(f, 0, MESH_ESTATE, "link closed");
+    forward_changed(f->fw);
+    set_leader(f, OTHER);
+    assert_int_equal(f->ncalls, 1);
+    assert_int_equal(f->nanswers, 1);
+    assert_int_equal(f->answers[0].res.status, FORWARD_NO_QUORUM);
+}
+
 static void not_leader_then_this_node_leads(void **state)
 {
     struct fake *f = *state;
     int w;
     write_token(f, &w);
-    reply_err(f, 0, MESH_ESTATE, "not the leader (any more): retry");
+    reply_err(f, 0, MESH_ENOTLEADER, "not the leader (any more): retry");
     set_leader(f, SELF);
     assert_int_equal(f->nsubs, 1);
     assert_int_equal(f->subs[0].cmd.len, f->calls[0].len);
@@ -451,11 +466,11 @@ static void resends_are_bounded(void **state)
     write_token(f, &w);
     uint64_t leaders[] = {OTHER, LEADER};
     for (size_t i = 0; i < FORWARD_RETRIES_MAX - 1; i++) {
-        reply_err(f, i, MESH_ESTATE, "not the leader");
+        reply_err(f, i, MESH_ENOTLEADER, "not the leader");
         set_leader(f, leaders[i % 2]);
         assert_int_equal(f->ncalls, i + 2);
     }
-    reply_err(f, FORWARD_RETRIES_MAX - 1, MESH_ESTATE, "not the leader");
+    reply_err(f, FORWARD_RETRIES_MAX - 1, MESH_ENOTLEADER, "not the leader");
     assert_int_equal(f->nanswers, 1);
     assert_int_equal(f->answers[0].res.status, FORWARD_NO_QUORUM);
     assert_string_equal(f->answers[0].res.msg,
@@ -468,7 +483,7 @@ static void waiting_for_a_leader_times_out(void **state)
     struct fake *f = *state;
     int w;
     write_token(f, &w);
-    reply_err(f, 0, MESH_ESTATE, "raft is restarting on this node");
+    reply_err(f, 0, MESH_ENOTLEADER, "raft is restarting on this node");
     advance(f, FORWARD_WRITE_TIMEOUT_MS - 1);
     assert_int_equal(f->nanswers, 0);
     advance(f, 1);
@@ -708,8 +723,8 @@ static void serve_apply_pads(void **state)
 }
 
 /* A write the leader proposed and then lost leadership over may still commit under the next
- * leader: the answer must not be MESH_ESTATE, the one code on which a follower sends the write
- * again (it would be applied twice). */
+ * leader: the answer must not be MESH_ENOTLEADER, the one code on which a follower sends the
+ * write again (it would be applied twice). */
 static void serve_apply_leadership_lost_is_not_resent(void **state)
 {
     struct fake *f = *state;
@@ -722,7 +737,7 @@ static void serve_apply_leadership_lost_is_not_resent(void **state)
     mesh_errf(&e, MESH_ESTATE, "leadership lost before the write committed; retry");
     forward_submit_done(f->subs[0].op, MESH_ESTATE, NULL, &e);
     assert_int_equal(f->nresps, 1);
-    assert_int_not_equal(f->resps[0].rc, MESH_ESTATE);
+    assert_int_not_equal(f->resps[0].rc, MESH_ENOTLEADER);
     assert_int_equal(f->resps[0].rc, MESH_EAGAIN);
     assert_non_null(strstr(f->resps[0].msg, "leadership lost"));
 }
@@ -760,12 +775,13 @@ static void serve_apply_refusals(void **state)
     assert_int_equal(forward_serve_apply(f->fw, f, b.base, b.len, why, sizeof why), 0);
     raft_free(b.base);
     assert_int_equal(f->nsubs, 1);
-    /* Not the leader any more: MESH_ESTATE, which followers send to the next leader. */
+    /* Not the leader any more (raft refused it before proposing): MESH_ENOTLEADER, which
+     * followers send to the next leader. */
     f->submit_rc = MESH_ESTATE;
     b = delete_cmd("app");
     assert_int_equal(forward_serve_apply(f->fw, f, b.base, b.len, why, sizeof why), 0);
     raft_free(b.base);
-    assert_int_equal(f->resps[4].rc, MESH_ESTATE);
+    assert_int_equal(f->resps[4].rc, MESH_ENOTLEADER);
     assert_string_equal(f->resps[4].msg, "not the leader (any more): retry");
 }
 
@@ -837,6 +853,7 @@ int main(void)
         T(leader_refusals_are_final),
         T(lost_reply_is_not_resent),
         T(not_leader_is_resent_to_the_next_leader),
+        T(link_state_error_is_not_resent),
         T(not_leader_then_this_node_leads),
         T(resends_are_bounded),
         T(waiting_for_a_leader_times_out),
