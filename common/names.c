@@ -19,6 +19,16 @@ bool mesh_node_name_valid(const char *s, size_t len)
     return true;
 }
 
+bool mesh_dns_label_valid(const char *s, size_t len, size_t max)
+{
+    if (!s || len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
 bool mesh_label_part_valid(const char *s, size_t len, size_t max)
 {
     if (!s || len == 0 || len > max)

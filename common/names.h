@@ -18,4 +18,9 @@ bool mesh_node_name_valid(const char *s, size_t len);
 /* 1..max of letters, digits, '.', '_', '-' and '/'. */
 bool mesh_label_part_valid(const char *s, size_t len, size_t max);
 
+/* 1..max of a-z, 0-9 and '-': what a stored app or microservice name can be (the spec
+ * validator's rule is stricter, so a decoder of peer bytes or a file name built from a name
+ * checks with this one). s need not be NUL-terminated. */
+bool mesh_dns_label_valid(const char *s, size_t len, size_t max);
+
 #endif

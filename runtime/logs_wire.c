@@ -3,17 +3,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "names.h"
 #include "wire.h"
 
 /* The spec's rule for app and microservice names (spec.h's SPEC_NAME_MAX). */
 static bool label_valid(const char *s, size_t len)
 {
-    if (len == 0 || len > RT_LOGS_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-            return false;
-    return true;
+    return mesh_dns_label_valid(s, len, RT_LOGS_NAME_MAX);
 }
 
 int rt_logs_open_encode(const struct rt_logs_open *o, uint8_t *buf, size_t cap)

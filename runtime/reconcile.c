@@ -6,6 +6,8 @@
 
 #include <sodium.h>
 
+#include "names.h"
+
 void rt_hash(const json_t *ms_spec, const char *image, const char *config_dir,
              char out[static RT_HASH_LEN + 1])
 {
@@ -108,13 +110,7 @@ char *rt_config_text(const json_t *ms_spec)
 
 static bool dns_label(const char *s)
 {
-    size_t len = s ? strlen(s) : 0;
-    if (len == 0 || len > 63)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-            return false;
-    return true;
+    return s && mesh_dns_label_valid(s, strlen(s), 63);
 }
 
 int rt_config_dir_name(const struct rt_desired *d, char *buf, size_t len)

@@ -4,17 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "names.h"
 #include "observed.h"
 #include "wire.h"
 
 static bool label_ok(const char *s, size_t len)
 {
-    if (len == 0 || len > 63)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-            return false;
-    return true;
+    return mesh_dns_label_valid(s, len, 63);
 }
 
 /* APP/MS/REPLICA, the replica in decimal without leading zeros, <= UINT32_MAX. */
