@@ -192,6 +192,16 @@ int node_raft_start(struct node *n, bool may_bootstrap, struct mesh_err *err);
  * applied here when leading, else forwarded; answers req with {"name", "result", "version"}. */
 void node_raft_write(struct node *n, struct evhttp_request *req, const char *name,
                      struct raft_buffer *cmd);
+/* The application name of /v1/apps/NAME (rest: what follows the prefix) into buf, or false
+ * with a 400 answered. */
+bool node_api_app_name(struct evhttp_request *req, const char *rest, char *buf, size_t len);
+/* The request side of PUT and DELETE /v1/apps/NAME, which needs no node (the HTTP fuzzer runs
+ * it): the name from the path and, for PUT, the validated spec, as the command to write. 0 and
+ * *cmd (raft_malloc'ed, the caller's); or the client has its 400 answer and a negative code. */
+int node_api_app_put_cmd(struct evhttp_request *req, const char *rest,
+                         char name[static FSM_APP_NAME_MAX + 1], struct raft_buffer *cmd);
+int node_api_app_delete_cmd(struct evhttp_request *req, const char *rest,
+                            char name[static FSM_APP_NAME_MAX + 1], struct raft_buffer *cmd);
 /* Reads from the local replica for an API client: at once, or once it has applied this node's
  * last forwarded write, or (?consistent=true) the leader's read index. reply() answers; `name`
  * is passed through ("" when unused); `consistent` says whether the read was linearizable. */

@@ -519,7 +519,7 @@ static void serve_read_index(void *ud, struct peers_req *req)
 
 /* ---- the applications API ---------------------------------------------------------------- */
 
-static bool app_name_from_path(struct evhttp_request *req, const char *rest, char *buf, size_t len)
+bool node_api_app_name(struct evhttp_request *req, const char *rest, char *buf, size_t len)
 {
     size_t l = strlen(rest);
     if (l == 0 || l >= len || !fsm_app_name_valid(rest, l)) {
@@ -530,15 +530,14 @@ static bool app_name_from_path(struct evhttp_request *req, const char *rest, cha
     return true;
 }
 
-static void h_app_put(struct evhttp_request *req, const char *rest, void *ud)
+int node_api_app_put_cmd(struct evhttp_request *req, const char *rest,
+                         char name[static FSM_APP_NAME_MAX + 1], struct raft_buffer *cmd)
 {
-    struct node *n = ud;
-    char name[FSM_APP_NAME_MAX + 1];
-    if (!app_name_from_path(req, rest, name, sizeof name))
-        return;
+    if (!node_api_app_name(req, rest, name, FSM_APP_NAME_MAX + 1))
+        return MESH_EINVAL;
     json_t *body = api_read_json(req);
     if (!body)
-        return;
+        return MESH_EINVAL;
     struct spec_errors errs;
     json_t *canon = NULL;
     int rc = spec_validate(body, &canon, &errs);
@@ -549,40 +548,49 @@ static void h_app_put(struct evhttp_request *req, const char *rest, void *ud)
         api_reply_json(
             req, 400,
             json_pack("{s:s, s:o}", "error", line, "problems", spec_errors_to_json(&errs)));
-        return;
+        return rc;
     }
     const char *specname = json_string_value(json_object_get(canon, "name"));
     if (!specname || strcmp(specname, name) != 0) {
         api_reply_error(req, 400, "name: '%s' does not match the URL's '%s'",
                         specname ? specname : "", name);
         json_decref(canon);
-        return;
+        return MESH_EINVAL;
     }
     char *text = spec_dump(canon);
     json_decref(canon);
-    struct raft_buffer cmd;
-    rc = text ? fsm_cmd_put_app(name, text, strlen(text), &cmd) : MESH_ENOMEM;
+    rc = text ? fsm_cmd_put_app(name, text, strlen(text), cmd) : MESH_ENOMEM;
     free(text);
-    if (rc < 0) {
+    if (rc < 0)
         api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
-        return;
-    }
-    node_raft_write(n, req, name, &cmd);
+    return rc;
+}
+
+int node_api_app_delete_cmd(struct evhttp_request *req, const char *rest,
+                            char name[static FSM_APP_NAME_MAX + 1], struct raft_buffer *cmd)
+{
+    if (!node_api_app_name(req, rest, name, FSM_APP_NAME_MAX + 1))
+        return MESH_EINVAL;
+    int rc = fsm_cmd_delete_app(name, cmd);
+    if (rc < 0)
+        api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
+    return rc;
+}
+
+static void h_app_put(struct evhttp_request *req, const char *rest, void *ud)
+{
+    char name[FSM_APP_NAME_MAX + 1];
+    struct raft_buffer cmd;
+    if (node_api_app_put_cmd(req, rest, name, &cmd) == 0)
+        node_raft_write(ud, req, name, &cmd);
 }
 
 static void h_app_delete(struct evhttp_request *req, const char *rest, void *ud)
 {
-    struct node *n = ud;
     char name[FSM_APP_NAME_MAX + 1];
-    if (!app_name_from_path(req, rest, name, sizeof name))
-        return;
     struct raft_buffer cmd;
-    int rc = fsm_cmd_delete_app(name, &cmd);
-    if (rc < 0) {
-        api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
-        return;
-    }
-    node_raft_write(n, req, name, &cmd);
+    if (node_api_app_delete_cmd(req, rest, name, &cmd) == 0)
+        node_raft_write(ud, req, name, &cmd);
 }
 
 /* Whether reads may be stale: no leader known to this replica. */
@@ -649,7 +657,7 @@ static void h_apps(struct evhttp_request *req, const char *rest, void *ud)
 static void h_app_get(struct evhttp_request *req, const char *rest, void *ud)
 {
     char name[FSM_APP_NAME_MAX + 1];
-    if (!app_name_from_path(req, rest, name, sizeof name))
+    if (!node_api_app_name(req, rest, name, sizeof name))
         return;
     node_raft_read(ud, req, name, reply_read);
 }

@@ -96,70 +96,39 @@ static void h_body(struct evhttp_request *req, const char *rest, void *ud)
     json_decref(body);
 }
 
-static bool app_name(struct evhttp_request *req, const char *rest, char *buf, size_t len)
-{
-    size_t l = strlen(rest);
-    if (l == 0 || l >= len || !fsm_app_name_valid(rest, l)) {
-        api_reply_error(req, 400, "bad application name '%.80s'", rest);
-        return false;
-    }
-    memcpy(buf, rest, l + 1);
-    return true;
-}
-
 static void h_app(struct evhttp_request *req, const char *rest, void *ud)
 {
     char name[FSM_APP_NAME_MAX + 1];
     (void)ud;
-    if (!app_name(req, rest, name, sizeof name))
+    if (!node_api_app_name(req, rest, name, sizeof name))
         return;
     query(req, "consistent", 8);
     api_reply_json(req, 200, json_pack("{s:s}", "name", name));
 }
 
-/* PUT /v1/apps/NAME as meshd/node_raft.c's h_app_put, up to the command it would write. */
+/* PUT /v1/apps/NAME: meshd/node_raft.c's own request side, up to the command it would write. */
 static void h_app_put(struct evhttp_request *req, const char *rest, void *ud)
 {
     char name[FSM_APP_NAME_MAX + 1];
-    (void)ud;
-    if (!app_name(req, rest, name, sizeof name))
-        return;
-    json_t *body = api_read_json(req);
-    if (!body)
-        return;
-    struct spec_errors errs;
-    json_t *canon = NULL;
-    int rc = spec_validate(body, &canon, &errs);
-    json_decref(body);
-    if (rc < 0) {
-        char line[1024];
-        spec_errors_format(&errs, line, sizeof line);
-        api_reply_json(
-            req, 400,
-            json_pack("{s:s, s:o}", "error", line, "problems", spec_errors_to_json(&errs)));
-        return;
-    }
-    const char *specname = json_string_value(json_object_get(canon, "name"));
-    if (!specname || strcmp(specname, name) != 0) {
-        api_reply_error(req, 400, "name: does not match the URL's '%s'", name);
-        json_decref(canon);
-        return;
-    }
-    char *text = spec_dump(canon);
-    json_decref(canon);
-    if (!text)
-        abort();
     struct raft_buffer cmd;
-    rc = fsm_cmd_put_app(name, text, strlen(text), &cmd);
-    free(text);
-    if (rc < 0) {
-        api_reply_error(req, 400, "cannot encode the write: %s", mesh_strerror(rc));
+    (void)ud;
+    if (node_api_app_put_cmd(req, rest, name, &cmd) < 0)
         return;
-    }
     struct fsm_cmd c;
     if (fsm_cmd_decode(cmd.base, cmd.len, &c) < 0 || c.type != FSM_CMD_PUT_APP ||
         c.name_len != strlen(name) || memcmp(c.name, name, c.name_len) != 0)
         abort(); /* what the API would write does not read back */
+    raft_free(cmd.base);
+    api_reply_json(req, 200, json_pack("{s:s}", "name", name));
+}
+
+static void h_app_delete(struct evhttp_request *req, const char *rest, void *ud)
+{
+    char name[FSM_APP_NAME_MAX + 1];
+    struct raft_buffer cmd;
+    (void)ud;
+    if (node_api_app_delete_cmd(req, rest, name, &cmd) < 0)
+        return;
     raft_free(cmd.base);
     api_reply_json(req, 200, json_pack("{s:s}", "name", name));
 }
@@ -281,7 +250,7 @@ static const struct api_route_def routes[] = {
     {"POST", P "/leave", h_plain},       {"GET", P "/keys", h_plain},
     {"POST", P "/keys", h_body},         {"GET", P "/logs/", h_logs},
     {"GET", P "/apps", h_plain},         {"GET", P "/apps/", h_app},
-    {"PUT", P "/apps/", h_app_put},      {"DELETE", P "/apps/", h_app},
+    {"PUT", P "/apps/", h_app_put},      {"DELETE", P "/apps/", h_app_delete},
     {"GET", P "/raft", h_plain},         {"POST", P "/raft/recover", h_plain},
     {"GET", P "/routes", h_plain},       {"GET", P "/microservices", h_plain},
     {"GET", P "/microservices/", h_ms},  {"POST", P "/microservices/", h_ms},
