@@ -225,6 +225,18 @@ const json_t *node_runtime_observed(struct node *n);
 const json_t *node_runtime_status(struct node *n, const char *app, const char *ms,
                                   uint32_t replica);
 
+/* GET /v1/logs/APP/MS[/REPLICA]?follow=&tail= (node_logs.c), parsed without a node (the HTTP
+ * fuzzer runs it): app and ms point into buf; tail -1 when not given. 0, or the client has its
+ * 404/400 answer and a negative code. */
+struct node_logs_args {
+    const char *app, *ms;
+    uint32_t replica;
+    bool follow;
+    int tail;
+};
+int node_logs_args(struct evhttp_request *req, const char *ref,
+                   char buf[static NODE_READ_NAME_MAX + 1], struct node_logs_args *a);
+
 /* The parsed spec of an application (new reference), parsed once per version (node_sched.c). */
 json_t *node_spec_cached(struct node *n, const struct fsm_app *a);
 

@@ -450,36 +450,40 @@ static void src_on_end(void *ud, struct peers_stream *st, const struct mesh_err 
 
 /* ---- the API handler ------------------------------------------------------------------- */
 
-struct logs_args {
-    const char *app, *ms;
-    uint32_t replica;
-    bool follow;
-    int tail;
-};
-
-static void reply_logs(struct node *n, struct evhttp_request *req, const char *ref, bool consistent)
+int node_logs_args(struct evhttp_request *req, const char *ref,
+                   char buf[static NODE_READ_NAME_MAX + 1], struct node_logs_args *a)
 {
-    (void)consistent;
-    struct logs_args a = {.tail = -1};
-    char q[32], buf[NODE_READ_NAME_MAX + 1];
+    char q[32];
     long replica;
-    if (node_split_ms_ref(ref, buf, sizeof buf, &a.app, &a.ms, &replica) < 0) {
+    memset(a, 0, sizeof *a);
+    a->tail = -1;
+    if (node_split_ms_ref(ref, buf, NODE_READ_NAME_MAX + 1, &a->app, &a->ms, &replica) < 0) {
         api_reply_error(req, 404, "expected /v1/logs/APP/MICROSERVICE[/REPLICA]");
-        return;
+        return MESH_EINVAL;
     }
-    a.replica = replica < 0 ? 0 : (uint32_t)replica;
+    a->replica = replica < 0 ? 0 : (uint32_t)replica;
     const char *f = api_query(req, "follow", q, sizeof q);
-    a.follow = f && strcmp(f, "true") == 0;
+    a->follow = f && strcmp(f, "true") == 0;
     const char *t = api_query(req, "tail", q, sizeof q);
     if (t) {
         char *end;
         long v = strtol(t, &end, 10);
         if (!*t || *end || v < 0 || v > 1000000) {
             api_reply_error(req, 400, "tail: expected a number of lines, got '%s'", t);
-            return;
+            return MESH_EINVAL;
         }
-        a.tail = (int)v;
+        a->tail = (int)v;
     }
+    return 0;
+}
+
+static void reply_logs(struct node *n, struct evhttp_request *req, const char *ref, bool consistent)
+{
+    (void)consistent;
+    struct node_logs_args a;
+    char buf[NODE_READ_NAME_MAX + 1];
+    if (node_logs_args(req, ref, buf, &a) < 0)
+        return;
     struct fsm_placement p;
     if (fsm_placement_get(cluster_fsm(n->cluster), a.app, a.ms, a.replica, &p) < 0) {
         api_reply_error(req, 404, "no replica %u of %s/%s", (unsigned)a.replica, a.app, a.ms);

@@ -204,27 +204,19 @@ static void on_later(evutil_socket_t fd, short what, void *arg)
 
 static void h_logs(struct evhttp_request *req, const char *rest, void *ud)
 {
-    char buf[NODE_READ_NAME_MAX + 1], q[32];
-    const char *app, *ms;
-    long replica;
+    char buf[NODE_READ_NAME_MAX + 1];
+    struct node_logs_args a;
     (void)ud;
-    if (node_split_ms_ref(rest, buf, sizeof buf, &app, &ms, &replica) < 0) {
-        api_reply_error(req, 404, "expected /v1/logs/APP/MICROSERVICE[/REPLICA]");
+    if (strlen(rest) > NODE_READ_NAME_MAX) { /* as node_logs.c's h_logs */
+        api_reply_error(req, 404, "no such microservice");
         return;
     }
-    const char *f = api_query(req, "follow", q, sizeof q);
-    bool follow = f && strcmp(f, "true") == 0;
-    const char *t = api_query(req, "tail", q, sizeof q);
-    if (t) {
-        char *end;
-        long v = strtol(t, &end, 10);
-        if (!*t || *end || v < 0 || v > 1000000) {
-            api_reply_error(req, 400, "tail: expected a number of lines, got '%s'", t);
-            return;
-        }
-    }
-    if (!follow) {
-        api_reply_json(req, 200, json_pack("{s:s, s:s}", "app", app, "ms", ms));
+    if (node_logs_args(req, rest, buf, &a) < 0)
+        return;
+    if (a.tail < -1 || a.tail > 1000000 || a.replica >= (uint32_t)FSM_REPLICAS_MAX)
+        abort();
+    if (!a.follow) {
+        api_reply_json(req, 200, json_pack("{s:s, s:s}", "app", a.app, "ms", a.ms));
         return;
     }
     struct later *l = calloc(1, sizeof *l);
