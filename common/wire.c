@@ -194,6 +194,19 @@ int wire_rd_str(struct wire_rd *r, const char **ret_s, uint32_t *ret_len)
     return 0;
 }
 
+int wire_rd_str_copy(struct wire_rd *r, char *dst, size_t cap, wire_str_valid_fn valid)
+{
+    const char *s;
+    uint32_t len;
+    if (wire_rd_str(r, &s, &len) || len >= cap)
+        return MESH_EMALFORMED;
+    if (valid ? !valid(s, len) : memchr(s, '\0', len) != NULL)
+        return MESH_EMALFORMED;
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+    return 0;
+}
+
 int wire_rd_bin(struct wire_rd *r, const uint8_t **ret_b, uint32_t *ret_len)
 {
     uint8_t t;

@@ -60,6 +60,11 @@ int wire_rd_bool(struct wire_rd *r, bool *ret_v);
 int wire_rd_str(struct wire_rd *r, const char **ret_s, uint32_t *ret_len);
 int wire_rd_bin(struct wire_rd *r, const uint8_t **ret_b, uint32_t *ret_len);
 int wire_rd_addr(struct wire_rd *r, struct mesh_addr *ret_addr);
+/* Reads a string into dst as a C string: MESH_EMALFORMED unless it is shorter than cap and
+ * valid(s, len) holds (valid NULL: any bytes but NUL, which would cut the copy short and make
+ * two readers of the same bytes disagree). The one way decoders copy a peer's names out. */
+typedef bool (*wire_str_valid_fn)(const char *s, size_t len);
+int wire_rd_str_copy(struct wire_rd *r, char *dst, size_t cap, wire_str_valid_fn valid);
 /* Skips one complete value of any type, nesting at most `depth` levels of arrays/maps. */
 int wire_rd_skip(struct wire_rd *r, unsigned depth);
 

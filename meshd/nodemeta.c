@@ -75,21 +75,20 @@ int nodemeta_encode(const struct node_meta *m, uint8_t *buf, size_t cap)
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
+/* Printable ASCII only, as the flags that set these strings allow: a NUL inside would cut the
+ * string short here and when it is encoded again (two nodes would see different metadata for
+ * the same bytes), and other bytes need not be valid UTF-8 for the JSON API. */
+static bool printable(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
 static int rd_strcpy(struct wire_rd *r, char *dst, size_t cap)
 {
-    const char *s;
-    uint32_t len;
-    /* Printable ASCII only, as the flags that set these allow: a NUL inside would cut the
-     * string short here and when it is encoded again (two nodes would see different metadata
-     * for the same bytes), and other bytes need not be valid UTF-8 for the JSON API. */
-    if (wire_rd_str(r, &s, &len) < 0 || len >= cap)
-        return MESH_EMALFORMED;
-    for (uint32_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
-            return MESH_EMALFORMED;
-    memcpy(dst, s, len);
-    dst[len] = '\0';
-    return 0;
+    return wire_rd_str_copy(r, dst, cap, printable);
 }
 
 int nodemeta_decode(const uint8_t *buf, size_t len, struct node_meta *ret)

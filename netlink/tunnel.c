@@ -40,18 +40,6 @@ int tunnel_open_encode(const struct tunnel_open *o, uint8_t *buf, size_t cap)
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
-static int rd_name(struct wire_rd *r, char *dst, size_t max, bool service)
-{
-    const char *s;
-    uint32_t len;
-    if (wire_rd_str(r, &s, &len) || len > max ||
-        !(service ? service_valid(s, len) : mesh_node_name_valid(s, len)))
-        return MESH_EMALFORMED;
-    memcpy(dst, s, len);
-    dst[len] = '\0';
-    return 0;
-}
-
 int tunnel_open_decode(const uint8_t *buf, size_t len, struct tunnel_open *ret)
 {
     struct tunnel_open o;
@@ -64,10 +52,10 @@ int tunnel_open_decode(const uint8_t *buf, size_t len, struct tunnel_open *ret)
         return MESH_EMALFORMED;
     if (ver != TUNNEL_OPEN_VERSION)
         return MESH_EUNSUPPORTED;
-    if (rd_name(&r, o.service, TUNNEL_SERVICE_MAX, true) ||
-        rd_name(&r, o.dest, MESH_NODE_NAME_MAX, false) ||
-        rd_name(&r, o.origin, MESH_NODE_NAME_MAX, false) || wire_rd_uint(&r, &hops) ||
-        hops > UINT8_MAX || wire_rd_uint(&r, &id))
+    if (wire_rd_str_copy(&r, o.service, sizeof o.service, service_valid) ||
+        wire_rd_str_copy(&r, o.dest, sizeof o.dest, mesh_node_name_valid) ||
+        wire_rd_str_copy(&r, o.origin, sizeof o.origin, mesh_node_name_valid) ||
+        wire_rd_uint(&r, &hops) || hops > UINT8_MAX || wire_rd_uint(&r, &id))
         return MESH_EMALFORMED;
     for (uint32_t i = 6; i < n; i++)
         if (wire_rd_skip(&r, 8))

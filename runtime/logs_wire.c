@@ -37,17 +37,6 @@ int rt_logs_open_encode(const struct rt_logs_open *o, uint8_t *buf, size_t cap)
     return w.overflow ? MESH_ETOOBIG : (int)w.len;
 }
 
-static int rd_label(struct wire_rd *r, char dst[static RT_LOGS_NAME_MAX + 1])
-{
-    const char *s;
-    uint32_t len;
-    if (wire_rd_str(r, &s, &len) || !label_valid(s, len))
-        return MESH_EMALFORMED;
-    memcpy(dst, s, len);
-    dst[len] = '\0';
-    return 0;
-}
-
 int rt_logs_open_decode(const uint8_t *buf, size_t len, struct rt_logs_open *ret)
 {
     struct rt_logs_open o;
@@ -61,7 +50,8 @@ int rt_logs_open_decode(const uint8_t *buf, size_t len, struct rt_logs_open *ret
         return MESH_EMALFORMED;
     if (ver != RT_LOGS_OPEN_VERSION)
         return MESH_EUNSUPPORTED;
-    if (rd_label(&r, o.app) || rd_label(&r, o.ms) || wire_rd_uint(&r, &replica) ||
+    if (wire_rd_str_copy(&r, o.app, sizeof o.app, label_valid) ||
+        wire_rd_str_copy(&r, o.ms, sizeof o.ms, label_valid) || wire_rd_uint(&r, &replica) ||
         replica > UINT32_MAX || wire_rd_bool(&r, &follow) || wire_rd_bool(&r, &all) ||
         wire_rd_uint(&r, &tail) || tail > RT_LOGS_TAIL_MAX || (all && tail != 0))
         return MESH_EMALFORMED;
