@@ -9,12 +9,14 @@
 #include "spec.h"
 
 #include "names.h"
+#include "size.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "err.h"
 
@@ -761,7 +763,7 @@ static json_t *f_memory(struct ctx *c, const json_t *v)
     if (json_is_integer(v) && memory_in_range(json_integer_value(v)))
         return new_int(c, json_integer_value(v));
     if (json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v) &&
-        spec_memory_parse(json_string_value(v), &bytes) == 0)
+        mesh_size_parse(json_string_value(v), &bytes) == 0)
         return new_int(c, (json_int_t)bytes);
     fail(c, "must be a size such as 64Mi, 1Gi, 512M or 100k (at most 1Pi)");
     return NULL;
@@ -811,8 +813,8 @@ static json_t *f_resources(struct ctx *c, const json_t *v)
     if (cpus && json_object_set(out, "cpus", cpus) != 0)
         nomem(c);
     if (mem) {
-        char s[SPEC_MEMORY_STRLEN];
-        spec_memory_format((uint64_t)json_integer_value(mem), s, sizeof s);
+        char s[MESH_SIZE_STRLEN];
+        mesh_size_format((uint64_t)json_integer_value(mem), s, sizeof s);
         if (json_object_set_new(out, "memory", json_string(s)) != 0 ||
             json_object_set(out, "memory_bytes", mem) != 0)
             nomem(c);
@@ -962,6 +964,489 @@ static json_t *f_config(struct ctx *c, const json_t *v)
     return drop_empty(out);
 }
 
+/* ---- security settings (issue 16) --------------------------------------------------------
+ * Passed to the engine as they are (runtime/reconcile.c's rt_create_body); checked here so that
+ * a typo is a spec error on the node that took the deploy, not an engine error on every node
+ * that tries to run it. */
+
+static json_t *f_bool(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    if (!json_is_boolean(v)) {
+        fail(c, "must be true or false");
+        return NULL;
+    }
+    return json_boolean(json_is_true(v));
+}
+
+/* A numeric id (at most 2^32-2: -1 is "no id" to the kernel) or a POSIX user or group name. */
+static bool id_part_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > 32)
+        return false;
+    if (is_digit(s[0])) {
+        uint64_t v = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (!is_digit(s[i]) || i >= 10)
+                return false;
+            v = v * 10 + (uint64_t)(s[i] - '0');
+        }
+        return v <= 0xfffffffeu;
+    }
+    if (!is_lower(s[0]) && s[0] != '_')
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!is_lower(s[i]) && !is_digit(s[i]) && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+static json_t *f_user(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    char num[24];
+    const char *s = num;
+    if (json_is_integer(v) && json_integer_value(v) >= 0) /* YAML's `user: 1000` */
+        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (!(s = get_str(c, v, 65)))
+        return NULL;
+    const char *colon = strchr(s, ':');
+    size_t ulen = colon ? (size_t)(colon - s) : strlen(s);
+    if (!id_part_valid(s, ulen) || (colon && !id_part_valid(colon + 1, strlen(colon + 1)))) {
+        fail(c, "must be uid[:gid] (numbers up to 4294967294, or user and group names)");
+        return NULL;
+    }
+    return new_str(c, s);
+}
+
+/* Linux capabilities (capability(7)), without the CAP_ prefix, as the engines take them. */
+static const char *const capabilities[] = {
+    "AUDIT_CONTROL",   "AUDIT_READ",   "AUDIT_WRITE",
+    "BLOCK_SUSPEND",   "BPF",          "CHECKPOINT_RESTORE",
+    "CHOWN",           "DAC_OVERRIDE", "DAC_READ_SEARCH",
+    "FOWNER",          "FSETID",       "IPC_LOCK",
+    "IPC_OWNER",       "KILL",         "LEASE",
+    "LINUX_IMMUTABLE", "MAC_ADMIN",    "MAC_OVERRIDE",
+    "MKNOD",           "NET_ADMIN",    "NET_BIND_SERVICE",
+    "NET_BROADCAST",   "NET_RAW",      "PERFMON",
+    "SETFCAP",         "SETGID",       "SETPCAP",
+    "SETUID",          "SYSLOG",       "SYS_ADMIN",
+    "SYS_BOOT",        "SYS_CHROOT",   "SYS_MODULE",
+    "SYS_NICE",        "SYS_PACCT",    "SYS_PTRACE",
+    "SYS_RAWIO",       "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG",  "WAKE_ALARM",   "ALL",
+};
+
+#define SPEC_MAX_CAPS 48
+
+/* cap_add / cap_drop: names in any case, with or without CAP_; canonical: upper case without
+ * the prefix, sorted, each once. */
+static json_t *f_caps(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    json_t *out = array_begin(c, v, "an array of capability names", 0, SPEC_MAX_CAPS);
+    if (!out)
+        return NULL;
+    const char *names[SPEC_MAX_CAPS];
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        size_t old = path_index(c, i);
+        const char *s = get_str(c, json_array_get(v, i), 64);
+        char up[65];
+        size_t k = 0;
+        if (s) {
+            if (strncasecmp(s, "CAP_", 4) == 0)
+                s += 4;
+            for (; s[k] && k < sizeof up - 1; k++)
+                up[k] = (char)(s[k] >= 'a' && s[k] <= 'z' ? s[k] - 'a' + 'A' : s[k]);
+            up[k] = '\0';
+            size_t j = 0;
+            while (j < N_(capabilities) && strcmp(capabilities[j], up) != 0)
+                j++;
+            if (j == N_(capabilities))
+                fail(c, "not a Linux capability (e.g. NET_ADMIN, SYS_TIME, ALL)");
+            else {
+                size_t d = 0;
+                while (d < n && strcmp(names[d], capabilities[j]) != 0)
+                    d++;
+                if (d == n)
+                    names[n++] = capabilities[j];
+            }
+        }
+        path_pop(c, old);
+    }
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++)
+        if (json_array_append_new(out, json_string(names[i])) != 0)
+            nomem(c);
+    return drop_empty(out);
+}
+
+static bool perms_valid(const char *s)
+{
+    bool seen[3] = {false, false, false};
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        const char *p = strchr("rwm", *s);
+        if (!p || seen[p - "rwm"])
+            return false;
+        seen[p - "rwm"] = true;
+    }
+    return true;
+}
+
+static json_t *f_dev_host(struct ctx *c, const json_t *v)
+{
+    json_t *p = f_path(c, v);
+    if (p && strncmp(json_string_value(p), "/dev/", 5) != 0) {
+        fail(c, "must be a device under /dev/");
+        json_decref(p);
+        return NULL;
+    }
+    return p;
+}
+
+static json_t *f_dev_container(struct ctx *c, const json_t *v)
+{
+    return v ? f_path(c, v) : NULL; /* default: the host path (check_device) */
+}
+
+static json_t *f_dev_perms(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return new_str(c, "rwm");
+    const char *s = get_str(c, v, 3);
+    if (!s)
+        return NULL;
+    if (!perms_valid(s)) {
+        fail(c, "must be some of r, w and m, each once (e.g. rw)");
+        return NULL;
+    }
+    /* Canonical order r, w, m. */
+    char out[4];
+    size_t k = 0;
+    for (const char *p = "rwm"; *p; p++)
+        if (strchr(s, *p))
+            out[k++] = *p;
+    out[k] = '\0';
+    return new_str(c, out);
+}
+
+static const struct field device_fields[] = {
+    {"container", f_dev_container},
+    {"host", f_dev_host},
+    {"permissions", f_dev_perms},
+};
+
+#define SPEC_MAX_DEVICES 32
+
+static json_t *f_devices(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_DEVICES);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        size_t old = path_index(c, i);
+        json_t *d = check_object(c, json_array_get(v, i), device_fields, N_(device_fields), NULL);
+        json_t *host = json_object_get(d, "host");
+        if (d && host && !json_object_get(d, "container") &&
+            json_object_set(d, "container", host) != 0)
+            nomem(c);
+        const json_t *cpath = json_object_get(d, "container");
+        for (size_t j = 0; cpath && j < json_array_size(out); j++) {
+            if (json_equal(json_object_get(json_array_get(out, j), "container"), (json_t *)cpath)) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "same container path as devices[%zu]", j);
+                fail_at(c, "container", msg);
+                break;
+            }
+        }
+        if (d && json_array_append_new(out, d) != 0)
+            nomem(c);
+        path_pop(c, old);
+    }
+    return drop_empty(out);
+}
+
+/* A CDI device name (the Container Device Interface spec): vendor.example/class=name. */
+static bool cdi_name_valid(const char *s)
+{
+    const char *slash = strchr(s, '/');
+    const char *eq = slash ? strchr(slash, '=') : NULL;
+    if (!slash || !eq || slash == s || eq == slash + 1 || !eq[1])
+        return false;
+    for (const char *p = s; p < slash; p++)
+        if (!is_lower(*p) && !is_digit(*p) && *p != '.' && *p != '-')
+            return false;
+    for (const char *p = slash + 1; p < eq; p++)
+        if (!is_alpha(*p) && !is_digit(*p) && *p != '.' && *p != '-' && *p != '_')
+            return false;
+    for (const char *p = eq + 1; *p; p++)
+        if (!is_alpha(*p) && !is_digit(*p) && *p != '.' && *p != '-' && *p != '_' && *p != ':')
+            return false;
+    return true;
+}
+
+#define SPEC_MAX_CDI 16
+
+static json_t *f_cdi(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    json_t *out = array_begin(c, v, "an array of CDI device names", 0, SPEC_MAX_CDI);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        size_t old = path_index(c, i);
+        const char *s = get_str(c, json_array_get(v, i), 255);
+        if (s && !cdi_name_valid(s))
+            fail(c, "must be a CDI device name, vendor/class=name (e.g. nvidia.com/gpu=all)");
+        else if (s && json_array_append_new(out, json_string(s)) != 0)
+            nomem(c);
+        path_pop(c, old);
+    }
+    return drop_empty(out);
+}
+
+static json_t *f_gpus(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    if (str_is(v, "all"))
+        return new_str(c, "all");
+    if (json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= 64)
+        return new_int(c, json_integer_value(v));
+    fail(c, "must be \"all\" or a number of GPUs 1..64");
+    return NULL;
+}
+
+static json_t *f_runtime(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    const char *s = get_str(c, v, 64);
+    if (!s)
+        return NULL;
+    bool ok = *s && (is_lower(*s) || is_digit(*s));
+    for (const char *p = s; ok && *p; p++)
+        ok = is_lower(*p) || is_digit(*p) || *p == '.' || *p == '_' || *p == '-';
+    if (!ok) {
+        fail(c, "must be an OCI runtime name (e.g. runc, crun, nvidia)");
+        return NULL;
+    }
+    return new_str(c, s);
+}
+
+/* A size as resources.memory takes it, canonical in its shortest exact spelling. */
+static json_t *f_size(struct ctx *c, const json_t *v)
+{
+    json_t *bytes = f_memory(c, v);
+    if (!bytes)
+        return NULL;
+    char s[MESH_SIZE_STRLEN];
+    mesh_size_format((uint64_t)json_integer_value(bytes), s, sizeof s);
+    json_decref(bytes);
+    return new_str(c, s);
+}
+
+/* An octal file mode as a string ("1777", "01777" or "0o1777"), canonical without a prefix.
+ * Numbers are refused: YAML reads `mode: 01777` as the decimal 1777, which is a valid but
+ * different mode, so a number cannot be trusted to mean what was typed. */
+static json_t *f_tmpfs_mode(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    const char *s = json_is_string(v) ? get_str(c, v, 8) : NULL;
+    if (!json_is_string(v))
+        fail(c, "must be an octal mode as a string, e.g. \"1777\"");
+    if (!s)
+        return NULL;
+    if (s[0] == '0' && s[1] == 'o')
+        s += 2;
+    unsigned long m = 0;
+    bool ok = *s != '\0';
+    for (const char *p = s; ok && *p; p++) {
+        ok = *p >= '0' && *p <= '7';
+        m = m * 8 + (unsigned long)(*p - '0');
+        ok = ok && m <= 07777;
+    }
+    if (!ok) {
+        fail(c, "must be an octal mode 0..7777 as a string, e.g. \"1777\"");
+        return NULL;
+    }
+    char out[8];
+    snprintf(out, sizeof out, "%lo", m);
+    return new_str(c, out);
+}
+
+static const struct field tmpfs_fields[] = {
+    {"mode", f_tmpfs_mode},
+    {"path", f_path},
+    {"size", f_size},
+};
+
+#define SPEC_MAX_TMPFS 16
+
+static json_t *f_tmpfs(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_TMPFS);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        size_t old = path_index(c, i);
+        json_t *t = check_object(c, json_array_get(v, i), tmpfs_fields, N_(tmpfs_fields), NULL);
+        const json_t *p = json_object_get(t, "path");
+        if (p && strcmp(json_string_value(p), "/") == 0)
+            fail_at(c, "path", "cannot be /");
+        for (size_t j = 0; p && j < json_array_size(out); j++) {
+            if (json_equal(json_object_get(json_array_get(out, j), "path"), (json_t *)p)) {
+                char msg[64];
+                snprintf(msg, sizeof msg, "same path as tmpfs[%zu]", j);
+                fail_at(c, "path", msg);
+                break;
+            }
+        }
+        if (t && json_array_append_new(out, t) != 0)
+            nomem(c);
+        path_pop(c, old);
+    }
+    return drop_empty(out);
+}
+
+/* Only sysctls of the IPC namespace: every container shares the host's network namespace
+ * (NetworkMode host, so that services reach it on loopback), where a net.* sysctl would change
+ * the host's own settings. */
+static bool sysctl_name_ok(const char *s)
+{
+    static const char *const names[] = {"kernel.msgmax", "kernel.msgmnb",         "kernel.msgmni",
+                                        "kernel.sem",    "kernel.shmall",         "kernel.shmmax",
+                                        "kernel.shmmni", "kernel.shm_rmid_forced"};
+    for (size_t i = 0; i < N_(names); i++)
+        if (strcmp(s, names[i]) == 0)
+            return true;
+    if (strncmp(s, "fs.mqueue.", 10) != 0 || !s[10])
+        return false;
+    for (s += 10; *s; s++)
+        if (!is_lower(*s) && !is_digit(*s) && *s != '_')
+            return false;
+    return true;
+}
+
+static bool sysctl_value_ok(const char *s, size_t max)
+{
+    (void)max;
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!is_digit(*s) && *s != ' ' && *s != '\t')
+            return false;
+    return true;
+}
+
+static json_t *f_sysctls(struct ctx *c, const json_t *v)
+{
+    return string_map(c, v, 16, sysctl_name_ok,
+                      "not allowed: only IPC sysctls (kernel.msg*, kernel.sem, kernel.shm*, "
+                      "fs.mqueue.*), as containers share the host's network",
+                      64, sysctl_value_ok, "must be numbers separated by spaces");
+}
+
+static bool ulimit_name_ok(const char *s)
+{
+    static const char *const names[] = {"core",    "cpu",      "data",   "fsize",      "locks",
+                                        "memlock", "msgqueue", "nice",   "nofile",     "nproc",
+                                        "rss",     "rtprio",   "rttime", "sigpending", "stack"};
+    for (size_t i = 0; i < N_(names); i++)
+        if (strcmp(s, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A limit: a number >= 0 or "unlimited" (-1 here and to the engine; the canonical form
+ * spells it out). */
+static bool ulimit_value(const json_t *v, json_int_t *ret)
+{
+    if (str_is(v, "unlimited")) {
+        *ret = -1;
+        return true;
+    }
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *ret = json_integer_value(v);
+        return true;
+    }
+    return false;
+}
+
+static json_t *ulimit_json(json_int_t v)
+{
+    return v == -1 ? json_string("unlimited") : json_integer(v);
+}
+
+/* ulimits: {nofile: 1024} (soft and hard) or {nofile: {soft: 1024, hard: 4096}}; canonical
+ * always the second form. */
+static json_t *f_ulimits(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    if (!json_is_object(v) || json_object_size(v) > 16) {
+        fail(c, "must be an object of at most 16 limits");
+        return NULL;
+    }
+    size_t n;
+    const char **keys = sorted_keys(c, v, &n);
+    if (!keys)
+        return NULL;
+    json_t *out = json_object();
+    if (!out)
+        nomem(c);
+    for (size_t i = 0; i < n && out; i++) {
+        size_t old = path_key(c, keys[i]);
+        const json_t *x = json_object_get(v, keys[i]);
+        json_int_t soft, hard;
+        if (!ulimit_name_ok(keys[i])) {
+            fail(c, "not a resource limit (nofile, nproc, memlock, core, stack, ...)");
+        } else if (ulimit_value(x, &soft)) {
+            hard = soft;
+        } else if (!json_is_object(x) || json_object_size(x) != 2 ||
+                   !ulimit_value(json_object_get(x, "soft"), &soft) ||
+                   !ulimit_value(json_object_get(x, "hard"), &hard)) {
+            fail(c, "must be a number, \"unlimited\" or {soft, hard}");
+            goto next;
+        }
+        if (ulimit_name_ok(keys[i])) {
+            if (hard != -1 && (soft == -1 || soft > hard))
+                fail(c, "soft must not exceed hard");
+            else if (json_object_set_new(out, keys[i],
+                                         json_pack("{s:o, s:o}", "hard", ulimit_json(hard), "soft",
+                                                   ulimit_json(soft))) != 0)
+                nomem(c);
+        }
+    next:
+        path_pop(c, old);
+    }
+    free(keys);
+    return drop_empty(out);
+}
+
+static json_t *f_network(struct ctx *c, const json_t *v)
+{
+    if (!v)
+        return NULL;
+    if (str_is(v, "host"))
+        return new_str(c, "host");
+    fail(c, "must be host: every microservice shares its node's network and reaches others "
+            "through services (expose/connect)");
+    return NULL;
+}
+
 static json_t *f_restart(struct ctx *c, const json_t *v)
 {
     static const char *const policies[] = {"always", "on-failure", "never"};
@@ -980,11 +1465,35 @@ static json_t *f_ms_name(struct ctx *c, const json_t *v)
 }
 
 static const struct field microservice_fields[] = {
-    {"command", f_command}, {"config", f_config},     {"connect", f_connect},
-    {"env", f_env},         {"expose", f_expose},     {"image", f_image},
-    {"images", f_images},   {"name", f_ms_name},      {"placement", f_placement},
-    {"ports", f_ports},     {"replicas", f_replicas}, {"resources", f_resources},
-    {"restart", f_restart}, {"volumes", f_volumes},
+    {"cap_add", f_caps},
+    {"cap_drop", f_caps},
+    {"cdi", f_cdi},
+    {"command", f_command},
+    {"config", f_config},
+    {"connect", f_connect},
+    {"devices", f_devices},
+    {"env", f_env},
+    {"expose", f_expose},
+    {"gpus", f_gpus},
+    {"image", f_image},
+    {"images", f_images},
+    {"name", f_ms_name},
+    {"network", f_network},
+    {"no_new_privileges", f_bool},
+    {"placement", f_placement},
+    {"ports", f_ports},
+    {"privileged", f_bool},
+    {"read_only_rootfs", f_bool},
+    {"replicas", f_replicas},
+    {"resources", f_resources},
+    {"restart", f_restart},
+    {"runtime", f_runtime},
+    {"shm_size", f_size},
+    {"sysctls", f_sysctls},
+    {"tmpfs", f_tmpfs},
+    {"ulimits", f_ulimits},
+    {"user", f_user},
+    {"volumes", f_volumes},
 };
 
 static json_t *check_microservice(struct ctx *c, const json_t *v)
@@ -1004,6 +1513,20 @@ static json_t *check_microservice(struct ctx *c, const json_t *v)
                 path_index(c, i);
                 fail_at(c, "port", "also a connect port of this microservice");
                 path_pop(c, old);
+            }
+        }
+    }
+    size_t j;
+    json_t *cap;
+    json_array_foreach(json_object_get(ms, "cap_add"), j, cap)
+    {
+        json_t *d;
+        json_array_foreach(json_object_get(ms, "cap_drop"), i, d)
+        {
+            if (json_equal(cap, d)) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "%s is also in cap_add", json_string_value(d));
+                fail_at(c, "cap_drop", msg);
             }
         }
     }
@@ -1151,98 +1674,6 @@ json_t *spec_errors_to_json(const struct spec_errors *errs)
         }
     }
     return arr;
-}
-
-/* ---- memory sizes ----------------------------------------------------------------------- */
-
-struct unit {
-    const char *suffix;
-    uint64_t mult;
-};
-
-/* Binary first, larger first: the order spec_memory_format prefers on ties. */
-static const struct unit units[] = {
-    {"Pi", 1ull << 50},
-    {"Ti", 1ull << 40},
-    {"Gi", 1ull << 30},
-    {"Mi", 1ull << 20},
-    {"Ki", 1ull << 10},
-    {"P", 1000000000000000ull},
-    {"T", 1000000000000ull},
-    {"G", 1000000000ull},
-    {"M", 1000000ull},
-    {"k", 1000ull},
-    {"", 1},
-};
-
-static uint64_t gcd(uint64_t a, uint64_t b)
-{
-    while (b) {
-        uint64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
-int spec_memory_parse(const char *s, uint64_t *ret_bytes)
-{
-    const char *p = s;
-    uint64_t ip = 0, frac = 0, scale = 1;
-    if (!s || !is_digit(*p))
-        return MESH_EINVAL;
-    for (; is_digit(*p); p++) {
-        if (ip > SPEC_MAX_MEMORY)
-            return MESH_EINVAL; /* keeps ip * 10 far from overflow */
-        ip = ip * 10 + (uint64_t)(*p - '0');
-    }
-    if (*p == '.') {
-        p++;
-        if (!is_digit(*p))
-            return MESH_EINVAL;
-        for (; is_digit(*p); p++) {
-            if (scale >= 1000000000ull)
-                return MESH_EINVAL; /* nine fractional digits are plenty */
-            frac = frac * 10 + (uint64_t)(*p - '0');
-            scale *= 10;
-        }
-    }
-    size_t u = 0;
-    while (u < N_(units) && strcmp(p, units[u].suffix) != 0)
-        u++;
-    if (u == N_(units))
-        return MESH_EINVAL;
-    uint64_t mult = units[u].mult;
-    if (ip > SPEC_MAX_MEMORY / mult)
-        return MESH_EINVAL;
-    /* frac / scale * mult must be whole: reduce by the common factor first so nothing
-     * overflows (frac < scale <= 10^9, and the result is below mult). */
-    uint64_t g = gcd(mult, scale);
-    if (frac % (scale / g) != 0)
-        return MESH_EINVAL;
-    uint64_t bytes = ip * mult + frac / (scale / g) * (mult / g);
-    if (bytes < 1 || bytes > SPEC_MAX_MEMORY)
-        return MESH_EINVAL;
-    *ret_bytes = bytes;
-    return 0;
-}
-
-size_t spec_memory_format(uint64_t bytes, char *buf, size_t len)
-{
-    char best[SPEC_MEMORY_STRLEN] = "0";
-    size_t best_len = SIZE_MAX;
-    for (size_t u = 0; bytes && u < N_(units); u++) {
-        if (bytes % units[u].mult != 0)
-            continue;
-        char s[SPEC_MEMORY_STRLEN];
-        int n = snprintf(s, sizeof s, "%llu%s", (unsigned long long)(bytes / units[u].mult),
-                         units[u].suffix);
-        if (n > 0 && (size_t)n < best_len) {
-            best_len = (size_t)n;
-            memcpy(best, s, (size_t)n + 1);
-        }
-    }
-    return (size_t)snprintf(buf, len, "%s", best);
 }
 
 const char *spec_images_for_arch(const json_t *canonical, size_t ms_index, const char *arch)

@@ -41,6 +41,26 @@
  *                                            listens on 127.0.0.1:port on its node and carries
  *                                            connections to the service; each once, and no
  *                                            port both exposed and connected
+ *   Security settings (issue 16), each optional; passed to the engine (runtime/reconcile.c):
+ *     user: "uid[:gid]"                      numbers up to 4294967294, or user/group names
+ *     read_only_rootfs, privileged: bool     default false
+ *     no_new_privileges: bool                default true (absent: on)
+ *     cap_add, cap_drop: [NAME, ...]         capability(7) names or ALL, any case, CAP_ optional;
+ *                                            canonical upper case without CAP_, sorted, once;
+ *                                            none in both
+ *     devices: [{host, container, permissions}]  host under /dev/; container default host;
+ *                                            permissions some of rwm (default rwm)
+ *     cdi: ["vendor/class=name", ...]        CDI devices (nvidia.com/gpu=all)
+ *     gpus: "all" | 1..64                    GPUs through the engine's device requests
+ *     runtime: name                          an OCI runtime the engine knows (crun, nvidia)
+ *     tmpfs: [{path, size, mode}]            size as memory; mode an octal string ("1777":
+ *                                            YAML reads 01777 as a decimal number)
+ *     sysctls: {name: "value"}               IPC-namespace ones only (kernel.msg*, kernel.sem,
+ *                                            kernel.shm*, fs.mqueue.*): containers share the
+ *                                            host's network, where net.* would change the host
+ *     ulimits: {name: n | "unlimited" | {soft, hard}}   canonical {soft, hard}
+ *     network: host                          the only mode (services connect microservices)
+ *     shm_size: size                         /dev/shm, as memory
  *
  * Canonical form: optional collections that are absent or empty (command, env, ports, volumes,
  * expose, connect, resources, placement, config, placement.labels) are omitted; replicas, restart,
@@ -56,6 +76,8 @@
 #include <stdint.h>
 
 #include <jansson.h>
+
+#include "size.h"
 
 /* Bounds. A spec that a user can grow without limit would grow the Raft log and every node's
  * memory, so each dimension has one. */
@@ -75,8 +97,8 @@
 #define SPEC_LABEL_VALUE_MAX   127
 #define SPEC_MAX_REPLICAS      100
 #define SPEC_MAX_CPUS          1024
-#define SPEC_MAX_MEMORY        (1ull << 50) /* 1Pi */
-#define SPEC_MAX_CONFIG        (64 * 1024)  /* config, compact JSON encoding */
+#define SPEC_MAX_MEMORY        MESH_SIZE_MAX /* 1Pi (common/size.h) */
+#define SPEC_MAX_CONFIG        (64 * 1024)   /* config, compact JSON encoding */
 #define SPEC_MAX_CONFIG_DEPTH  32
 
 /* Problems found in one spec: the first SPEC_ERRORS_MAX in order, and how many more there were.
@@ -139,17 +161,6 @@ size_t spec_errors_format(const struct spec_errors *errs, char *buf, size_t len)
 /* errs as a new JSON array of {"path": ..., "message": ...}; when problems were left out, a last
  * element {"path": "", "message": "N more problems"}. NULL when memory ran out. */
 json_t *spec_errors_to_json(const struct spec_errors *errs);
-
-/* Parses a memory size: digits with an optional fraction and one suffix k, M, G, T, P (powers of
- * 1000) or Ki, Mi, Gi, Ti, Pi (powers of 1024), or none (bytes). The result must be a whole
- * number of bytes in 1..SPEC_MAX_MEMORY. Returns 0 with *ret_bytes, or MESH_EINVAL. */
-int spec_memory_parse(const char *s, uint64_t *ret_bytes);
-
-/* The shortest exact spelling of bytes that spec_memory_parse reads back ("64Mi", "512M",
- * "100k", "1000"); binary suffixes win ties. Returns the length needed, as snprintf; 24 bytes
- * always suffice. */
-size_t spec_memory_format(uint64_t bytes, char *buf, size_t len);
-#define SPEC_MEMORY_STRLEN 24
 
 /* The image microservice ms_index of a canonical spec runs on a node of architecture arch
  * ("amd64", "arm64", "arm"): its `image`, or its `images` entry for arch. NULL when there is

@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "names.h"
+#include "size.h"
 
 void rt_hash(const json_t *ms_spec, const char *image, const char *config_dir,
              char out[static RT_HASH_LEN + 1])
@@ -161,6 +162,87 @@ void rt_container_name(const char *node, const struct rt_desired *d, char *buf, 
     snprintf(buf, len, "fm-%s-%s-%s-%u", node, d->app, d->ms, (unsigned)d->replica);
 }
 
+/* The spec's security settings (consensus/spec.h, already validated) as the Engine API's
+ * HostConfig fields, which Docker and Podman both take. no_new_privileges is on unless the
+ * spec turns it off: a process in a container should not gain privileges through setuid
+ * binaries by default (Docker's --security-opt no-new-privileges, Nomad's default). */
+static void security_host_config(const json_t *ms, json_t *host)
+{
+    static const struct {
+        const char *spec, *engine;
+    } copied[] = {{"read_only_rootfs", "ReadonlyRootfs"},
+                  {"privileged", "Privileged"},
+                  {"cap_add", "CapAdd"},
+                  {"cap_drop", "CapDrop"},
+                  {"runtime", "Runtime"},
+                  {"sysctls", "Sysctls"}};
+    for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++) {
+        json_t *v = json_object_get(ms, copied[i].spec);
+        if (v)
+            json_object_set(host, copied[i].engine, v);
+    }
+    if (!json_is_false(json_object_get(ms, "no_new_privileges")))
+        json_object_set_new(host, "SecurityOpt", json_pack("[s]", "no-new-privileges"));
+    size_t i;
+    json_t *v;
+    json_t *devs = json_array();
+    json_array_foreach(json_object_get(ms, "devices"), i, v) json_array_append_new(
+        devs, json_pack("{s:O, s:O, s:O}", "PathOnHost", json_object_get(v, "host"),
+                        "PathInContainer", json_object_get(v, "container"), "CgroupPermissions",
+                        json_object_get(v, "permissions")));
+    if (json_array_size(devs))
+        json_object_set(host, "Devices", devs);
+    json_decref(devs);
+    json_t *reqs = json_array();
+    json_t *cdi = json_object_get(ms, "cdi");
+    if (cdi)
+        json_array_append_new(reqs, json_pack("{s:s, s:O}", "Driver", "cdi", "DeviceIDs", cdi));
+    json_t *gpus = json_object_get(ms, "gpus");
+    if (gpus)
+        json_array_append_new(
+            reqs, json_pack("{s:s, s:I, s:[[s]]}", "Driver", "", "Count",
+                            json_is_integer(gpus) ? json_integer_value(gpus) : (json_int_t)-1,
+                            "Capabilities", "gpu"));
+    if (json_array_size(reqs))
+        json_object_set(host, "DeviceRequests", reqs);
+    json_decref(reqs);
+    json_t *tmpfs = json_object();
+    json_array_foreach(json_object_get(ms, "tmpfs"), i, v)
+    {
+        char opts[96] = "";
+        uint64_t bytes;
+        const char *size = json_string_value(json_object_get(v, "size"));
+        const char *mode = json_string_value(json_object_get(v, "mode")); /* octal */
+        if (size && mesh_size_parse(size, &bytes) == 0)
+            snprintf(opts, sizeof opts, "size=%llu", (unsigned long long)bytes);
+        if (mode)
+            snprintf(opts + strlen(opts), sizeof opts - strlen(opts), "%smode=%s",
+                     opts[0] ? "," : "", mode);
+        json_object_set_new(tmpfs, json_string_value(json_object_get(v, "path")),
+                            json_string(opts));
+    }
+    if (json_object_size(tmpfs))
+        json_object_set(host, "Tmpfs", tmpfs);
+    json_decref(tmpfs);
+    json_t *ulimits = json_array();
+    const char *name;
+    json_object_foreach(json_object_get(ms, "ulimits"), name, v)
+    {
+        json_t *soft = json_object_get(v, "soft"), *hard = json_object_get(v, "hard");
+        json_array_append_new(
+            ulimits, json_pack("{s:s, s:I, s:I}", "Name", name, "Soft",
+                               json_is_integer(soft) ? json_integer_value(soft) : -1, "Hard",
+                               json_is_integer(hard) ? json_integer_value(hard) : -1));
+    }
+    if (json_array_size(ulimits))
+        json_object_set(host, "Ulimits", ulimits);
+    json_decref(ulimits);
+    const char *shm = json_string_value(json_object_get(ms, "shm_size"));
+    uint64_t shm_bytes;
+    if (shm && mesh_size_parse(shm, &shm_bytes) == 0)
+        json_object_set_new(host, "ShmSize", json_integer((json_int_t)shm_bytes));
+}
+
 json_t *rt_create_body(const char *node, const struct rt_desired *d)
 {
     char replica[16];
@@ -211,8 +293,12 @@ json_t *rt_create_body(const char *node, const struct rt_desired *d)
         json_array_append_new(binds, json_string(b));
     }
     json_object_set_new(host, "Binds", binds);
+    security_host_config(d->ms_spec, host);
     json_t *body = json_pack("{s:s, s:o, s:o, s:o}", "Image", d->image, "Labels", labels, "Env",
                              env, "HostConfig", host);
+    json_t *user = json_object_get(d->ms_spec, "user");
+    if (json_is_string(user))
+        json_object_set(body, "User", user);
     json_t *cmd = json_object_get(d->ms_spec, "command");
     if (json_is_array(cmd) && json_array_size(cmd) > 0)
         json_object_set(body, "Cmd", cmd);

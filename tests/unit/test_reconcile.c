@@ -143,6 +143,90 @@ static void create_body_and_labels(void **state)
 
 /* A config change alone: the file is rewritten and the running container signalled, nothing
  * recreated; a new replica gets its file before its container is created. */
+/* The security settings of a canonical spec become the Engine API's fields; no_new_privileges
+ * is on unless the spec turns it off. */
+static void create_body_security(void **state)
+{
+    (void)state;
+    json_error_t jerr;
+    json_t *spec =
+        json_loads("{\"name\":\"reader\",\"image\":\"i\",\"user\":\"1000:1000\","
+                   "\"read_only_rootfs\":true,\"cap_add\":[\"NET_ADMIN\"],\"cap_drop\":[\"ALL\"],"
+                   "\"devices\":[{\"host\":\"/dev/null\",\"container\":\"/dev/x\","
+                   "\"permissions\":\"rw\"}],\"cdi\":[\"nvidia.com/gpu=all\"],\"gpus\":2,"
+                   "\"runtime\":\"crun\",\"tmpfs\":[{\"path\":\"/s\",\"size\":\"64Mi\","
+                   "\"mode\":\"1777\"},{\"path\":\"/t\"}],\"sysctls\":{\"kernel.shmmax\":\"1024\"},"
+                   "\"ulimits\":{\"nofile\":{\"soft\":10,\"hard\":20},"
+                   "\"core\":{\"soft\":\"unlimited\",\"hard\":\"unlimited\"}},"
+                   "\"shm_size\":\"1Mi\"}",
+                   0, &jerr);
+    assert_non_null(spec);
+    struct rt_desired d = desired_of(spec, 0);
+    json_t *body = rt_create_body("edge-a", &d);
+    json_t *host = json_object_get(body, "HostConfig");
+    assert_string_equal(json_string_value(json_object_get(body, "User")), "1000:1000");
+    assert_true(json_is_true(json_object_get(host, "ReadonlyRootfs")));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(host, "CapAdd"), 0)),
+                        "NET_ADMIN");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(host, "CapDrop"), 0)),
+                        "ALL");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(host, "SecurityOpt"), 0)),
+                        "no-new-privileges");
+    json_t *dev = json_array_get(json_object_get(host, "Devices"), 0);
+    assert_string_equal(json_string_value(json_object_get(dev, "PathOnHost")), "/dev/null");
+    assert_string_equal(json_string_value(json_object_get(dev, "PathInContainer")), "/dev/x");
+    assert_string_equal(json_string_value(json_object_get(dev, "CgroupPermissions")), "rw");
+    json_t *reqs = json_object_get(host, "DeviceRequests");
+    assert_int_equal(json_array_size(reqs), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(reqs, 0), "Driver")),
+                        "cdi");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(reqs, 1), "Count")), 2);
+    assert_string_equal(json_string_value(json_object_get(host, "Runtime")), "crun");
+    json_t *tmpfs = json_object_get(host, "Tmpfs");
+    assert_string_equal(json_string_value(json_object_get(tmpfs, "/s")), "size=67108864,mode=1777");
+    assert_string_equal(json_string_value(json_object_get(tmpfs, "/t")), "");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(host, "Sysctls"), "kernel.shmmax")),
+        "1024");
+    json_t *ul = json_object_get(host, "Ulimits");
+    assert_int_equal(json_array_size(ul), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *u = json_array_get(ul, i);
+        const char *name = json_string_value(json_object_get(u, "Name"));
+        json_int_t soft = json_integer_value(json_object_get(u, "Soft"));
+        json_int_t hard = json_integer_value(json_object_get(u, "Hard"));
+        if (strcmp(name, "nofile") == 0) {
+            assert_int_equal(soft, 10);
+            assert_int_equal(hard, 20);
+        } else {
+            assert_string_equal(name, "core");
+            assert_int_equal(soft, -1);
+            assert_int_equal(hard, -1);
+        }
+    }
+    assert_int_equal(json_integer_value(json_object_get(host, "ShmSize")), 1048576);
+    json_decref(body);
+
+    /* Turned off, and a spec without any of these gets none but the default. */
+    json_object_set_new(spec, "no_new_privileges", json_false());
+    body = rt_create_body("edge-a", &d);
+    assert_null(json_object_get(json_object_get(body, "HostConfig"), "SecurityOpt"));
+    json_decref(body);
+    json_decref(spec);
+    spec = ms_spec("x");
+    d = desired_of(spec, 0);
+    body = rt_create_body("edge-a", &d);
+    host = json_object_get(body, "HostConfig");
+    assert_null(json_object_get(body, "User"));
+    const char *absent[] = {"ReadonlyRootfs", "CapAdd",  "Devices", "DeviceRequests", "Tmpfs",
+                            "Ulimits",        "ShmSize", "Sysctls", "Runtime",        "Privileged"};
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++)
+        assert_null(json_object_get(host, absent[i]));
+    assert_non_null(json_object_get(host, "SecurityOpt"));
+    json_decref(body);
+    json_decref(spec);
+}
+
 static void plan_config_before_create_and_signal(void **state)
 {
     (void)state;
@@ -259,6 +343,7 @@ int main(void)
         cmocka_unit_test(hash_ignores_config_only),
         cmocka_unit_test(plan_create_start_remove),
         cmocka_unit_test(create_body_and_labels),
+        cmocka_unit_test(create_body_security),
         cmocka_unit_test(plan_config_before_create_and_signal),
         cmocka_unit_test(config_text_and_dir),
         cmocka_unit_test(image_ref_and_backoff),

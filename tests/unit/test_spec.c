@@ -305,6 +305,55 @@ static const struct bad_case bad[] = {
     {APP("{'name':'m','image':'i','env':{'\\u0001':'x'}}"),
      "microservices[0].env.?: not a variable name (letters, digits and '_', not starting with a "
      "digit)"},
+    {APP("{'name':'m','image':'i','user':'1000:'}"),
+     "microservices[0].user: must be uid[:gid] (numbers up to 4294967294, or user and group "
+     "names)"},
+    {APP("{'name':'m','image':'i','user':'4294967295'}"),
+     "microservices[0].user: must be uid[:gid] (numbers up to 4294967294, or user and group "
+     "names)"},
+    {APP("{'name':'m','image':'i','user':-1}"), "microservices[0].user: must be a string"},
+    {APP("{'name':'m','image':'i','privileged':'yes'}"),
+     "microservices[0].privileged: must be true or false"},
+    {APP("{'name':'m','image':'i','cap_add':['NET_FOO']}"),
+     "microservices[0].cap_add[0]: not a Linux capability (e.g. NET_ADMIN, SYS_TIME, ALL)"},
+    {APP("{'name':'m','image':'i','cap_add':['NET_RAW'],'cap_drop':['net_raw']}"),
+     "microservices[0].cap_drop: NET_RAW is also in cap_add"},
+    {APP("{'name':'m','image':'i','devices':[{'host':'/etc/passwd'}]}"),
+     "microservices[0].devices[0].host: must be a device under /dev/"},
+    {APP("{'name':'m','image':'i','devices':[{'host':'/dev/a','permissions':'rr'}]}"),
+     "microservices[0].devices[0].permissions: must be some of r, w and m, each once (e.g. rw)"},
+    {APP("{'name':'m','image':'i','devices':[{'host':'/dev/a'},{'host':'/dev/b',"
+         "'container':'/dev/a'}]}"),
+     "microservices[0].devices[1].container: same container path as devices[0]"},
+    {APP("{'name':'m','image':'i','cdi':['gpu=all']}"),
+     "microservices[0].cdi[0]: must be a CDI device name, vendor/class=name (e.g. "
+     "nvidia.com/gpu=all)"},
+    {APP("{'name':'m','image':'i','gpus':0}"),
+     "microservices[0].gpus: must be \"all\" or a number of GPUs 1..64"},
+    {APP("{'name':'m','image':'i','runtime':'../x'}"),
+     "microservices[0].runtime: must be an OCI runtime name (e.g. runc, crun, nvidia)"},
+    {APP("{'name':'m','image':'i','tmpfs':[{'path':'/'},{'path':'/a','mode':'17777'},"
+         "{'path':'/b','mode':1777}]}"),
+     "microservices[0].tmpfs[0].path: cannot be /; "
+     "microservices[0].tmpfs[1].mode: must be an octal mode 0..7777 as a string, e.g. \"1777\"; "
+     "microservices[0].tmpfs[2].mode: must be an octal mode as a string, e.g. \"1777\""},
+    {APP("{'name':'m','image':'i','sysctls':{'net.ipv4.ip_forward':'1'}}"),
+     "microservices[0].sysctls.net.ipv4.ip_forward: not allowed: only IPC sysctls (kernel.msg*, "
+     "kernel.sem, kernel.shm*, fs.mqueue.*), as containers share the host's network"},
+    {APP("{'name':'m','image':'i','sysctls':{'kernel.sem':'1;2'}}"),
+     "microservices[0].sysctls.kernel.sem: must be numbers separated by spaces"},
+    {APP("{'name':'m','image':'i','ulimits':{'nofile':{'soft':10,'hard':5}}}"),
+     "microservices[0].ulimits.nofile: soft must not exceed hard"},
+    {APP("{'name':'m','image':'i','ulimits':{'files':1}}"),
+     "microservices[0].ulimits.files: not a resource limit (nofile, nproc, memlock, core, stack, "
+     "...)"},
+    {APP("{'name':'m','image':'i','ulimits':{'nofile':{'soft':1}}}"),
+     "microservices[0].ulimits.nofile: must be a number, \"unlimited\" or {soft, hard}"},
+    {APP("{'name':'m','image':'i','network':'bridge'}"),
+     "microservices[0].network: must be host: every microservice shares its node's network and "
+     "reaches others through services (expose/connect)"},
+    {APP("{'name':'m','image':'i','shm_size':'1X'}"),
+     "microservices[0].shm_size: must be a size such as 64Mi, 1Gi, 512M or 100k (at most 1Pi)"},
 };
 
 static void errors_table(void **state)
@@ -591,13 +640,13 @@ static void memory_parse_format(void **state)
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         uint64_t b = 0;
-        if (spec_memory_parse(ok[i].in, &b) != 0 || b != ok[i].bytes)
+        if (mesh_size_parse(ok[i].in, &b) != 0 || b != ok[i].bytes)
             fail_msg("%s: rc or bytes %llu", ok[i].in, (unsigned long long)b);
-        char s[SPEC_MEMORY_STRLEN];
-        assert_int_equal(spec_memory_format(b, s, sizeof s), strlen(ok[i].canon));
+        char s[MESH_SIZE_STRLEN];
+        assert_int_equal(mesh_size_format(b, s, sizeof s), strlen(ok[i].canon));
         assert_string_equal(s, ok[i].canon);
         uint64_t b2 = 0;
-        assert_int_equal(spec_memory_parse(s, &b2), 0);
+        assert_int_equal(mesh_size_parse(s, &b2), 0);
         assert_int_equal(b2, b);
     }
     static const char *const bad_sizes[] = {
@@ -628,13 +677,53 @@ static void memory_parse_format(void **state)
     };
     for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
         uint64_t b = 77;
-        if (spec_memory_parse(bad_sizes[i], &b) != MESH_EINVAL)
+        if (mesh_size_parse(bad_sizes[i], &b) != MESH_EINVAL)
             fail_msg("accepted %s", bad_sizes[i]);
         assert_int_equal(b, 77);
     }
-    char s[SPEC_MEMORY_STRLEN];
-    spec_memory_format(UINT64_MAX, s, sizeof s);
+    char s[MESH_SIZE_STRLEN];
+    mesh_size_format(UINT64_MAX, s, sizeof s);
     assert_string_equal(s, "18446744073709551615");
+}
+
+/* The security settings (issue 16): every field in its canonical spelling, defaults filled
+ * where the engine needs one (device permissions and container path), and idempotent. */
+static void security_settings(void **state)
+{
+    (void)state;
+    const char *in =
+        APP("{'name':'m','image':'i','user':1000,'read_only_rootfs':true,'privileged':false,"
+            "'no_new_privileges':false,'cap_add':['net_admin','CAP_SYS_TIME','NET_ADMIN'],"
+            "'cap_drop':['all'],'devices':[{'host':'/dev/ttyUSB0'},"
+            "{'host':'/dev/video0','container':'/dev/cam','permissions':'wr'}],"
+            "'cdi':['nvidia.com/gpu=all'],'gpus':'all','runtime':'crun',"
+            "'tmpfs':[{'path':'/scratch','size':'64Mi','mode':'0o1777'},{'path':'/run/x'}],"
+            "'sysctls':{'kernel.shmmax':68719476736,'fs.mqueue.msg_max':'100'},"
+            "'ulimits':{'nofile':{'soft':1024,'hard':4096},'core':0,'memlock':'unlimited'},"
+            "'network':'host','shm_size':'128M'}");
+    const char *out =
+        "{'kind':'Application','name':'app','microservices':[{'name':'m','image':'i',"
+        "'replicas':1,'restart':'always','user':'1000','read_only_rootfs':true,"
+        "'privileged':false,'no_new_privileges':false,'cap_add':['NET_ADMIN','SYS_TIME'],"
+        "'cap_drop':['ALL'],'devices':[{'host':'/dev/ttyUSB0','container':'/dev/ttyUSB0',"
+        "'permissions':'rwm'},{'host':'/dev/video0','container':'/dev/cam','permissions':'rw'}],"
+        "'cdi':['nvidia.com/gpu=all'],'gpus':'all','runtime':'crun',"
+        "'tmpfs':[{'path':'/scratch','size':'64Mi','mode':'1777'},{'path':'/run/x'}],"
+        "'sysctls':{'fs.mqueue.msg_max':'100','kernel.shmmax':'68719476736'},"
+        "'ulimits':{'core':{'soft':0,'hard':0},'memlock':{'soft':'unlimited','hard':'unlimited'},"
+        "'nofile':{'soft':1024,'hard':4096}},'network':'host','shm_size':'128M'}]}";
+    assert_canonical(in, out);
+    json_t *once = canon(in);
+    json_t *twice = NULL;
+    struct spec_errors errs;
+    assert_int_equal(spec_validate(once, &twice, &errs), 0);
+    assert_true(json_equal(once, twice));
+    json_decref(once);
+    json_decref(twice);
+    assert_canonical(APP("{'name':'m','image':'i','user':'app:video','gpus':2}"),
+                     "{'kind':'Application','name':'app','microservices':[{'name':'m',"
+                     "'image':'i','replicas':1,'restart':'always','user':'app:video',"
+                     "'gpus':2}]}");
 }
 
 static void images_for_arch(void **state)
@@ -662,7 +751,7 @@ int main(void)
         cmocka_unit_test(errors_table),         cmocka_unit_test(multiple_errors),
         cmocka_unit_test(errors_overflow),      cmocka_unit_test(bounds),
         cmocka_unit_test(long_paths_truncate),  cmocka_unit_test(memory_parse_format),
-        cmocka_unit_test(images_for_arch),
+        cmocka_unit_test(images_for_arch),      cmocka_unit_test(security_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
