@@ -258,7 +258,9 @@ int feed_reply_decode(const uint8_t *buf, size_t len, struct feed_reply *ret)
 int feed_record(struct feed *feed, uint64_t rev_before, uint64_t rev_after, const uint8_t *cmd,
                 size_t len)
 {
-    if (rev_after <= rev_before || len == 0 || len > FEED_CMD_MAX) {
+    if (rev_after == rev_before)
+        return 0; /* nothing changed: the chain goes on */
+    if (rev_after < rev_before || len == 0 || len > FEED_CMD_MAX) {
         ring_clear(feed); /* not a chain the ring can serve */
         return 0;
     }
@@ -291,19 +293,18 @@ int feed_record(struct feed *feed, uint64_t rev_before, uint64_t rev_after, cons
 
 /* ---- serving ---- */
 
+/* Returns non-zero when a write into the sbuffer failed (out of memory). */
 static int reply_begin(msgpack_packer *pk, unsigned kind, uint64_t rev, const uint8_t *digest)
 {
-    msgpack_pack_array(pk, 6);
-    msgpack_pack_uint64(pk, FEED_WIRE_VERSION);
-    msgpack_pack_uint64(pk, FEED_MSG_STATE);
-    msgpack_pack_uint64(pk, kind);
-    msgpack_pack_uint64(pk, rev);
-    return wire_pack_bin(pk, digest, FEED_DIGEST_LEN);
+    return msgpack_pack_array(pk, 6) | msgpack_pack_uint64(pk, FEED_WIRE_VERSION) |
+           msgpack_pack_uint64(pk, FEED_MSG_STATE) | msgpack_pack_uint64(pk, kind) |
+           msgpack_pack_uint64(pk, rev) | wire_pack_bin(pk, digest, FEED_DIGEST_LEN);
 }
 
-static int sbuf_out(msgpack_sbuffer *sb, uint8_t **ret_reply, size_t *ret_len)
+/* Hands the sbuffer's bytes out, unless a write into it failed (bad: a partial message). */
+static int sbuf_out(msgpack_sbuffer *sb, int bad, uint8_t **ret_reply, size_t *ret_len)
 {
-    if (!sb->data) {
+    if (bad || !sb->data) {
         msgpack_sbuffer_destroy(sb);
         return MESH_ENOMEM;
     }
@@ -329,9 +330,8 @@ int feed_serve(struct feed *feed, const uint8_t *req, size_t len, uint8_t **ret_
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     if (from >= rev) {
-        reply_begin(&pk, FEED_REPLY_NONE, rev, d);
-        msgpack_pack_array(&pk, 0);
-        return sbuf_out(&sb, ret_reply, ret_len);
+        int bad = reply_begin(&pk, FEED_REPLY_NONE, rev, d) | msgpack_pack_array(&pk, 0);
+        return sbuf_out(&sb, bad, ret_reply, ret_len);
     }
     /* Deltas when the ring holds a chain from `from` up to the state held now. */
     size_t first = feed->ring_n;
@@ -344,25 +344,25 @@ int feed_serve(struct feed *feed, const uint8_t *req, size_t len, uint8_t **ret_
             }
     }
     if (first < feed->ring_n) {
-        reply_begin(&pk, FEED_REPLY_DELTAS, rev, d);
-        msgpack_pack_array(&pk, (uint32_t)(feed->ring_n - first));
+        int bad = reply_begin(&pk, FEED_REPLY_DELTAS, rev, d) |
+                  msgpack_pack_array(&pk, (uint32_t)(feed->ring_n - first));
         for (size_t i = first; i < feed->ring_n; i++) {
             const struct ring_ent *e = &feed->ring[(feed->ring_head + i) % FEED_RING_MAX];
-            wire_pack_bin(&pk, e->cmd, e->len);
+            bad |= wire_pack_bin(&pk, e->cmd, e->len);
         }
         feed->st.served_deltas++;
-        return sbuf_out(&sb, ret_reply, ret_len);
+        return sbuf_out(&sb, bad, ret_reply, ret_len);
     }
     struct raft_buffer snap;
     if (fsm_snapshot_encode(feed->fsm, &snap) != 0) {
         msgpack_sbuffer_destroy(&sb);
         return MESH_ENOMEM;
     }
-    reply_begin(&pk, FEED_REPLY_SNAPSHOT, rev, d);
-    wire_pack_bin(&pk, snap.base, snap.len);
+    int bad =
+        reply_begin(&pk, FEED_REPLY_SNAPSHOT, rev, d) | wire_pack_bin(&pk, snap.base, snap.len);
     raft_free(snap.base);
     feed->st.served_snapshots++;
-    return sbuf_out(&sb, ret_reply, ret_len);
+    return sbuf_out(&sb, bad, ret_reply, ret_len);
 }
 
 /* ---- pulling ---- */
@@ -665,14 +665,13 @@ int feed_store_encode(const struct fsm *fsm, uint8_t **ret_buf, size_t *ret_len)
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 5);
-    wire_pack_str(&pk, FEED_STORE_MAGIC, sizeof FEED_STORE_MAGIC - 1);
-    msgpack_pack_uint64(&pk, FEED_STORE_VERSION);
-    msgpack_pack_uint64(&pk, fsm_revision(fsm));
-    wire_pack_bin(&pk, d, sizeof d);
-    wire_pack_bin(&pk, snap.base, snap.len);
+    int bad = msgpack_pack_array(&pk, 5) |
+              wire_pack_str(&pk, FEED_STORE_MAGIC, sizeof FEED_STORE_MAGIC - 1) |
+              msgpack_pack_uint64(&pk, FEED_STORE_VERSION) |
+              msgpack_pack_uint64(&pk, fsm_revision(fsm)) | wire_pack_bin(&pk, d, sizeof d) |
+              wire_pack_bin(&pk, snap.base, snap.len);
     raft_free(snap.base);
-    return sbuf_out(&sb, ret_buf, ret_len);
+    return sbuf_out(&sb, bad, ret_buf, ret_len);
 }
 
 int feed_store_decode(struct fsm *fsm, const uint8_t *buf, size_t len, struct mesh_err *err)
