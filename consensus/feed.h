@@ -33,9 +33,9 @@
  * do not give the claimed digest, a stale source, a source that does not answer. Such a source is
  * set aside for a backoff that doubles per failure (FEED_BACKOFF_*), the pull goes to another,
  * the held state is never replaced by one that fails the check, and the revision never goes
- * down. After a delta run that failed its check, the next pull asks for a snapshot.
- *
- * Wire (msgpack, common/wire.h's bounded reader; all decoders fuzzed in tests/fuzz/fuzz_feed.c):
+ * down. After a delta run that failed its check, the next pull asks for a snapshot. */
+/* clang-format off */
+/* Wire (msgpack, common/wire.h's bounded reader; all decoders fuzzed in tests/fuzz/fuzz_feed.c):
  *   advert   [FEED_WIRE_VERSION, revision: uint, digest: bin 32]
  *   request  [FEED_WIRE_VERSION, FEED_MSG_PULL, from_revision: uint, want_snapshot: bool]
  *   reply    [FEED_WIRE_VERSION, FEED_MSG_STATE, kind, revision: uint, digest: bin 32, payload]
@@ -44,9 +44,9 @@
  *            kind FEED_REPLY_SNAPSHOT: payload bin, the fsm snapshot;
  *            kind FEED_REPLY_NONE: payload [] (empty), nothing newer here.
  *   store    [FEED_STORE_MAGIC, FEED_STORE_VERSION, revision: uint, digest: bin 32, snapshot: bin]
- * A newer version is refused (MESH_EUNSUPPORTED), not guessed at.
- *
- * Threading and ownership: not thread-safe; one feed per node, driven from the node's loop.
+ * A newer version is refused (MESH_EUNSUPPORTED), not guessed at. */
+/* clang-format on */
+/* Threading and ownership: not thread-safe; one feed per node, driven from the node's loop.
  * The fsm is borrowed (a Raft replica's own, or the one a non-Raft node holds) and outlives the
  * feed. io callbacks must not call back into the feed, except that feed_pull_done may be called
  * from any later loop callback (never from inside io->call). No global state. */
