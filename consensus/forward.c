@@ -163,12 +163,19 @@ void forward_stop(struct forward *fw)
         if (op->kind == OP_SERVE_APPLY || op->kind == OP_SERVE_READ) {
             /* Not MESH_ESTATE: a proposed write may still commit, so the follower must not
              * send it to the next leader. */
-            if (op->handle)
+            if (op->handle) {
                 fw->io.detach(fw->io.data, op->handle);
+                op->handle = NULL;
+                op->local_out = false;
+            }
             fw->io.respond(fw->io.data, op->token, MESH_ECLOSED, NULL, 0,
                            "the leader is shutting down; the write may or may not have "
                            "committed");
-            op_free(op);
+            /* Answered. A request the io gave no handle for cannot be detached: its
+             * completion still comes, and frees the op then (forward_submit_done and
+             * forward_barrier_done see `done`), without answering twice. */
+            op->done = true;
+            op_release(op);
             continue;
         }
         if (op->done)
@@ -504,12 +511,12 @@ void forward_submit_done(struct forward_op *op, int status, const struct fsm_res
     struct forward *fw = op->fw;
     op->local_out = false;
     op->handle = NULL;
-    if (op->kind == OP_SERVE_APPLY) {
-        served_applied(op, status, res, err);
+    if (op->done) { /* answered already (forward_stop) */
+        op_release(op);
         return;
     }
-    if (op->done) {
-        op_release(op);
+    if (op->kind == OP_SERVE_APPLY) {
+        served_applied(op, status, res, err);
         return;
     }
     struct forward_result r;
@@ -531,6 +538,10 @@ void forward_barrier_done(struct forward_op *op, int status)
     struct forward *fw = op->fw;
     op->local_out = false;
     op->handle = NULL;
+    if (op->done) { /* answered already (forward_stop), or a read's deadline passed */
+        op_release(op);
+        return;
+    }
     if (op->kind == OP_SERVE_READ) {
         void *req = op->token;
         op_free(op);
@@ -543,10 +554,6 @@ void forward_barrier_done(struct forward_op *op, int status)
         fw->io.state(fw->io.data, &st);
         size_t n = forward_read_index_encode(st.commit, buf, sizeof buf);
         fw->io.respond(fw->io.data, req, 0, buf, n, NULL);
-        return;
-    }
-    if (op->done) {
-        op_release(op);
         return;
     }
     if (status < 0) {

@@ -134,8 +134,9 @@ int forward_new(const struct forward_io *io, struct forward **ret);
 void forward_free(struct forward *fw);
 
 /* Shutdown, before raft closes: every write and read gets io->done(FORWARD_STOPPED) now; calls
- * served for other nodes are answered MESH_ECLOSED; every local raft request is detached, so
- * none completes later; ops whose call is still out stay until forward_call_done or
+ * served for other nodes are answered MESH_ECLOSED; every local raft request with a handle is
+ * detached, so none completes later (one without a handle still completes, answering nothing
+ * more, and its op is freed then); ops whose call is still out stay until forward_call_done or
  * forward_free. New writes and reads fail with FORWARD_FAILED afterwards, new served calls
  * with MESH_ECLOSED. */
 void forward_stop(struct forward *fw);

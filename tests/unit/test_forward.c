@@ -58,6 +58,7 @@ struct fake {
     struct forward_state st;
     uint64_t timer_at;
     int call_rc, submit_rc, rec_rc;
+    bool no_handle; /* submit and barrier leave *ret_handle NULL, as the io may */
     struct call calls[MAXQ];
     size_t ncalls;
     struct sub subs[MAXQ];
@@ -117,7 +118,7 @@ static int f_submit(void *ud, struct forward_op *op, struct raft_buffer *cmd, vo
     struct sub *s = &f->subs[f->nsubs++];
     s->op = op;
     s->cmd = *cmd; /* taken */
-    *ret_handle = s;
+    *ret_handle = f->no_handle ? NULL : s;
     return 0;
 }
 
@@ -129,7 +130,7 @@ static int f_barrier(void *ud, struct forward_op *op, void **ret_handle)
     struct sub *s = &f->subs[f->nsubs++];
     s->op = op;
     s->barrier = true;
-    *ret_handle = s;
+    *ret_handle = f->no_handle ? NULL : s;
     return 0;
 }
 
@@ -644,6 +645,33 @@ static void stop_answers_everyone_once(void **state)
     assert_int_equal(f->resps[1].rc, MESH_ECLOSED);
 }
 
+/* Served calls whose local request has no handle (the io may leave it NULL) cannot be detached
+ * at stop: they are answered once then, and freed when raft's completion comes, which answers
+ * nothing more (ASan: a use after free, or a second answer, without the fix). */
+static void stop_with_served_calls_without_handle(void **state)
+{
+    struct fake *f = *state;
+    char why[640];
+    int rd, wr;
+    set_leader(f, SELF);
+    f->no_handle = true;
+    forward_serve_read_index(f->fw, &rd);
+    struct raft_buffer b = delete_cmd("ab");
+    assert_int_equal(forward_serve_apply(f->fw, &wr, b.base, b.len, why, sizeof why), 0);
+    raft_free(b.base);
+    assert_int_equal(f->nsubs, 2);
+    forward_stop(f->fw);
+    assert_int_equal(f->nresps, 2);
+    assert_int_equal(f->resps[0].rc, MESH_ECLOSED);
+    assert_int_equal(f->resps[1].rc, MESH_ECLOSED);
+    assert_false(f->subs[0].detached);
+    /* raft answers both later, as it does for every request it was given */
+    forward_barrier_done(f->subs[0].op, 0);
+    struct fsm_result r = {.outcome = FSM_OUT_DELETED, .version = 1};
+    forward_submit_done(f->subs[1].op, 0, &r, NULL);
+    assert_int_equal(f->nresps, 2);
+}
+
 /* A call out at forward_free is freed with it (the daemon frees after peers_free). */
 static void free_with_calls_out(void **state)
 {
@@ -865,6 +893,7 @@ int main(void)
         T(consistent_read_on_the_leader),
         T(stop_answers_everyone_once),
         T(free_with_calls_out),
+        T(stop_with_served_calls_without_handle),
         T(serve_apply_makes_it_canonical),
         T(serve_apply_pads),
         T(serve_apply_leadership_lost_is_not_resent),
