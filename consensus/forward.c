@@ -350,10 +350,15 @@ static void read_check(struct forward_op *op)
         return;
     }
     if (fw->io.now(fw->io.data) >= op->deadline) {
-        /* A plain read only waited to show the client its own write: answer what we have. */
-        if (op->best_effort)
+        /* A plain read only waited to show the client its own write: answer what we have.
+         * And stop waiting for that index: one the replica has not reached in this long may
+         * never come (a forged reply can claim UINT64_MAX), and every later read would pay
+         * the wait again. A real one still arrives; only the wait for it is given up. */
+        if (op->best_effort) {
+            if (fw->rw_index > st.applied)
+                fw->rw_index = st.applied;
             finish(op, &res);
-        else
+        } else
             finish_with(op, FORWARD_FAILED,
                         "this replica did not catch up with the leader in time");
     }

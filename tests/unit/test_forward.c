@@ -372,6 +372,25 @@ static void read_your_writes_is_best_effort(void **state)
     assert_false(f->answers[1].res.consistent);
 }
 
+/* A reply claiming an index the replica never reaches (a forged UINT64_MAX) costs one read
+ * its wait, not every read after it. */
+static void forged_write_index_costs_one_wait(void **state)
+{
+    struct fake *f = *state;
+    int w, r1, r2;
+    struct forward_result res;
+    write_token(f, &w);
+    reply_ok(f, 0, FSM_OUT_DELETED, 1, UINT64_MAX);
+    f->st.applied = 5;
+    assert_false(forward_read(f->fw, &r1, false, &res));
+    advance(f, FORWARD_READ_YOUR_WRITES_MS);
+    assert_int_equal(f->nanswers, 2);
+    assert_int_equal(f->answers[1].res.status, FORWARD_OK);
+    assert_true(forward_read(f->fw, &r2, false, &res)); /* at once */
+    assert_int_equal(res.status, FORWARD_OK);
+    assert_int_equal(forward_rw_index(f->fw), 5);
+}
+
 static void leader_refusals_are_final(void **state)
 {
     struct fake *f = *state;
@@ -878,6 +897,7 @@ int main(void)
         T(write_without_leader_answers_at_once),
         T(forwarded_write_then_read_your_writes),
         T(read_your_writes_is_best_effort),
+        T(forged_write_index_costs_one_wait),
         T(leader_refusals_are_final),
         T(lost_reply_is_not_resent),
         T(not_leader_is_resent_to_the_next_leader),
