@@ -1102,8 +1102,10 @@ static bool perms_valid(const char *s)
 static json_t *f_dev_host(struct ctx *c, const json_t *v)
 {
     json_t *p = f_path(c, v);
-    if (p && strncmp(json_string_value(p), "/dev/", 5) != 0) {
-        fail(c, "must be a device under /dev/");
+    const char *s = p ? json_string_value(p) : NULL;
+    if (s && (strncmp(s, "/dev/", 5) != 0 || strstr(s, "/../") || strstr(s, "/./") ||
+              (strlen(s) >= 3 && strcmp(s + strlen(s) - 3, "/..") == 0))) {
+        fail(c, "must be a device under /dev/ (no . or .. in the path)");
         json_decref(p);
         return NULL;
     }

@@ -319,7 +319,9 @@ static const struct bad_case bad[] = {
     {APP("{'name':'m','image':'i','cap_add':['NET_RAW'],'cap_drop':['net_raw']}"),
      "microservices[0].cap_drop: NET_RAW is also in cap_add"},
     {APP("{'name':'m','image':'i','devices':[{'host':'/etc/passwd'}]}"),
-     "microservices[0].devices[0].host: must be a device under /dev/"},
+     "microservices[0].devices[0].host: must be a device under /dev/ (no . or .. in the path)"},
+    {APP("{'name':'m','image':'i','devices':[{'host':'/dev/../etc/shadow'}]}"),
+     "microservices[0].devices[0].host: must be a device under /dev/ (no . or .. in the path)"},
     {APP("{'name':'m','image':'i','devices':[{'host':'/dev/a','permissions':'rr'}]}"),
      "microservices[0].devices[0].permissions: must be some of r, w and m, each once (e.g. rw)"},
     {APP("{'name':'m','image':'i','devices':[{'host':'/dev/a'},{'host':'/dev/b',"
