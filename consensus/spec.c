@@ -701,30 +701,43 @@ static const struct field volume_fields[] = {
     {"readonly", f_readonly},
 };
 
-static json_t *f_volumes(struct ctx *c, const json_t *v)
+/* A list of up to max objects, each checked by tab (fix, when not NULL, completes or checks
+ * each one further), in which the value at `key` appears once: a second one is reported as
+ * "same <what>[j]" at that key. Volumes, devices and tmpfs mounts. */
+static json_t *object_list(struct ctx *c, const json_t *v, size_t max, const struct field *tab,
+                           size_t n, const char *key, const char *what,
+                           void (*fix)(struct ctx *c, json_t *o))
 {
     if (!v)
         return NULL;
-    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_VOLUMES);
+    json_t *out = array_begin(c, v, "an array", 0, max);
     if (!out)
         return NULL;
     for (size_t i = 0; i < json_array_size(v); i++) {
         size_t old = path_index(c, i);
-        json_t *vol = check_object(c, json_array_get(v, i), volume_fields, N_(volume_fields), NULL);
-        const json_t *cpath = json_object_get(vol, "container");
-        for (size_t j = 0; cpath && j < json_array_size(out); j++) {
-            if (json_equal(json_object_get(json_array_get(out, j), "container"), (json_t *)cpath)) {
+        json_t *o = check_object(c, json_array_get(v, i), tab, n, NULL);
+        if (o && fix)
+            fix(c, o);
+        const json_t *k = json_object_get(o, key);
+        for (size_t j = 0; k && j < json_array_size(out); j++) {
+            if (json_equal(json_object_get(json_array_get(out, j), key), (json_t *)k)) {
                 char msg[64];
-                snprintf(msg, sizeof msg, "same container path as volumes[%zu]", j);
-                fail_at(c, "container", msg);
+                snprintf(msg, sizeof msg, "same %s[%zu]", what, j);
+                fail_at(c, key, msg);
                 break;
             }
         }
-        if (vol && json_array_append_new(out, vol) != 0)
+        if (o && json_array_append_new(out, o) != 0)
             nomem(c);
         path_pop(c, old);
     }
     return drop_empty(out);
+}
+
+static json_t *f_volumes(struct ctx *c, const json_t *v)
+{
+    return object_list(c, v, SPEC_MAX_VOLUMES, volume_fields, N_(volume_fields), "container",
+                       "container path as volumes", NULL);
 }
 
 static json_t *f_cpus(struct ctx *c, const json_t *v)
@@ -1146,34 +1159,18 @@ static const struct field device_fields[] = {
 
 #define SPEC_MAX_DEVICES 32
 
+/* A device's container path defaults to its host path. */
+static void device_fix(struct ctx *c, json_t *d)
+{
+    json_t *host = json_object_get(d, "host");
+    if (host && !json_object_get(d, "container") && json_object_set(d, "container", host) != 0)
+        nomem(c);
+}
+
 static json_t *f_devices(struct ctx *c, const json_t *v)
 {
-    if (!v)
-        return NULL;
-    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_DEVICES);
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < json_array_size(v); i++) {
-        size_t old = path_index(c, i);
-        json_t *d = check_object(c, json_array_get(v, i), device_fields, N_(device_fields), NULL);
-        json_t *host = json_object_get(d, "host");
-        if (d && host && !json_object_get(d, "container") &&
-            json_object_set(d, "container", host) != 0)
-            nomem(c);
-        const json_t *cpath = json_object_get(d, "container");
-        for (size_t j = 0; cpath && j < json_array_size(out); j++) {
-            if (json_equal(json_object_get(json_array_get(out, j), "container"), (json_t *)cpath)) {
-                char msg[64];
-                snprintf(msg, sizeof msg, "same container path as devices[%zu]", j);
-                fail_at(c, "container", msg);
-                break;
-            }
-        }
-        if (d && json_array_append_new(out, d) != 0)
-            nomem(c);
-        path_pop(c, old);
-    }
-    return drop_empty(out);
+    return object_list(c, v, SPEC_MAX_DEVICES, device_fields, N_(device_fields), "container",
+                       "container path as devices", device_fix);
 }
 
 /* A CDI device name (the Container Device Interface spec): vendor.example/class=name. */
@@ -1295,32 +1292,17 @@ static const struct field tmpfs_fields[] = {
 
 #define SPEC_MAX_TMPFS 16
 
+static void tmpfs_fix(struct ctx *c, json_t *t)
+{
+    const json_t *p = json_object_get(t, "path");
+    if (p && strcmp(json_string_value(p), "/") == 0)
+        fail_at(c, "path", "cannot be /");
+}
+
 static json_t *f_tmpfs(struct ctx *c, const json_t *v)
 {
-    if (!v)
-        return NULL;
-    json_t *out = array_begin(c, v, "an array", 0, SPEC_MAX_TMPFS);
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < json_array_size(v); i++) {
-        size_t old = path_index(c, i);
-        json_t *t = check_object(c, json_array_get(v, i), tmpfs_fields, N_(tmpfs_fields), NULL);
-        const json_t *p = json_object_get(t, "path");
-        if (p && strcmp(json_string_value(p), "/") == 0)
-            fail_at(c, "path", "cannot be /");
-        for (size_t j = 0; p && j < json_array_size(out); j++) {
-            if (json_equal(json_object_get(json_array_get(out, j), "path"), (json_t *)p)) {
-                char msg[64];
-                snprintf(msg, sizeof msg, "same path as tmpfs[%zu]", j);
-                fail_at(c, "path", msg);
-                break;
-            }
-        }
-        if (t && json_array_append_new(out, t) != 0)
-            nomem(c);
-        path_pop(c, old);
-    }
-    return drop_empty(out);
+    return object_list(c, v, SPEC_MAX_TMPFS, tmpfs_fields, N_(tmpfs_fields), "path",
+                       "path as tmpfs", tmpfs_fix);
 }
 
 /* Only sysctls of the IPC namespace: every container shares the host's network namespace
